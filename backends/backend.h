@@ -1,0 +1,92 @@
+// The internal request/response types every backend speaks, and the one interface they implement.
+//
+// The gateway converts wire formats (OpenAI JSON, protobuf) into these types at the edge; a
+// backend never sees JSON from a client and never knows which client dialect a request came in.
+#ifndef SWITCHYARD_BACKENDS_BACKEND_H_
+#define SWITCHYARD_BACKENDS_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace switchyard::backends {
+
+struct Message {
+  std::string role;  // "system", "user", "assistant", "tool"
+  std::string content;
+};
+
+// A chat request after the gateway has parsed and validated it. Optional fields left unset mean
+// "the backend's default".
+struct ChatRequest {
+  std::string request_id;  // for logs; "chatcmpl-..."
+  std::vector<Message> messages;
+  std::optional<int32_t> max_tokens;
+  std::optional<float> temperature;
+  std::optional<float> top_p;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+  std::string user;
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+enum class FinishReason { kStop, kLength };
+
+// What a finished generation reports once, after its last delta.
+struct Completion {
+  FinishReason finish_reason = FinishReason::kStop;
+  Usage usage;
+};
+
+// Receives the output of one request. Calls for one request never overlap: zero or more
+// OnDelta, then exactly one OnDone. OnDone carries OK with the completion, or an error status
+// whose message is safe to show a client (no secrets, no prompt text).
+//
+// Sink methods run on a backend thread: they must be quick and must not block (hand the data to
+// the client's own thread or queue). They may call Call::Cancel() on their own call.
+class ChatSink {
+ public:
+  virtual ~ChatSink() = default;
+  // `text` is valid UTF-8 (a backend holds back an incomplete multi-byte sequence until the rest
+  // arrives) and may be empty only if the backend has nothing to say yet.
+  virtual void OnDelta(std::string_view text) = 0;
+  virtual void OnDone(const absl::Status& status, const Completion& completion) = 0;
+};
+
+// A request in flight. Destroying the handle does not cancel it; call Cancel().
+class Call {
+ public:
+  virtual ~Call() = default;
+  // Stops the request as soon as possible and releases its resources (slot, upstream transfer).
+  // Contract: after Cancel() returns, no further sink method is called for this request, not
+  // even OnDone. Safe to call from any thread, more than once, and from inside a sink method.
+  virtual void Cancel() = 0;
+};
+
+// One configured target: the local engine for one model, or one remote API.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Starts a request. Never blocks on generation: the work is queued and the sink is fed from a
+  // backend thread. The backend keeps `sink` alive until OnDone returns or Cancel() returns.
+  // Errors found before any work starts (e.g. a prompt too long) are still reported through
+  // sink->OnDone, so callers have one path for failures.
+  virtual std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) = 0;
+  // Counts prompt tokens with this backend's tokenizer when it has one; nullopt otherwise.
+  virtual std::optional<int64_t> CountTokens(const std::vector<Message>& messages) const {
+    return std::nullopt;
+  }
+};
+
+}  // namespace switchyard::backends
+
+#endif  // SWITCHYARD_BACKENDS_BACKEND_H_
