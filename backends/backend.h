@@ -62,7 +62,8 @@ class ChatSink {
   virtual void OnDone(const absl::Status& status, const Completion& completion) = 0;
 };
 
-// A request in flight. Destroying the handle does not cancel it; call Cancel().
+// A request in flight. Destroying the handle does not cancel it; call Cancel(). A handle may
+// outlive its Backend (shutdown order): Cancel() is then a no-op and destruction is safe.
 class Call {
  public:
   virtual ~Call() = default;
