@@ -8,164 +8,394 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "policies/absl_compat.h"
+#include "policies/detectors.h"
+#include "policies/scanner.h"
 #include "policies/yaml_util.h"
 #include "re2/re2.h"
 
 // Local early-return helpers; the gateway's macros live above us in the dependency graph.
-#define POLICY_RETURN_IF_ERROR(expr)         \
-  do {                                       \
-    ::absl::Status policy_status_ = (expr);  \
+#define POLICY_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::absl::Status policy_status_ = (expr);          \
     if (!policy_status_.ok()) return policy_status_; \
   } while (0)
 
+#define POLICY_ASSIGN_OR_RETURN(lhs, expr) \
+  auto lhs##_or = (expr);                  \
+  if (!lhs##_or.ok()) return lhs##_or.status(); \
+  auto lhs = *std::move(lhs##_or)
+
 namespace switchyard::policies {
 namespace internal {
+
+// A scanner group: a named dictionary or pattern (its hits are findings of that type), or the
+// keywords or patterns of one rule (anonymous: they only decide that rule).
+struct Group {
+  std::string type;
+};
 
 struct Rule {
   std::string name;
   std::string description;
   std::vector<std::string> models;
-  // All keywords of the rule as one alternation, so a rule costs one scan per message.
-  std::unique_ptr<RE2> keywords;
-  std::vector<std::unique_ptr<RE2>> patterns;
+  int keyword_group = -1;
+  int pattern_group = -1;
+  std::vector<std::string> findings;  // finding types or prefixes
+  std::optional<int> min_level;
+  std::optional<int> max_level;
+  std::vector<std::pair<std::string, std::vector<std::string>>> metadata;
   bool deny = false;
   std::string deny_message;
   TargetInfo target;
+  const YAML::Node* node = nullptr;
 
-  bool has_content() const { return keywords != nullptr || !patterns.empty(); }
+  bool has_content_test() const {
+    return keyword_group >= 0 || pattern_group >= 0 || !findings.empty();
+  }
+  bool is_content_rule() const { return has_content_test() || min_level.has_value(); }
 };
 
 }  // namespace internal
 
 namespace {
 
+using internal::Group;
 using internal::Rule;
 
-bool IsWordByte(char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+constexpr std::string_view kDefaultLevels[] = {"public", "internal", "confidential", "restricted"};
 
-// Returns the RE2 source for one keyword: literal words joined by any whitespace, anchored at
-// word boundaries only where the keyword itself begins or ends with a word character (so "c++"
-// still matches before a space).
-std::string KeywordRegex(std::string_view keyword) {
-  std::vector<absl::string_view> words =
-      absl::StrSplit(Sv(keyword), absl::ByAnyChar(" \t\r\n\f\v"), absl::SkipEmpty());
-  std::string out;
-  if (IsWordByte(keyword.front())) out += "\\b";
-  for (size_t i = 0; i < words.size(); ++i) {
-    if (i > 0) out += "\\s+";
-    out += RE2::QuoteMeta(StdSv(words[i]));
+// Default level of each built-in type (or prefix) as a rank on the default four-level scale.
+constexpr std::pair<std::string_view, int> kDefaultDetectorRanks[] = {
+    {"email", 1},       {"phone", 1},  {"ip_address", 1}, {"iban", 2},
+    {"credit_card", 3}, {"us_ssn", 3}, {"secret", 3},
+};
+
+bool TypeMatches(std::string_view type, std::string_view wanted) {
+  return type == wanted ||
+         (type.size() > wanted.size() && type.starts_with(wanted) && type[wanted.size()] == '.');
+}
+
+std::string Quoted(const std::vector<std::string>& names) { return absl::StrJoin(names, ", "); }
+
+// The state FromYaml threads through the helpers below.
+struct Loader {
+  YamlReader yaml;
+  const std::vector<TargetInfo>& targets;
+  std::vector<std::string> levels;
+  std::vector<std::string_view> enabled_builtins;
+  std::vector<std::string> known_types;  // what `findings:` may name
+  std::vector<Group> groups;
+  std::vector<Scanner::TermSpec> terms;
+  std::vector<Scanner::RegexSpec> regexes;
+  int default_level = 0;
+  double min_confidence = 0;
+  std::map<std::string, int, std::less<>> type_levels;
+  std::string metadata_key = "sensitivity";
+  std::map<std::string, int, std::less<>> tenant_levels;
+
+  absl::StatusOr<int> Level(const YAML::Node& node, std::string_view what) const {
+    if (!node.IsScalar()) return yaml.Error(node, absl::StrCat(Sv(what), " must be a level name"));
+    for (size_t i = 0; i < levels.size(); ++i) {
+      if (levels[i] == node.Scalar()) return static_cast<int>(i);
+    }
+    return yaml.Error(node, absl::StrCat(Sv(what), " names unknown level '", node.Scalar(),
+                                         "' (levels: ", Quoted(levels), ")"));
   }
-  if (IsWordByte(keyword.back())) out += "\\b";
-  return out;
-}
 
-const TargetInfo* FindTarget(const std::vector<TargetInfo>& targets, std::string_view name) {
-  for (const TargetInfo& target : targets) {
-    if (target.name == name) return &target;
+  absl::StatusOr<TargetInfo> Target(const YAML::Node& node, std::string_view what) const {
+    if (!node.IsScalar()) return yaml.Error(node, absl::StrCat(Sv(what), " must be a target name"));
+    std::vector<std::string> names;
+    for (const TargetInfo& target : targets) {
+      if (target.name == node.Scalar()) return target;
+      names.push_back(target.name);
+    }
+    return yaml.Error(node, absl::StrCat(Sv(what), " names unknown target '", node.Scalar(),
+                                         "' (targets: ", Quoted(names), ")"));
   }
-  return nullptr;
-}
 
-absl::StatusOr<TargetInfo> ResolveTarget(const YamlReader& yaml, const YAML::Node& node,
-                                         std::string_view what,
-                                         const std::vector<TargetInfo>& targets) {
-  if (!node.IsScalar()) return yaml.Error(node, absl::StrCat(Sv(what), " must be a target name"));
-  if (const TargetInfo* target = FindTarget(targets, node.Scalar())) return *target;
-  std::vector<std::string> names;
-  for (const TargetInfo& target : targets) names.push_back(target.name);
-  return yaml.Error(node, absl::StrCat(Sv(what), " names unknown target '", node.Scalar(),
-                                       "' (targets: ", absl::StrJoin(names, ", "), ")"));
-}
-
-// Reads a list of non-empty strings, keeping each item's node for precise errors.
-absl::StatusOr<std::vector<std::pair<std::string, YAML::Node>>> NonEmptyStrings(
-    const YamlReader& yaml, const YAML::Node& map, std::string_view key, bool scalar_ok) {
-  std::vector<std::pair<std::string, YAML::Node>> out;
-  const YAML::Node node = map[std::string(key)];
-  if (!node) return out;
-  if (scalar_ok && node.IsScalar()) {
-    out.emplace_back(node.Scalar(), node);
-  } else if (node.IsSequence()) {
-    for (const auto& item : node) {
-      if (!item.IsScalar()) {
-        return yaml.Error(item, absl::StrCat("every item of '", Sv(key), "' must be a string"));
+  // Reads a list of non-empty strings, keeping each item's node for precise errors.
+  absl::StatusOr<std::vector<std::pair<std::string, YAML::Node>>> Strings(
+      const YAML::Node& map, std::string_view key, bool scalar_ok) const {
+    std::vector<std::pair<std::string, YAML::Node>> out;
+    const YAML::Node node = map[std::string(key)];
+    if (!node) return out;
+    if (scalar_ok && node.IsScalar()) {
+      out.emplace_back(node.Scalar(), node);
+    } else if (node.IsSequence()) {
+      for (const auto& item : node) {
+        if (!item.IsScalar()) {
+          return yaml.Error(item, absl::StrCat("every item of '", Sv(key), "' must be a string"));
+        }
+        out.emplace_back(item.Scalar(), item);
       }
-      out.emplace_back(item.Scalar(), item);
+    } else {
+      return yaml.Error(node, absl::StrCat("'", Sv(key), "' must be a list of strings"));
     }
-  } else {
-    return yaml.Error(node, absl::StrCat("'", Sv(key), "' must be a list of strings"));
-  }
-  if (out.empty()) return yaml.Error(node, absl::StrCat("'", Sv(key), "' must not be empty"));
-  for (const auto& [value, item] : out) {
-    if (absl::StripAsciiWhitespace(value).empty()) {
-      return yaml.Error(item, absl::StrCat("an item of '", Sv(key), "' is empty"));
+    if (out.empty()) return yaml.Error(node, absl::StrCat("'", Sv(key), "' must not be empty"));
+    for (const auto& [value, item] : out) {
+      if (absl::StripAsciiWhitespace(value).empty()) {
+        return yaml.Error(item, absl::StrCat("an item of '", Sv(key), "' is empty"));
+      }
     }
-  }
-  return out;
-}
-
-absl::Status ParseWhen(const YamlReader& yaml, const YAML::Node& when, Rule& rule) {
-  POLICY_RETURN_IF_ERROR(yaml.ExpectMap(when, absl::StrCat("the 'when' of rule '", rule.name, "'"),
-                                        {"keywords", "patterns", "model"}));
-
-  auto keywords = NonEmptyStrings(yaml, when, "keywords", /*scalar_ok=*/false);
-  if (!keywords.ok()) return keywords.status();
-  if (!keywords->empty()) {
-    std::vector<std::string> alternatives;
-    for (const auto& [keyword, node] : *keywords) {
-      alternatives.push_back(KeywordRegex(StdSv(absl::StripAsciiWhitespace(keyword))));
-    }
-    RE2::Options options;
-    options.set_case_sensitive(false);
-    options.set_log_errors(false);
-    // Large dictionaries exceed RE2's default program budget.
-    options.set_max_mem(int64_t{256} << 20);
-    rule.keywords = std::make_unique<RE2>(absl::StrJoin(alternatives, "|"), options);
-    if (!rule.keywords->ok()) {
-      return yaml.Error(when["keywords"], absl::StrCat("cannot compile the keywords of rule '",
-                                                       rule.name, "': ", rule.keywords->error()));
-    }
+    return out;
   }
 
-  auto patterns = NonEmptyStrings(yaml, when, "patterns", /*scalar_ok=*/false);
-  if (!patterns.ok()) return patterns.status();
-  for (const auto& [pattern, node] : *patterns) {
-    RE2::Options options;
-    options.set_log_errors(false);
-    auto re = std::make_unique<RE2>(pattern, options);
-    if (!re->ok()) {
-      return yaml.Error(node, absl::StrCat("invalid regex '", pattern, "': ", re->error()));
+  absl::StatusOr<int> AddRegexes(const std::vector<std::pair<std::string, YAML::Node>>& items,
+                                 std::string type) {
+    const int group = static_cast<int>(groups.size());
+    groups.push_back({std::move(type)});
+    for (const auto& [pattern, node] : items) {
+      RE2::Options options;
+      options.set_log_errors(false);
+      RE2 re(pattern, options);
+      if (!re.ok()) {
+        return yaml.Error(node, absl::StrCat("invalid regex '", pattern, "': ", re.error()));
+      }
+      regexes.push_back({pattern, group});
     }
-    rule.patterns.push_back(std::move(re));
+    return group;
   }
 
-  auto models = NonEmptyStrings(yaml, when, "model", /*scalar_ok=*/true);
-  if (!models.ok()) return models.status();
-  for (auto& [model, node] : *models) rule.models.push_back(std::move(model));
+  int AddTerms(const std::vector<std::pair<std::string, YAML::Node>>& items, std::string type) {
+    const int group = static_cast<int>(groups.size());
+    groups.push_back({std::move(type)});
+    for (const auto& [term, node] : items) terms.push_back({term, group});
+    return group;
+  }
+
+  absl::Status CheckName(const YAML::Node& node, const std::string& name) const {
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) {
+          return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+        })) {
+      return yaml.Error(node, absl::StrCat("name '", name,
+                                           "' must be letters, digits, '_' or '-' only"));
+    }
+    if (std::find(known_types.begin(), known_types.end(), name) != known_types.end() ||
+        name == "secret") {
+      return yaml.Error(node, absl::StrCat("finding type '", name, "' is already defined"));
+    }
+    return absl::OkStatus();
+  }
+};
+
+
+absl::Status ParseLevels(Loader& loader, const YAML::Node& sensitivity) {
+  if (!sensitivity || !sensitivity["levels"]) {
+    loader.levels.assign(std::begin(kDefaultLevels), std::end(kDefaultLevels));
+    return absl::OkStatus();
+  }
+  POLICY_ASSIGN_OR_RETURN(items, loader.Strings(sensitivity, "levels", /*scalar_ok=*/false));
+  for (const auto& [name, item] : items) {
+    if (std::find(loader.levels.begin(), loader.levels.end(), name) != loader.levels.end()) {
+      return loader.yaml.Error(item, absl::StrCat("duplicate level '", name, "'"));
+    }
+    loader.levels.push_back(name);
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Rule> ParseRule(const YamlReader& yaml, const YAML::Node& node,
-                               const std::vector<TargetInfo>& targets) {
+// Built-in detector levels: defaults, overridden by the most specific `detectors` entry.
+absl::Status ParseDetectors(Loader& loader, const YAML::Node& sensitivity) {
+  const int top = static_cast<int>(loader.levels.size()) - 1;
+  std::map<std::string, std::optional<int>, std::less<>> entries;  // nullopt: off
+  for (const auto& [prefix, rank] : kDefaultDetectorRanks) {
+    entries[std::string(prefix)] = std::min(rank, top);
+  }
+  if (sensitivity && sensitivity["detectors"]) {
+    const YAML::Node node = sensitivity["detectors"];
+    if (!node.IsMap()) return loader.yaml.Error(node, "'detectors' must be a map of type: level");
+    std::vector<std::string> allowed;
+    for (std::string_view type : BuiltinTypes()) allowed.emplace_back(type);
+    allowed.emplace_back("secret");
+    for (const auto& entry : node) {
+      const std::string key = entry.first.Scalar();
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+        return loader.yaml.Error(entry.first,
+                                 absl::StrCat("unknown detector '", key, "' (detectors: ",
+                                              Quoted(allowed), ")"));
+      }
+      if (entry.second.IsScalar() && entry.second.Scalar() == "off") {
+        entries[key] = std::nullopt;
+        continue;
+      }
+      POLICY_ASSIGN_OR_RETURN(level,
+                              loader.Level(entry.second, absl::StrCat("detector '", key, "'")));
+      entries[key] = level;
+    }
+  }
+  for (std::string_view type : BuiltinTypes()) {
+    const std::string_view prefix = type.substr(0, type.find('.'));
+    auto it = entries.find(type);
+    if (it == entries.end()) it = entries.find(prefix);
+    if (it == entries.end() || !it->second.has_value()) continue;
+    loader.enabled_builtins.push_back(type);
+    loader.type_levels[std::string(type)] = *it->second;
+    loader.known_types.emplace_back(type);
+    if (prefix != type &&
+        std::find(loader.known_types.begin(), loader.known_types.end(), prefix) ==
+            loader.known_types.end()) {
+      loader.known_types.emplace_back(prefix);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// `dictionaries` and `patterns`: named detectors defined by the policy.
+absl::Status ParseCustomDetectors(Loader& loader, const YAML::Node& sensitivity, bool patterns) {
+  const char* key = patterns ? "patterns" : "dictionaries";
+  const YAML::Node list = sensitivity[key];
+  if (!list) return absl::OkStatus();
+  if (!list.IsSequence()) {
+    return loader.yaml.Error(list, absl::StrCat("'", key, "' must be a list"));
+  }
+  for (const auto& item : list) {
+    const char* what = patterns ? "a pattern" : "a dictionary";
+    if (patterns) {
+      POLICY_RETURN_IF_ERROR(loader.yaml.ExpectMap(item, what, {"name", "level", "regex"}));
+    } else {
+      POLICY_RETURN_IF_ERROR(loader.yaml.ExpectMap(item, what, {"name", "level", "terms"}));
+    }
+    POLICY_ASSIGN_OR_RETURN(name, loader.yaml.String(item, "name", /*required=*/true));
+    POLICY_RETURN_IF_ERROR(loader.CheckName(item["name"], *name));
+    if (!item["level"]) return loader.yaml.Error(item, "missing required key 'level'");
+    POLICY_ASSIGN_OR_RETURN(level, loader.Level(item["level"], absl::StrCat("'", *name, "'")));
+    if (patterns) {
+      if (!item["regex"] || !item["regex"].IsScalar()) {
+        return loader.yaml.Error(item, "a pattern needs a 'regex' string");
+      }
+      POLICY_RETURN_IF_ERROR(
+          loader.AddRegexes({{item["regex"].Scalar(), item["regex"]}}, *name).status());
+    } else {
+      if (!item["terms"]) return loader.yaml.Error(item, "missing required key 'terms'");
+      POLICY_ASSIGN_OR_RETURN(terms, loader.Strings(item, "terms", /*scalar_ok=*/false));
+      loader.AddTerms(terms, *name);
+    }
+    loader.type_levels[*name] = level;
+    loader.known_types.push_back(*name);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseSensitivity(Loader& loader, const YAML::Node& sensitivity) {
+  if (sensitivity) {
+    POLICY_RETURN_IF_ERROR(loader.yaml.ExpectMap(
+        sensitivity, "sensitivity",
+        {"levels", "default_level", "min_confidence", "detectors", "dictionaries", "patterns",
+         "metadata_key", "tenants"}));
+  }
+  POLICY_RETURN_IF_ERROR(ParseLevels(loader, sensitivity));
+  POLICY_RETURN_IF_ERROR(ParseDetectors(loader, sensitivity));
+  if (!sensitivity) return absl::OkStatus();
+  if (const YAML::Node node = sensitivity["default_level"]) {
+    POLICY_ASSIGN_OR_RETURN(level, loader.Level(node, "'default_level'"));
+    loader.default_level = level;
+  }
+  POLICY_ASSIGN_OR_RETURN(min_confidence, loader.yaml.Double(sensitivity, "min_confidence", 0, 1));
+  loader.min_confidence = min_confidence.value_or(0);
+  POLICY_RETURN_IF_ERROR(ParseCustomDetectors(loader, sensitivity, /*patterns=*/false));
+  POLICY_RETURN_IF_ERROR(ParseCustomDetectors(loader, sensitivity, /*patterns=*/true));
+  POLICY_ASSIGN_OR_RETURN(metadata_key, loader.yaml.String(sensitivity, "metadata_key"));
+  if (metadata_key) loader.metadata_key = *metadata_key;
+  if (const YAML::Node tenants = sensitivity["tenants"]) {
+    if (!tenants.IsMap()) return loader.yaml.Error(tenants, "'tenants' must be a map of tenant: level");
+    for (const auto& entry : tenants) {
+      POLICY_ASSIGN_OR_RETURN(
+          level, loader.Level(entry.second, absl::StrCat("tenant '", entry.first.Scalar(), "'")));
+      loader.tenant_levels[entry.first.Scalar()] = level;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseWhen(Loader& loader, const YAML::Node& when, Rule& rule) {
+  const YamlReader& yaml = loader.yaml;
+  POLICY_RETURN_IF_ERROR(yaml.ExpectMap(
+      when, absl::StrCat("the 'when' of rule '", rule.name, "'"),
+      {"keywords", "patterns", "findings", "min_level", "max_level", "model", "tenant",
+       "metadata"}));
+
+  POLICY_ASSIGN_OR_RETURN(keywords, loader.Strings(when, "keywords", /*scalar_ok=*/false));
+  if (!keywords.empty()) rule.keyword_group = loader.AddTerms(keywords, "");
+  POLICY_ASSIGN_OR_RETURN(patterns, loader.Strings(when, "patterns", /*scalar_ok=*/false));
+  if (!patterns.empty()) {
+    POLICY_ASSIGN_OR_RETURN(group, loader.AddRegexes(patterns, ""));
+    rule.pattern_group = group;
+  }
+
+  POLICY_ASSIGN_OR_RETURN(findings, loader.Strings(when, "findings", /*scalar_ok=*/true));
+  for (auto& [type, node] : findings) {
+    if (std::find(loader.known_types.begin(), loader.known_types.end(), type) ==
+        loader.known_types.end()) {
+      const bool builtin =
+          type == "secret" || std::find(BuiltinTypes().begin(), BuiltinTypes().end(), type) !=
+                                  BuiltinTypes().end();
+      return yaml.Error(node, builtin ? absl::StrCat("rule '", rule.name, "' tests finding '",
+                                                     type, "' but that detector is off")
+                                      : absl::StrCat("unknown finding type '", type,
+                                                     "' (types: ", Quoted(loader.known_types),
+                                                     ")"));
+    }
+    rule.findings.push_back(std::move(type));
+  }
+
+  if (const YAML::Node node = when["min_level"]) {
+    POLICY_ASSIGN_OR_RETURN(level, loader.Level(node, "'min_level'"));
+    rule.min_level = level;
+  }
+  if (const YAML::Node node = when["max_level"]) {
+    POLICY_ASSIGN_OR_RETURN(level, loader.Level(node, "'max_level'"));
+    rule.max_level = level;
+  }
+  if (rule.min_level && rule.max_level && *rule.min_level > *rule.max_level) {
+    return yaml.Error(when["max_level"], absl::StrCat("rule '", rule.name,
+                                                      "' can never match: min_level is above "
+                                                      "max_level"));
+  }
+
+  POLICY_ASSIGN_OR_RETURN(models, loader.Strings(when, "model", /*scalar_ok=*/true));
+  for (auto& [model, node] : models) rule.models.push_back(std::move(model));
+
+  POLICY_ASSIGN_OR_RETURN(tenants, loader.Strings(when, "tenant", /*scalar_ok=*/true));
+  if (!tenants.empty()) {
+    std::vector<std::string> values;
+    for (auto& [tenant, node] : tenants) values.push_back(std::move(tenant));
+    rule.metadata.emplace_back("tenant", std::move(values));
+  }
+  if (const YAML::Node metadata = when["metadata"]) {
+    if (!metadata.IsMap()) {
+      return yaml.Error(metadata, "'metadata' must be a map of key: value or key: [values]");
+    }
+    for (const auto& entry : metadata) {
+      const std::string key = entry.first.Scalar();
+      YAML::Node wrapper;
+      wrapper[key] = entry.second;
+      POLICY_ASSIGN_OR_RETURN(values, loader.Strings(wrapper, key, /*scalar_ok=*/true));
+      std::vector<std::string> strings;
+      for (auto& [value, node] : values) strings.push_back(std::move(value));
+      rule.metadata.emplace_back(key, std::move(strings));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Rule> ParseRule(Loader& loader, const YAML::Node& node) {
+  const YamlReader& yaml = loader.yaml;
   POLICY_RETURN_IF_ERROR(
       yaml.ExpectMap(node, "a rule", {"name", "description", "when", "route", "deny"}));
   Rule rule;
-  auto name = yaml.String(node, "name", /*required=*/true);
-  if (!name.ok()) return name.status();
-  rule.name = **name;
+  POLICY_ASSIGN_OR_RETURN(name, yaml.String(node, "name", /*required=*/true));
+  rule.name = *name;
   if (rule.name.empty()) return yaml.Error(node["name"], "a rule name must not be empty");
   if (rule.name == "default" || rule.name == "requested") {
     return yaml.Error(node["name"],
                       absl::StrCat("'", rule.name, "' is reserved and cannot name a rule"));
   }
-  auto description = yaml.String(node, "description");
-  if (!description.ok()) return description.status();
-  rule.description = description->value_or("");
+  POLICY_ASSIGN_OR_RETURN(description, yaml.String(node, "description"));
+  rule.description = description.value_or("");
 
   if (const YAML::Node when = node["when"]) {
-    POLICY_RETURN_IF_ERROR(ParseWhen(yaml, when, rule));
+    POLICY_RETURN_IF_ERROR(ParseWhen(loader, when, rule));
   }
 
   const YAML::Node route = node["route"];
@@ -179,14 +409,12 @@ absl::StatusOr<Rule> ParseRule(const YamlReader& yaml, const YAML::Node& node,
                                          "' needs an action: 'route' or 'deny'"));
   }
   if (route) {
-    auto target = ResolveTarget(yaml, route, absl::StrCat("rule '", rule.name, "'"), targets);
-    if (!target.ok()) return target.status();
-    rule.target = *std::move(target);
+    POLICY_ASSIGN_OR_RETURN(target, loader.Target(route, absl::StrCat("rule '", rule.name, "'")));
+    rule.target = std::move(target);
   } else {
-    auto message = yaml.String(node, "deny");
-    if (!message.ok()) return message.status();
+    POLICY_ASSIGN_OR_RETURN(message, yaml.String(node, "deny"));
     rule.deny = true;
-    rule.deny_message = **message;
+    rule.deny_message = *message;
     if (rule.deny_message.empty()) {
       return yaml.Error(deny, "a deny message must not be empty: the client reads it");
     }
@@ -194,23 +422,16 @@ absl::StatusOr<Rule> ParseRule(const YamlReader& yaml, const YAML::Node& node,
   return rule;
 }
 
-bool ContentMatches(const Rule& rule, const RequestFeatures& request) {
-  for (std::string_view text : request.texts) {
-    if (rule.keywords != nullptr && RE2::PartialMatch(text, *rule.keywords)) return true;
-    for (const auto& pattern : rule.patterns) {
-      if (RE2::PartialMatch(text, *pattern)) return true;
+bool MetadataMatches(const Rule& rule, const std::map<std::string, std::string>* metadata) {
+  for (const auto& [key, values] : rule.metadata) {
+    if (metadata == nullptr) return false;
+    auto it = metadata->find(key);
+    if (it == metadata->end() ||
+        std::find(values.begin(), values.end(), it->second) == values.end()) {
+      return false;
     }
   }
-  return false;
-}
-
-bool Matches(const Rule& rule, const RequestFeatures& request) {
-  if (!rule.models.empty() &&
-      std::find(rule.models.begin(), rule.models.end(), request.requested_model) ==
-          rule.models.end()) {
-    return false;
-  }
-  return !rule.has_content() || ContentMatches(rule, request);
+  return true;
 }
 
 }  // namespace
@@ -221,58 +442,203 @@ PolicySet::~PolicySet() = default;
 absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::FromYaml(
     const YAML::Node& node, std::string_view file, const std::vector<TargetInfo>& targets,
     std::string_view version) {
-  YamlReader yaml{std::string(file)};
-  POLICY_RETURN_IF_ERROR(yaml.ExpectMap(node, "policy", {"default", "rules"}));
+  Loader loader{YamlReader{std::string(file)}, targets};
+  const YamlReader& yaml = loader.yaml;
+  POLICY_RETURN_IF_ERROR(
+      yaml.ExpectMap(node, "policy", {"default", "sensitivity", "clearance", "rules"}));
   std::shared_ptr<PolicySet> set(new PolicySet());
   set->version_ = std::string(version);
   set->targets_ = targets;
 
+  POLICY_RETURN_IF_ERROR(ParseSensitivity(loader, node["sensitivity"]));
+
   const YAML::Node default_node = node["default"];
   if (!default_node) return yaml.Error(node, "missing required key 'default' in policy");
-  auto default_target = ResolveTarget(yaml, default_node, "'default'", targets);
-  if (!default_target.ok()) return default_target.status();
-  set->default_target_ = *std::move(default_target);
+  POLICY_ASSIGN_OR_RETURN(default_target, loader.Target(default_node, "'default'"));
+  set->default_target_ = std::move(default_target);
+
+  const int top = static_cast<int>(loader.levels.size()) - 1;
+  set->clearance_.assign(targets.size(), top);
+  if (const YAML::Node clearance = node["clearance"]) {
+    if (!clearance.IsMap()) {
+      return yaml.Error(clearance, "'clearance' must be a map of target: level");
+    }
+    // Fail closed: a remote target nobody cleared receives only the lowest level.
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (targets[i].locality == Locality::kRemote) set->clearance_[i] = 0;
+    }
+    for (const auto& entry : clearance) {
+      POLICY_ASSIGN_OR_RETURN(target, loader.Target(entry.first, "'clearance'"));
+      POLICY_ASSIGN_OR_RETURN(level, loader.Level(entry.second, absl::StrCat("clearance of '",
+                                                                             target.name, "'")));
+      for (size_t i = 0; i < targets.size(); ++i) {
+        if (targets[i].name == target.name) set->clearance_[i] = level;
+      }
+    }
+  }
 
   if (const YAML::Node rules = node["rules"]) {
     if (!rules.IsSequence()) return yaml.Error(rules, "'rules' must be a list of rules");
     absl::flat_hash_set<std::string> names;
     for (const auto& item : rules) {
-      auto rule = ParseRule(yaml, item, targets);
-      if (!rule.ok()) return rule.status();
-      if (!names.insert(rule->name).second) {
-        return yaml.Error(item["name"], absl::StrCat("duplicate rule name '", rule->name, "'"));
+      POLICY_ASSIGN_OR_RETURN(rule, ParseRule(loader, item));
+      if (!names.insert(rule.name).second) {
+        return yaml.Error(item["name"], absl::StrCat("duplicate rule name '", rule.name, "'"));
       }
-      set->rules_.push_back(*std::move(rule));
+      if (!rule.deny && rule.min_level &&
+          set->Clearance(rule.target.name) < *rule.min_level) {
+        return yaml.Error(item["route"],
+                          absl::StrCat("rule '", rule.name, "' sends level ",
+                                       loader.levels[*rule.min_level], " to '", rule.target.name,
+                                       "', which is cleared only up to ",
+                                       loader.levels[set->Clearance(rule.target.name)]));
+      }
+      set->rules_.push_back(std::move(rule));
     }
   }
+
+  auto scanner = Scanner::Build(loader.enabled_builtins, loader.terms, loader.regexes);
+  if (!scanner.ok()) return yaml.Error(node, StdSv(scanner.status().message()));
+  set->scanner_ = *std::move(scanner);
+  set->levels_ = std::move(loader.levels);
+  set->default_level_ = loader.default_level;
+  set->min_confidence_ = loader.min_confidence;
+  set->type_levels_ = std::move(loader.type_levels);
+  set->metadata_key_ = std::move(loader.metadata_key);
+  set->tenant_levels_ = std::move(loader.tenant_levels);
+  set->groups_ = std::move(loader.groups);
   return set;
+}
+
+const TargetInfo* PolicySet::FindTarget(std::string_view name) const {
+  for (const TargetInfo& target : targets_) {
+    if (target.name == name) return &target;
+  }
+  return nullptr;
+}
+
+int PolicySet::Clearance(std::string_view target) const {
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    if (targets_[i].name == target) return clearance_[i];
+  }
+  return -1;
+}
+
+bool PolicySet::MayReceive(std::string_view target, int level_rank) const {
+  return level_rank <= Clearance(target);
 }
 
 Decision PolicySet::Classify(const RequestFeatures& request) const {
   Decision decision;
   decision.policy_version = version_;
-  const TargetInfo* pinned = request.requested_model == "auto"
-                                 ? nullptr
-                                 : FindTarget(targets_, request.requested_model);
+  const int top = static_cast<int>(levels_.size()) - 1;
+
+  std::vector<char> group_hit(groups_.size(), 0);
+  Scanner::Result result;
+  for (size_t i = 0; i < request.texts.size(); ++i) {
+    if (absl::Status status = scanner_->Scan(request.texts[i], result); !status.ok()) {
+      decision.rule = "default";
+      decision.denied = true;
+      decision.reason = absl::StrCat("the request could not be classified: ", status.message());
+      decision.level_rank = top;
+      decision.level = levels_[top];
+      decision.findings.clear();
+      return decision;
+    }
+    for (Finding& finding : result.findings) {
+      if (finding.confidence < min_confidence_) continue;
+      finding.message = i;
+      decision.findings.push_back(std::move(finding));
+    }
+    for (const Scanner::Hit& hit : result.hits) {
+      group_hit[hit.group] = 1;
+      if (!groups_[hit.group].type.empty()) {
+        decision.findings.push_back({groups_[hit.group].type, i, hit.start, hit.end, 1.0});
+      }
+    }
+  }
+  std::stable_sort(decision.findings.begin(), decision.findings.end(),
+                   [](const Finding& a, const Finding& b) {
+                     return a.message != b.message ? a.message < b.message : a.start < b.start;
+                   });
+
+  int level = default_level_;
+  for (const Finding& finding : decision.findings) {
+    if (auto it = type_levels_.find(finding.type); it != type_levels_.end()) {
+      level = std::max(level, it->second);
+    }
+  }
+  if (request.metadata != nullptr) {
+    if (auto tenant = request.metadata->find("tenant"); tenant != request.metadata->end()) {
+      if (auto it = tenant_levels_.find(tenant->second); it != tenant_levels_.end()) {
+        level = std::max(level, it->second);
+      }
+    }
+    if (auto label = request.metadata->find(metadata_key_); label != request.metadata->end()) {
+      auto it = std::find(levels_.begin(), levels_.end(), label->second);
+      // A label we cannot read might have meant anything: assume the worst.
+      level = std::max(level, it == levels_.end() ? top : static_cast<int>(it - levels_.begin()));
+    }
+  }
+  decision.level_rank = level;
+  decision.level = levels_[level];
+
+  auto matches = [&](const Rule& rule) {
+    if (!rule.models.empty() &&
+        std::find(rule.models.begin(), rule.models.end(), request.requested_model) ==
+            rule.models.end()) {
+      return false;
+    }
+    if (rule.min_level && level < *rule.min_level) return false;
+    if (rule.max_level && level > *rule.max_level) return false;
+    if (!MetadataMatches(rule, request.metadata)) return false;
+    if (!rule.has_content_test()) return true;
+    if (rule.keyword_group >= 0 && group_hit[rule.keyword_group]) return true;
+    if (rule.pattern_group >= 0 && group_hit[rule.pattern_group]) return true;
+    for (const Finding& finding : decision.findings) {
+      for (const std::string& wanted : rule.findings) {
+        if (TypeMatches(finding.type, wanted)) return true;
+      }
+    }
+    return false;
+  };
+
+  const TargetInfo* pinned =
+      request.requested_model == "auto" ? nullptr : FindTarget(request.requested_model);
+  const TargetInfo* target = nullptr;
   for (const Rule& rule : rules_) {
     // A pinned request only yields to rules about its content or about the model it named.
-    if (pinned != nullptr && !rule.has_content() && rule.models.empty()) continue;
-    if (!Matches(rule, request)) continue;
+    if (pinned != nullptr && !rule.is_content_rule() && rule.models.empty()) continue;
+    if (!matches(rule)) continue;
     decision.rule = rule.name;
     if (rule.deny) {
       decision.denied = true;
       decision.reason = rule.deny_message;
-    } else {
-      decision.target = rule.target.name;
-      decision.locality = rule.target.locality;
-      decision.reason = rule.description;
+      return decision;
     }
-    return decision;
+    target = &rule.target;
+    decision.reason = rule.description;
+    break;
   }
-  const TargetInfo& target = pinned != nullptr ? *pinned : default_target_;
-  decision.rule = pinned != nullptr ? "requested" : "default";
-  decision.target = target.name;
-  decision.locality = target.locality;
+  if (target == nullptr) {
+    target = pinned != nullptr ? pinned : &default_target_;
+    decision.rule = pinned != nullptr ? "requested" : "default";
+  }
+  if (!MayReceive(target->name, level)) {
+    const std::string refused = target->name;
+    if (MayReceive(default_target_.name, level)) {
+      target = &default_target_;
+      decision.reason = absl::StrCat("'", refused, "' may not receive ", levels_[level],
+                                     " data; sent to the default target");
+    } else {
+      decision.denied = true;
+      decision.reason = absl::StrCat("no permitted target: '", refused, "' may not receive ",
+                                     levels_[level], " data");
+      return decision;
+    }
+  }
+  decision.target = target->name;
+  decision.locality = target->locality;
   return decision;
 }
 

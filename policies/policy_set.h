@@ -4,17 +4,37 @@
 // and never changes; the gateway swaps whole sets on reload. Classify is pure: no I/O, no clocks,
 // safe to call from any number of threads at once.
 //
-// The `policy:` section:
+// The `policy:` section (the README's "Policy language" section has the full reference):
 //
 //   policy:
 //     default: local                 # target when no rule matches (required)
+//     sensitivity:                   # optional; every key has a default
+//       levels: [public, internal, confidential, restricted]   # ascending (the default)
+//       default_level: public        # level of a request with no findings
+//       min_confidence: 0.0          # findings below it are ignored
+//       detectors:                   # built-in type or prefix -> level, or `off`
+//         secret: restricted         # every secret.* subtype ...
+//         secret.jwt: confidential   # ... except the more specific entry
+//         ip_address: off
+//       dictionaries:                # case-insensitive whole words/phrases, thousands fine
+//         - { name: codenames, level: confidential, terms: [falcon, "project falcon"] }
+//       patterns:                    # RE2 regexes
+//         - { name: employee_id, level: internal, regex: '\bEMP-\d{6}\b' }
+//       metadata_key: sensitivity    # caller label that may raise (never lower) the level
+//       tenants: { acme: confidential }   # level floor per metadata["tenant"]
+//     clearance: { gpt-4o: internal }     # highest level a target may receive
 //     rules:                         # ordered; the first rule that matches decides
 //       - name: keep-secrets-local   # required, unique
 //         description: why           # optional; becomes Decision.reason
 //         when:                      # optional; a missing or empty `when` always matches
 //           keywords: [confidential, "project falcon"]
 //           patterns: ['\b\d{3}-\d{2}-\d{4}\b']
+//           findings: [credit_card, secret, codenames]
+//           min_level: confidential  # level at least
+//           max_level: internal      # level at most
 //           model: gpt-4o            # or a list; the requested model equals one of them
+//           tenant: acme             # or a list; metadata["tenant"]
+//           metadata: { team: [ml, infra] }   # every key must equal one of its values
 //         route: local               # exactly one of route / deny
 //       - name: block
 //         when: { keywords: [forbidden] }
@@ -23,9 +43,14 @@
 // Matching:
 // - `keywords` are case-insensitive (ASCII) whole words or phrases; the words of a phrase may be
 //   separated by any run of whitespace. `patterns` are RE2 regexes, case-sensitive unless they
-//   say `(?i)`. Keywords and patterns together form the rule's *content test*, which holds when
-//   any one of them matches any message. Every other condition (`model`) must hold as well.
-// - A rule is a *content rule* when it has a content test.
+//   say `(?i)`. `findings` names finding types (a prefix such as `secret` covers its subtypes).
+//   Keywords, patterns and findings together form the rule's *content test*, which holds when
+//   any one of them matches any message. Every other condition must hold as well.
+// - A rule is a *content rule* when it has a content test or a `min_level`.
+//
+// Sensitivity: the request's level is the highest of `default_level`, the level of every
+// finding, the tenant floor and the caller's `metadata_key` label. A label naming no level
+// counts as the highest level (fail closed).
 //
 // Requested models:
 // - requested_model "auto" (or a name that is not a configured target): rules are tried in
@@ -34,6 +59,13 @@
 //   wins: rules are still tried in order, but only content rules and rules with a `model`
 //   condition are considered. The first of those that matches decides (it may keep the request
 //   local or deny it); otherwise the named target is used (rule "requested").
+//
+// Sovereignty (only when `clearance` is given): a target may receive requests up to its
+// clearance; local targets not listed may receive everything, remote targets not listed only
+// the lowest level. A rule whose `min_level` exceeds its route's clearance is a load error. When
+// the decided target may not receive the request's level, Classify falls back to the default
+// target if it may, and denies otherwise (Decision.rule keeps the rule, the reason says why).
+// A scan failure (out of memory) denies the request: an unscanned request never goes anywhere.
 #ifndef SWITCHYARD_POLICIES_POLICY_SET_H_
 #define SWITCHYARD_POLICIES_POLICY_SET_H_
 
@@ -44,6 +76,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "policies/finding.h"
 #include "yaml-cpp/yaml.h"
 
 namespace switchyard::policies {
@@ -74,11 +107,18 @@ struct Decision {
   bool denied = false;
   std::string reason;          // the rule's description or the deny message
   std::string policy_version;  // content hash of the policy
+  std::string level;           // the request's sensitivity level
+  int level_rank = 0;          // its index in PolicySet::levels()
+  // What the detectors found, ordered by message and start; spans only, never values.
+  std::vector<Finding> findings;
 };
 
 namespace internal {
 struct Rule;
+struct Group;
 }  // namespace internal
+
+class Scanner;
 
 class PolicySet {
  public:
@@ -97,13 +137,32 @@ class PolicySet {
 
   const std::string& version() const { return version_; }
 
+  // Sensitivity levels, lowest first.
+  const std::vector<std::string>& levels() const { return levels_; }
+
+  // Whether `target` may receive a request of level `level_rank` under `clearance`; the
+  // dispatcher re-checks every send (fallbacks included) with it. Unknown targets may not.
+  bool MayReceive(std::string_view target, int level_rank) const;
+
  private:
   PolicySet();
+
+  const TargetInfo* FindTarget(std::string_view name) const;
+  int Clearance(std::string_view target) const;
 
   std::string version_;
   TargetInfo default_target_;
   std::vector<TargetInfo> targets_;
+  std::vector<int> clearance_;  // per targets_ entry
+  std::vector<std::string> levels_;
+  int default_level_ = 0;
+  double min_confidence_ = 0;
+  std::map<std::string, int, std::less<>> type_levels_;  // finding type -> level
+  std::string metadata_key_ = "sensitivity";
+  std::map<std::string, int, std::less<>> tenant_levels_;
+  std::vector<internal::Group> groups_;  // scanner groups (dictionaries, patterns, rule terms)
   std::vector<internal::Rule> rules_;
+  std::unique_ptr<const Scanner> scanner_;
 };
 
 }  // namespace switchyard::policies

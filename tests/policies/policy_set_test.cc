@@ -303,5 +303,247 @@ policy: [local]
     }),
     [](const auto& info) { return info.param.name; });
 
+constexpr std::string_view kSensitivityPolicy = R"EOF(
+policy:
+  default: local
+  sensitivity:
+    detectors:
+      secret.jwt: confidential
+      ip_address: off
+    dictionaries:
+      - name: codenames
+        level: confidential
+        terms: [falcon, "blue heron"]
+    patterns:
+      - name: employee_id
+        level: internal
+        regex: '\bEMP-\d{6}\b'
+    tenants: { acme: internal }
+  clearance: { gpt-4o: internal, claude: public }
+  rules:
+    - name: no-cards-anywhere
+      when: { findings: [credit_card] }
+      deny: "Card numbers are not accepted"
+    - name: secrets-local
+      when: { findings: [secret] }
+      route: local
+    - name: sensitive-local
+      when: { min_level: confidential }
+      route: local
+    - name: ml-team
+      when: { metadata: { team: [ml, research] }, max_level: public }
+      route: claude
+    - name: everything-else
+      route: gpt-4o
+)EOF";
+
+struct LevelCase {
+  std::string name;
+  std::string text;
+  std::map<std::string, std::string> metadata;
+  std::string model;
+  std::string want_level;
+  std::string want_target;  // empty when denied
+  std::string want_rule;
+  std::vector<std::string> want_types;
+};
+
+void PrintTo(const LevelCase& c, std::ostream* os) { *os << c.name; }
+
+class SensitivityTest : public ::testing::TestWithParam<LevelCase> {};
+
+TEST_P(SensitivityTest, Decides) {
+  auto set = Load(kSensitivityPolicy);
+  ASSERT_TRUE(set.ok()) << set.status();
+  const LevelCase& c = GetParam();
+  RequestFeatures request;
+  request.texts = {c.text};
+  request.metadata = &c.metadata;
+  request.requested_model = c.model;
+  Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.level, c.want_level);
+  EXPECT_EQ(decision.target, c.want_target);
+  EXPECT_EQ(decision.rule, c.want_rule);
+  std::vector<std::string> types;
+  for (const Finding& finding : decision.findings) types.push_back(finding.type);
+  EXPECT_THAT(types, ::testing::ElementsAreArray(c.want_types));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, SensitivityTest,
+    ::testing::ValuesIn(std::vector<LevelCase>{
+        {"Public", "what is 2+2", {}, "auto", "public", "gpt-4o", "everything-else", {}},
+        {"EmailIsInternal", "mail bob@acme.io", {}, "auto", "internal", "gpt-4o",
+         "everything-else", {"email"}},
+        {"DictionaryIsConfidential", "status of Blue\nHeron?", {}, "auto", "confidential", "local",
+         "sensitive-local", {"codenames"}},
+        {"PatternFinding", "badge EMP-123456", {}, "auto", "internal", "gpt-4o", "everything-else",
+         {"employee_id"}},
+        {"DisabledDetectorSilent", "ping 10.1.2.3", {}, "auto", "public", "gpt-4o",
+         "everything-else", {}},
+        {"CardDenied", "pay with 4111-1111-1111-1111", {}, "auto", "restricted", "",
+         "no-cards-anywhere", {"credit_card"}},
+        {"SecretPrefix", "key AKIAQ3EGRTNDVB2YOBXR", {}, "auto", "restricted", "local",
+         "secrets-local", {"secret.aws_access_key"}},
+        {"LabelRaises", "hello", {{"sensitivity", "confidential"}}, "auto", "confidential",
+         "local", "sensitive-local", {}},
+        {"LabelNeverLowers", "mail bob@acme.io", {{"sensitivity", "public"}}, "auto", "internal",
+         "gpt-4o", "everything-else", {"email"}},
+        {"UnknownLabelFailsClosed", "hello", {{"sensitivity", "secret-ish"}}, "auto",
+         "restricted", "local", "sensitive-local", {}},
+        {"TenantFloor", "hello", {{"tenant", "acme"}}, "auto", "internal", "gpt-4o",
+         "everything-else", {}},
+        {"MetadataRule", "hello", {{"team", "ml"}}, "auto", "public", "claude", "ml-team", {}},
+        {"MetadataRuleNeedsLevel", "bob@acme.io", {{"team", "ml"}}, "auto", "internal", "gpt-4o",
+         "everything-else", {"email"}},
+        {"PinnedBeyondClearanceGoesDefault", "mail bob@acme.io", {}, "claude", "internal",
+         "local", "requested", {"email"}},
+        {"PinnedWithinClearance", "hello", {}, "claude", "public", "claude", "requested", {}},
+    }),
+    [](const auto& info) { return info.param.name; });
+
+TEST(PolicySetTest, FindingsCarrySpansNotValues) {
+  auto set = Load(kSensitivityPolicy);
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"hi", "write to bob@acme.io or FALCON"};
+  Decision decision = (*set)->Classify(request);
+  ASSERT_EQ(decision.findings.size(), 2u);
+  EXPECT_EQ(decision.findings[0], (Finding{"email", 1, 9, 20, 0.95}));
+  EXPECT_EQ(decision.findings[1], (Finding{"codenames", 1, 24, 30, 1.0}));
+}
+
+TEST(PolicySetTest, ClearanceFailsClosedWithoutPermittedTarget) {
+  auto set = Load(R"EOF(
+policy:
+  default: gpt-4o
+  clearance: { gpt-4o: internal }
+)EOF");
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"card 4111 1111 1111 1111"};
+  Decision decision = (*set)->Classify(request);
+  EXPECT_TRUE(decision.denied);
+  EXPECT_EQ(decision.target, "");
+  EXPECT_THAT(decision.reason, HasSubstr("may not receive restricted"));
+  EXPECT_TRUE((*set)->MayReceive("local", 3));
+  EXPECT_FALSE((*set)->MayReceive("claude", 1));  // remote and not cleared: public only
+  EXPECT_TRUE((*set)->MayReceive("claude", 0));
+  EXPECT_FALSE((*set)->MayReceive("nowhere", 0));
+}
+
+TEST(PolicySetTest, LargeDictionary) {
+  std::string yaml = "policy:\n  default: local\n  sensitivity:\n    dictionaries:\n"
+                     "      - name: customers\n        level: restricted\n        terms:\n";
+  for (int i = 0; i < 5000; ++i) yaml += "          - customer" + std::to_string(i) + "\n";
+  auto set = Load(yaml);
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"about CUSTOMER4321 and customer43210x"};
+  Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.level, "restricted");
+  ASSERT_EQ(decision.findings.size(), 1u);
+  EXPECT_EQ(decision.findings[0].start, 6u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sensitivity, FromYamlErrorTest,
+    ::testing::ValuesIn(std::vector<ErrorCase>{
+        {"UnknownDetector", R"EOF(
+policy:
+  default: local
+  sensitivity:
+    detectors: { emial: internal }
+)EOF",
+         "policy.yaml:5:18: unknown detector 'emial' (detectors: email, phone, credit_card, iban, "
+         "us_ssn, ip_address, secret.aws_access_key, secret.github_token, secret.slack_token, "
+         "secret.slack_webhook, secret.stripe_key, secret.openai_api_key, "
+         "secret.anthropic_api_key, secret.google_api_key, secret.google_oauth_token, "
+         "secret.private_key, secret.jwt, secret.generic, secret)"},
+        {"UnknownLevel", R"EOF(
+policy:
+  default: local
+  sensitivity:
+    detectors: { email: secret }
+)EOF",
+         "policy.yaml:5:25: detector 'email' names unknown level 'secret' (levels: public, "
+         "internal, confidential, restricted)"},
+        {"UnknownFindingType", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      when: { findings: [emails] }
+      route: local
+)EOF",
+         "policy.yaml:6:26: unknown finding type 'emails' (types: email, phone, credit_card, "
+         "iban, us_ssn, ip_address, secret.aws_access_key, secret, secret.github_token, "
+         "secret.slack_token, secret.slack_webhook, secret.stripe_key, secret.openai_api_key, "
+         "secret.anthropic_api_key, secret.google_api_key, secret.google_oauth_token, "
+         "secret.private_key, secret.jwt, secret.generic)"},
+        {"DisabledFindingType", R"EOF(
+policy:
+  default: local
+  sensitivity:
+    detectors: { phone: off }
+  rules:
+    - name: r
+      when: { findings: [phone] }
+      route: local
+)EOF",
+         "policy.yaml:8:26: rule 'r' tests finding 'phone' but that detector is off"},
+        {"InvalidDictionaryPatternRegex", R"EOF(
+policy:
+  default: local
+  sensitivity:
+    patterns:
+      - { name: p, level: internal, regex: 'a(b' }
+)EOF",
+         "policy.yaml:6:44: invalid regex 'a(b': missing ): a(b"},
+        {"DuplicateTypeName", R"EOF(
+policy:
+  default: local
+  sensitivity:
+    dictionaries:
+      - { name: email, level: internal, terms: [x] }
+)EOF",
+         "policy.yaml:6:17: finding type 'email' is already defined"},
+        {"UnsafeRoute", R"EOF(
+policy:
+  default: local
+  clearance: { gpt-4o: internal }
+  rules:
+    - name: r
+      when: { min_level: confidential }
+      route: gpt-4o
+)EOF",
+         "policy.yaml:8:14: rule 'r' sends level confidential to 'gpt-4o', which is cleared only "
+         "up to internal"},
+        {"ClearanceUnknownTarget", R"EOF(
+policy:
+  default: local
+  clearance: { gpt-5: internal }
+)EOF",
+         "policy.yaml:4:16: 'clearance' names unknown target 'gpt-5' (targets: local, gpt-4o, "
+         "claude)"},
+        {"ImpossibleLevels", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      when: { min_level: restricted, max_level: public }
+      route: local
+)EOF",
+         "policy.yaml:6:49: rule 'r' can never match: min_level is above max_level"},
+        {"UnknownSensitivityKey", R"EOF(
+policy:
+  default: local
+  sensitivity:
+    level: [a]
+)EOF",
+         "policy.yaml:5:5: unknown key 'level' in sensitivity (did you mean 'levels'?)"},
+    }),
+    [](const auto& info) { return info.param.name; });
+
 }  // namespace
 }  // namespace switchyard::policies

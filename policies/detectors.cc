@@ -1,0 +1,339 @@
+#include "policies/detectors.h"
+
+#include <algorithm>
+#include <string>
+
+#include "policies/validators.h"
+
+namespace switchyard::policies {
+namespace {
+
+char At(std::string_view text, size_t i) { return i < text.size() ? text[i] : '\0'; }
+char Before(std::string_view text, size_t start, size_t n) {
+  return start >= n ? text[start - n] : '\0';
+}
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool IsAlnum(char c) { return IsDigit(c) || IsAlpha(c); }
+
+// A candidate glued to more digits by '.', '-' or '/' is a fragment of something longer (an OID,
+// a date, a part number), not a value of its own.
+bool PartOfLongerNumber(std::string_view text, size_t start, size_t end) {
+  const char prev = Before(text, start, 1);
+  if ((prev == '.' || prev == '-' || prev == '/') && IsDigit(Before(text, start, 2))) return true;
+  const char next = At(text, end);
+  return (next == '.' || next == '-' || next == '/') && IsDigit(At(text, end + 1));
+}
+
+// The `n` bytes before `start`, lower-cased, for context words.
+std::string ContextBefore(std::string_view text, size_t start, size_t n) {
+  std::string out(text.substr(start > n ? start - n : 0, std::min(start, n)));
+  for (char& c : out) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+  return out;
+}
+
+// True when the word right before `start` introduces a version or build number.
+bool AfterVersionWord(std::string_view text, size_t start) {
+  std::string context = ContextBefore(text, start, 16);
+  while (!context.empty() && (context.back() == ' ' || context.back() == ':')) context.pop_back();
+  for (std::string_view word : {"version", "ver", "ver.", "v", "v.", "release", "build", "rev"}) {
+    if (context.ends_with(word) &&
+        (context.size() == word.size() || !IsAlnum(context[context.size() - word.size() - 1]))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// True when every non-digit byte of the span is the same separator (or there is none).
+bool ConsistentSeparators(std::string_view span) {
+  char separator = '\0';
+  for (char c : span) {
+    if (IsDigit(c)) continue;
+    if (separator == '\0') separator = c;
+    if (c != separator) return false;
+  }
+  return true;
+}
+
+bool ValidateEmail(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  const std::string_view span = text.substr(start, end - start);
+  const size_t at = span.find('@');
+  const std::string_view local = span.substr(0, at);
+  const std::string_view domain = span.substr(at + 1);
+  if (local.size() > 64 || domain.size() > 253) return false;
+  if (local.back() == '.' || local.find("..") != std::string_view::npos) return false;
+  return !IsExampleEmailDomain(domain);
+}
+
+bool ValidateCard(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  const std::string_view span = text.substr(start, end - start);
+  if (!ConsistentSeparators(span) || PartOfLongerNumber(text, start, end)) return false;
+  const std::string digits = DigitsOf(span);
+  return CardPrefixValid(digits) && LuhnValid(digits);
+}
+
+bool ValidateIban(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  std::string compact;
+  for (size_t i = start; i < end; ++i) {
+    if (text[i] == ' ') {
+      // Printed IBANs are grouped by four; anything else is a different token.
+      if (compact.size() % 4 != 0) return false;
+      continue;
+    }
+    compact.push_back(text[i]);
+  }
+  return IbanValid(compact);
+}
+
+bool SsnContext(std::string_view text, size_t start) {
+  const std::string context = ContextBefore(text, start, 40);
+  for (std::string_view word : {"ssn", "social security", "ss#", "ss #", "taxpayer", "tin"}) {
+    if (context.find(word) != std::string::npos) return true;
+  }
+  return false;
+}
+
+bool ValidateSsn(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  if (PartOfLongerNumber(text, start, end)) return false;
+  const std::string_view span = text.substr(start, end - start);
+  if (!SsnValid(DigitsOf(span))) return false;
+  const bool context = SsnContext(text, start);
+  // Without a dash, nine digits are too common (order numbers, zip+4) to trust without context.
+  if (span.find('-') == std::string_view::npos && !context) return false;
+  confidence = context ? 0.99 : 0.85;
+  return true;
+}
+
+bool ValidateIpv4(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  const std::string_view span = text.substr(start, end - start);
+  if (PartOfLongerNumber(text, start, end) || AfterVersionWord(text, start)) return false;
+  return Ipv4Valid(span) && !IsDocumentationIp(span);
+}
+
+bool ValidateIpv6(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  const std::string_view span = text.substr(start, end - start);
+  const char prev = Before(text, start, 1);
+  const char next = At(text, end);
+  if (IsAlnum(prev) || prev == '_' || prev == ':' || prev == '.') return false;
+  if (IsAlnum(next) || next == '_' || next == ':') return false;
+  if (std::none_of(span.begin(), span.end(), IsDigit)) return false;
+  // Short compressed forms ("a::1") are more often code than addresses; keep the loopback.
+  if (span.size() < 6 && span != "::1") return false;
+  return Ipv6Valid(span) && !IsDocumentationIp(span);
+}
+
+int CountDigits(std::string_view span) {
+  return static_cast<int>(std::count_if(span.begin(), span.end(), IsDigit));
+}
+
+bool ValidatePhoneInternational(std::string_view text, size_t& start, size_t& end,
+                                double& confidence) {
+  const char prev = Before(text, start, 1);
+  if (IsAlnum(prev) || prev == ')' || prev == '+') return false;
+  if (PartOfLongerNumber(text, start, end)) return false;
+  std::string span(text.substr(start, end - start));
+  // "+49 (0)30 ..." writes the national trunk prefix in brackets; it is not dialled.
+  if (size_t trunk = span.find("(0)"); trunk != std::string::npos) span.erase(trunk, 3);
+  const int digits = CountDigits(span);
+  return digits >= 8 && digits <= 15 && span[1] != '0';
+}
+
+// North American numbers: NXX-NXX-XXXX with an optional leading 1.
+bool ValidatePhoneNanp(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  if (PartOfLongerNumber(text, start, end) || Before(text, start, 1) == '+') return false;
+  const std::string_view span = text.substr(start, end - start);
+  std::string digits = DigitsOf(span);
+  if (digits.size() == 11) {
+    if (digits[0] != '1') return false;
+    digits.erase(0, 1);
+  }
+  if (digits.size() != 10 || digits[0] < '2' || digits[3] < '2') return false;
+  if (span.find('(') == std::string_view::npos) {
+    // Without brackets the separators must agree: "415-555.2671" is not a phone number.
+    std::string separators;
+    for (char c : span) {
+      if (!IsDigit(c)) separators.push_back(c);
+    }
+    if (!separators.empty() &&
+        std::any_of(separators.begin(), separators.end(),
+                    [&](char c) { return c != separators.back(); })) {
+      return false;
+    }
+  }
+  // 555-0100 through 555-0199 are reserved for fiction.
+  if (digits.substr(3, 3) == "555" && digits.substr(6, 2) == "01") return false;
+  return true;
+}
+
+// National formats with a trunk 0 (UK, France, Germany and most of Europe): 10 or 11 digits.
+bool ValidatePhoneNational(std::string_view text, size_t& start, size_t& end,
+                           double& confidence) {
+  if (PartOfLongerNumber(text, start, end) || AfterVersionWord(text, start)) return false;
+  const char prev = Before(text, start, 1);
+  if (prev == '+' || IsAlnum(prev)) return false;
+  const std::string_view span = text.substr(start, end - start);
+  const int digits = CountDigits(span);
+  if (digits < 10 || digits > 11) return false;
+  std::string separators;
+  for (char c : span) {
+    if (!IsDigit(c) && c != '(' && c != ')') separators.push_back(c);
+  }
+  if (std::any_of(separators.begin(), separators.end(),
+                  [&](char c) { return c != separators.front(); })) {
+    return false;
+  }
+  // Ofcom's drama ranges: 020 7946 0xxx and 07700 900xxx.
+  const std::string all = DigitsOf(span);
+  if (all.starts_with("02079460") || all.starts_with("07700900") || all.starts_with("01632960")) {
+    return false;
+  }
+  return true;
+}
+
+bool ValidateAwsKey(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  // AWS documentation keys end in EXAMPLE (AKIAIOSFODNN7EXAMPLE).
+  return !text.substr(start, end - start).ends_with("EXAMPLE");
+}
+
+// Fixed-length tokens must end where the token ends.
+bool ValidateNotContinued(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  const char next = At(text, end);
+  return !IsAlnum(next) && next != '_' && next != '-';
+}
+
+// Random-looking: letters and digits, and enough entropy for its length.
+bool LooksRandom(std::string_view value, double min_entropy) {
+  const bool has_digit = std::any_of(value.begin(), value.end(), IsDigit);
+  const bool has_alpha = std::any_of(value.begin(), value.end(), IsAlpha);
+  return has_digit && has_alpha && ShannonEntropy(value) >= min_entropy;
+}
+
+bool ValidateTokenBody(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  if (!ValidateNotContinued(text, start, end, confidence)) return false;
+  while (end > start && text[end - 1] == '-') --end;
+  return LooksRandom(text.substr(start, end - start), 3.0);
+}
+
+bool ValidateOpenAiKey(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  if (text.substr(start, end - start).starts_with("sk-ant-")) return false;
+  return ValidateTokenBody(text, start, end, confidence);
+}
+
+bool ValidatePrivateKey(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  // The span covers the whole block when its END line is there, so redaction removes the key.
+  const size_t footer = text.find("-----END ", end);
+  if (footer == std::string_view::npos || footer - end > 65536) return true;
+  const size_t close = text.find("-----", footer + 9);
+  if (close != std::string_view::npos) end = close + 5;
+  return true;
+}
+
+bool ValidateJwt(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  return JwtHeaderValid(text.substr(start, end - start));
+}
+
+// `key = value` assignments whose key names a credential; the finding is the value.
+bool ValidateGenericSecret(std::string_view text, size_t& start, size_t& end,
+                           double& confidence) {
+  // A shorter end inside the value would report half a value.
+  const char next = At(text, end);
+  if (next != '\0' && std::string_view(" \t\r\n\"'`,;").find(next) == std::string_view::npos) {
+    return false;
+  }
+  const std::string_view span = text.substr(start, end - start);
+  size_t value = span.find_first_of(":=");
+  if (value == std::string_view::npos) return false;
+  while (value < span.size() && std::string_view(":=> \t\"'").find(span[value]) !=
+                                    std::string_view::npos) {
+    ++value;
+  }
+  size_t value_end = span.size();
+  while (value_end > value && std::string_view(".)]}>").find(span[value_end - 1]) !=
+                                  std::string_view::npos) {
+    --value_end;
+  }
+  const std::string_view v = span.substr(value, value_end - value);
+  if (v.size() < 8) return false;
+  // References and placeholders, not values.
+  if (v.find("://") != std::string_view::npos || v.front() == '$' || v.front() == '<' ||
+      v.front() == '{' || v.front() == '%' || v.starts_with("process.env") ||
+      v.starts_with("os.environ")) {
+    return false;
+  }
+  if (IsUuid(v) || (v.size() == 40 && IsHex(v))) return false;
+  if (!LooksRandom(v, 3.0)) return false;
+  start += value;
+  end = start + v.size();
+  confidence = v.size() >= 20 && ShannonEntropy(v) >= 3.5 ? 0.85 : 0.7;
+  return true;
+}
+
+constexpr BuiltinPattern kPatterns[] = {
+    {"email",
+     R"(\b[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b)",
+     false, 7, 0.95, ValidateEmail},
+    {"phone", R"(\+\d{1,3}(?:[ .\-]?\(0?\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,6}\b)", false, 5, 0.9,
+     ValidatePhoneInternational},
+    {"phone", R"((?:\b1[ .\-]?)?(?:\(\d{3}\)[ ]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b)", false, 5,
+     0.85, ValidatePhoneNanp},
+    {"phone", R"((?:\b0\d{1,4}|\(0\d{1,4}\))(?:[ .\-/]?\d{2,4}){1,4}\b)", false, 4, 0.7,
+     ValidatePhoneNational},
+    {"credit_card", R"(\b\d{13,19}\b)", false, 8, 0.95, ValidateCard},
+    {"credit_card", R"(\b\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?\b)", false, 8, 0.95,
+     ValidateCard},
+    {"credit_card", R"(\b\d{4}[ \-]\d{6}[ \-]\d{4,5}\b)", false, 8, 0.95, ValidateCard},
+    {"iban", R"(\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b)", false, 8, 0.97,
+     ValidateIban},
+    {"us_ssn", R"(\b\d{3}-\d{2}-\d{4}\b)", false, 7, 0.85, ValidateSsn},
+    {"us_ssn", R"(\b\d{3} \d{2} \d{4}\b|\b\d{9}\b)", false, 6, 0.85, ValidateSsn},
+    {"ip_address", R"(\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b)", false, 6, 0.9, ValidateIpv4},
+    {"ip_address",
+     R"([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}\.\d{1,3}\.\d{1,3})?)", false, 6,
+     0.9, ValidateIpv6},
+    {"secret.aws_access_key", R"(\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b)", false, 10, 0.95,
+     ValidateAwsKey},
+    {"secret.github_token", R"(\bgh[pousr]_[A-Za-z0-9]{36,}\b)", false, 10, 0.97, nullptr},
+    {"secret.github_token", R"(\bgithub_pat_[A-Za-z0-9_]{60,}\b)", false, 10, 0.97, nullptr},
+    {"secret.slack_token", R"(\bxox[abposr]-[A-Za-z0-9\-]{10,})", false, 10, 0.95,
+     ValidateTokenBody},
+    {"secret.slack_webhook",
+     R"(https://hooks\.slack\.com/services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{16,32})",
+     false, 10, 0.97, nullptr},
+    {"secret.stripe_key", R"(\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}\b)", false, 10, 0.97,
+     nullptr},
+    {"secret.openai_api_key", R"(\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,})", false,
+     9, 0.9, ValidateOpenAiKey},
+    {"secret.anthropic_api_key", R"(\bsk-ant-[A-Za-z0-9_\-]{20,})", false, 10, 0.95,
+     ValidateTokenBody},
+    {"secret.google_api_key", R"(\bAIza[0-9A-Za-z_\-]{35})", false, 10, 0.95, ValidateNotContinued},
+    {"secret.google_oauth_token", R"(\bya29\.[0-9A-Za-z_\-]{20,})", false, 10, 0.9,
+     ValidateTokenBody},
+    {"secret.private_key", R"(-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)", false, 11,
+     0.99, ValidatePrivateKey},
+    {"secret.jwt", R"(\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{10,})",
+     false, 9, 0.95, ValidateJwt},
+    {"secret.generic",
+     R"([A-Za-z0-9_.\-]*(?:api[_.\-]?key|secret|token|passw(?:or)?d|pwd|access[_.\-]?key|auth[_.\-]?key|credentials?|private[_.\-]?key)[A-Za-z0-9_.\-]*["']?[ \t]*(?::=|=>|[:=])[ \t]*["']?[^\s"'`,;]{8,})",
+     true, 3, 0.7, ValidateGenericSecret},
+};
+
+}  // namespace
+
+std::span<const BuiltinPattern> BuiltinPatterns() { return kPatterns; }
+
+const std::vector<std::string_view>& BuiltinTypes() {
+  static const auto* types = [] {
+    auto* out = new std::vector<std::string_view>;
+    for (const BuiltinPattern& pattern : kPatterns) {
+      if (std::find(out->begin(), out->end(), pattern.type) == out->end()) {
+        out->push_back(pattern.type);
+      }
+    }
+    return out;
+  }();
+  return *types;
+}
+
+}  // namespace switchyard::policies

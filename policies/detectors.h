@@ -1,0 +1,36 @@
+// The built-in sensitivity detectors: one Hyperscan pattern per textual format, each with a
+// validator that confirms (or drops) a candidate and may move its span. Internal to policies/.
+#ifndef SWITCHYARD_POLICIES_DETECTORS_H_
+#define SWITCHYARD_POLICIES_DETECTORS_H_
+
+#include <cstddef>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace switchyard::policies {
+
+// Confirms a candidate [start, end) of `text`, possibly narrowing or widening the span and
+// adjusting the confidence. `text` is the whole message so validators can read context.
+using Validator = bool (*)(std::string_view text, size_t& start, size_t& end, double& confidence);
+
+struct BuiltinPattern {
+  std::string_view type;
+  // Hyperscan syntax; compiled with HS_FLAG_SOM_LEFTMOST so candidates have a start.
+  std::string_view regex;
+  bool caseless;
+  // When two candidates overlap the higher priority wins, then the longer one: a JWT inside a
+  // `token=` assignment is reported as a JWT.
+  int priority;
+  double confidence;
+  Validator validate;
+};
+
+std::span<const BuiltinPattern> BuiltinPatterns();
+
+// The distinct finding types of the built-in patterns, in table order.
+const std::vector<std::string_view>& BuiltinTypes();
+
+}  // namespace switchyard::policies
+
+#endif  // SWITCHYARD_POLICIES_DETECTORS_H_
