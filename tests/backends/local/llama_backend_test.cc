@@ -11,6 +11,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "gguf.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -376,6 +377,49 @@ TEST(LocalBackendTest, FallbackTemplateJoinsMessages) {
   std::shared_ptr<RecordingSink> direct = RunOne(*backend, UserPrompt("Once upon\na time", 10));
   EXPECT_EQ(joined->text(), direct->text());
   EXPECT_EQ(joined->completion().usage.prompt_tokens, direct->completion().usage.prompt_tokens);
+}
+
+// A copy of stories260K with a ChatML template added, to exercise the model-template path
+// (neither shared model has one).
+std::string StoriesWithChatTemplate() {
+  const std::string path = ::testing::TempDir() + "/local_backend_chatml.gguf";
+  gguf_init_params params = {/*no_alloc=*/true, /*ctx=*/nullptr};
+  gguf_context* gguf = gguf_init_from_file(kStories.c_str(), params);
+  EXPECT_NE(gguf, nullptr);
+  if (gguf == nullptr) return "";
+  const size_t data_offset = gguf_get_data_offset(gguf);
+  gguf_set_val_str(gguf, "tokenizer.chat_template",
+                   "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + "
+                   "'<|im_end|>\\n'}}{% endfor %}{{'<|im_start|>assistant\\n'}}");
+  // New metadata (padded to the alignment), then the original tensor data unchanged: tensor
+  // offsets are relative to the data section.
+  std::string meta(gguf_get_meta_size(gguf), '\0');
+  gguf_get_meta_data(gguf, meta.data());
+  gguf_free(gguf);
+  std::ifstream in(kStories, std::ios::binary);
+  const std::string original(std::istreambuf_iterator<char>(in), {});
+  std::ofstream(path, std::ios::binary) << meta << original.substr(data_offset);
+  return path;
+}
+
+TEST(LocalBackendTest, ModelChatTemplateIsApplied) {
+  const std::string path = StoriesWithChatTemplate();
+  std::unique_ptr<LocalBackend> templated = MakeBackend(path);
+  std::unique_ptr<LocalBackend> plain = MakeBackend(kStories);
+  ASSERT_NE(templated, nullptr);
+  ASSERT_NE(plain, nullptr);
+  EXPECT_TRUE(templated->model_info().has_chat_template);
+  const std::vector<Message> chat = {{"user", kOnceUponATime}};
+  // ChatML adds role markers around the 4 text tokens; this vocabulary spells them out in
+  // ordinary pieces, so the rendered prompt is much longer than the plain fallback.
+  EXPECT_EQ(plain->CountTokens(chat), 5);
+  EXPECT_GT(*templated->CountTokens(chat), 5 + 10);
+  std::shared_ptr<RecordingSink> sink = RunOne(*templated, UserPrompt(kOnceUponATime, 10));
+  EXPECT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, *templated->CountTokens(chat));
+  // Different prompt, different continuation from the same weights.
+  EXPECT_NE(sink->text(), RunOne(*plain, UserPrompt(kOnceUponATime, 10))->text());
+  std::filesystem::remove(path);
 }
 
 TEST(LocalBackendTest, LongPromptInChunksGivesTheSameTextAndDoesNotStallStreams) {
