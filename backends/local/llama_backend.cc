@@ -396,7 +396,11 @@ class LocalEngine {
       Pending next = std::move(pending_.front());
       pending_.pop_front();
       DequeuedPending();
-      if (next.state->guard.finished()) continue;  // cancelled; its task will find nothing
+      if (next.state->guard.finished()) {
+        // Cancelled after the task was taken; its cancel task will find nothing to do.
+        CountCancelled();
+        continue;
+      }
       absl::StatusOr<Prepared> prepared = Prepare(next.request);
       if (!prepared.ok()) {
         Fail(*next.state, prepared.status());

@@ -168,8 +168,13 @@ bool IsValidUtf8(std::string_view s) {
 }
 
 TEST(LocalBackendTest, GreedyStoryIsTheKnownText) {
-  std::unique_ptr<LocalBackend> backend = MakeBackend(kStories);
-  ASSERT_NE(backend, nullptr);
+  // Default options (2 threads, 4 slots, 2048 context), as the gateway would use them.
+  LocalBackendOptions options;
+  options.model_path = kStories;
+  absl::StatusOr<std::unique_ptr<LocalBackend>> created = LocalBackend::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<LocalBackend> backend = *std::move(created);
+  EXPECT_EQ(backend->n_ctx_slot(), 2048);
   std::shared_ptr<RecordingSink> sink = RunOne(*backend, UserPrompt(kOnceUponATime, 60));
   ASSERT_TRUE(sink->status().ok()) << sink->status();
   EXPECT_THAT(kOnceUponATime + sink->text(),
@@ -314,6 +319,28 @@ TEST(LocalBackendTest, CancelWhileQueued) {
   EXPECT_TRUE(next->status().ok());
   EXPECT_EQ(queued->calls(), 0);
   EXPECT_EQ(backend->Stats().queue_depth, 0);
+}
+
+TEST(LocalBackendTest, FullQueueRefusesWithResourceExhausted) {
+  LocalBackendOptions options;
+  options.model_path = kRandom;
+  options.n_threads = 1;
+  options.n_slots = 1;
+  options.max_queued = 1;
+  absl::StatusOr<std::unique_ptr<LocalBackend>> backend = LocalBackend::Create(options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  std::vector<std::unique_ptr<Call>> calls;
+  for (int i = 0; i < 3; ++i) {
+    sinks.push_back(std::make_shared<RecordingSink>());
+    calls.push_back((*backend)->Start(UserPrompt(kOnceUponATime, 100), sinks.back()));
+  }
+  // One runs, one waits, the third finds the queue full.
+  for (auto& sink : sinks) ASSERT_TRUE(sink->WaitDone());
+  EXPECT_TRUE(sinks[0]->status().ok()) << sinks[0]->status();
+  EXPECT_TRUE(sinks[1]->status().ok()) << sinks[1]->status();
+  EXPECT_EQ(sinks[2]->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*backend)->Stats().requests_failed_total, 1);
 }
 
 TEST(LocalBackendTest, DeltasAreValidUtf8OnAMultiScriptModel) {
