@@ -1,0 +1,77 @@
+#include "backends/remote/sse_parser.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace switchyard::backends {
+
+absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>* events) {
+  if (!status_.ok()) return status_;
+  size_t i = 0;
+  if (skip_next_lf_ && !bytes.empty()) {
+    skip_next_lf_ = false;
+    if (bytes[0] == '\n') i = 1;
+  }
+  while (i < bytes.size()) {
+    const size_t end = bytes.find_first_of("\r\n", i);
+    if (end == std::string_view::npos) {
+      line_.append(bytes.substr(i));
+      break;
+    }
+    if (line_.empty()) {
+      ProcessLine(bytes.substr(i, end - i), events);
+    } else {
+      line_.append(bytes.substr(i, end - i));
+      ProcessLine(line_, events);
+      line_.clear();
+    }
+    i = end + 1;
+    if (bytes[end] == '\r') {
+      if (i == bytes.size()) {
+        skip_next_lf_ = true;
+      } else if (bytes[i] == '\n') {
+        ++i;
+      }
+    }
+  }
+  if (line_.size() > max_line_bytes_) {
+    status_ = absl::InvalidArgumentError(
+        absl::StrCat("SSE line longer than ", max_line_bytes_, " bytes"));
+  }
+  return status_;
+}
+
+bool SseParser::HasPartialEvent() const {
+  return !line_.empty() || has_data_ || !pending_.event.empty() || !pending_.id.empty();
+}
+
+void SseParser::ProcessLine(std::string_view line, std::vector<SseEvent>* events) {
+  if (line.empty()) {
+    if (has_data_) {
+      pending_.data.pop_back();  // the '\n' after the last data line
+      events->push_back(std::move(pending_));
+    }
+    pending_ = SseEvent();
+    has_data_ = false;
+    return;
+  }
+  if (line[0] == ':') return;  // comment, e.g. a keep-alive ": ping"
+  const size_t colon = line.find(':');
+  std::string_view field = line.substr(0, colon);
+  std::string_view value;
+  if (colon != std::string_view::npos) {
+    value = line.substr(colon + 1);
+    if (!value.empty() && value[0] == ' ') value.remove_prefix(1);
+  }
+  if (field == "data") {
+    pending_.data.append(value);
+    pending_.data.push_back('\n');
+    has_data_ = true;
+  } else if (field == "event") {
+    pending_.event = std::string(value);
+  } else if (field == "id") {
+    pending_.id = std::string(value);
+  }
+  // "retry" and unknown fields are ignored, as the spec requires.
+}
+
+}  // namespace switchyard::backends
