@@ -1,0 +1,545 @@
+// OpenAiBackend against the in-process mock upstream: what goes on the wire, what comes back,
+// and every fault the mock can script.
+#include "backends/remote/openai_backend.h"
+
+#include <stdlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/mocks/mock_upstream.h"
+
+namespace switchyard::backends {
+namespace {
+
+using ::switchyard::mocks::Behaviour;
+using ::switchyard::mocks::MockUpstream;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr char kApiKey[] = "sk-test-SECRET-0123456789abcdef";
+
+// Records what a backend delivers and checks the sink contract on the way.
+class RecordingSink : public ChatSink {
+ public:
+  void OnDelta(std::string_view text) override {
+    std::function<void()> hook;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (done_) ++contract_violations_;
+      deltas_.emplace_back(text);
+      if (deltas_.size() == 1) first_delta_at_ = Clock::now();
+      ++calls_;
+      hook = on_delta_;
+    }
+    changed_.notify_all();
+    if (hook) hook();
+  }
+
+  void OnDone(const absl::Status& status, const Completion& completion) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (done_) ++contract_violations_;
+      done_ = true;
+      status_ = status;
+      completion_ = completion;
+      done_at_ = Clock::now();
+      ++calls_;
+    }
+    changed_.notify_all();
+  }
+
+  bool WaitDone(milliseconds timeout = milliseconds(10000)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return changed_.wait_for(lock, timeout, [&] { return done_; });
+  }
+  bool WaitDeltas(size_t count, milliseconds timeout = milliseconds(10000)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return changed_.wait_for(lock, timeout, [&] { return deltas_.size() >= count || done_; }) &&
+           deltas_.size() >= count;
+  }
+  void set_on_delta(std::function<void()> hook) {
+    std::lock_guard<std::mutex> lock(mu_);
+    on_delta_ = std::move(hook);
+  }
+
+  absl::Status status() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return status_;
+  }
+  Completion completion() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return completion_;
+  }
+  std::vector<std::string> deltas() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return deltas_;
+  }
+  std::string text() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string all;
+    for (const std::string& d : deltas_) all += d;
+    return all;
+  }
+  int calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+  bool done() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+  }
+  int contract_violations() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return contract_violations_;
+  }
+  Clock::time_point first_delta_at() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return first_delta_at_;
+  }
+  Clock::time_point done_at() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_at_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::vector<std::string> deltas_;
+  bool done_ = false;
+  absl::Status status_;
+  Completion completion_;
+  int calls_ = 0;
+  int contract_violations_ = 0;
+  Clock::time_point first_delta_at_;
+  Clock::time_point done_at_;
+  std::function<void()> on_delta_;
+};
+
+ChatRequest SimpleRequest() {
+  ChatRequest request;
+  request.request_id = "chatcmpl-test";
+  request.messages = {{"user", "Say hello"}};
+  return request;
+}
+
+class OpenAiBackendTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    // A proxy from the developer's environment must not intercept calls to the local mock.
+    setenv("NO_PROXY", "127.0.0.1,localhost", 1);
+    setenv("no_proxy", "127.0.0.1,localhost", 1);
+  }
+
+  void SetUp() override {
+    auto mock = MockUpstream::Start();
+    ASSERT_TRUE(mock.ok()) << mock.status();
+    mock_ = std::move(*mock);
+    auto loop = CurlLoop::Create();
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    loop_ = std::move(*loop);
+  }
+
+  OpenAiOptions Options() const {
+    OpenAiOptions options;
+    options.base_url = mock_->base_url();
+    options.model = "upstream-model-x";
+    options.api_key = kApiKey;
+    options.timeouts.connect = absl::Seconds(2);
+    options.timeouts.first_byte = absl::Seconds(5);
+    options.timeouts.idle = absl::Seconds(5);
+    options.timeouts.total = absl::Seconds(10);
+    return options;
+  }
+
+  std::unique_ptr<OpenAiBackend> Backend(const OpenAiOptions& options) {
+    auto backend = OpenAiBackend::Create(options, loop_);
+    EXPECT_TRUE(backend.ok()) << backend.status();
+    return backend.ok() ? std::move(*backend) : nullptr;
+  }
+
+  // Runs one request to completion and returns its sink.
+  std::shared_ptr<RecordingSink> Run(const OpenAiOptions& options,
+                                     ChatRequest request = SimpleRequest()) {
+    auto sink = std::make_shared<RecordingSink>();
+    auto backend = Backend(options);
+    std::unique_ptr<Call> call = backend->Start(std::move(request), sink);
+    EXPECT_TRUE(sink->WaitDone()) << "no OnDone within the time limit";
+    EXPECT_EQ(sink->contract_violations(), 0);
+    return sink;
+  }
+
+  // Declared first so it outlives the loop and its transfers.
+  std::unique_ptr<MockUpstream> mock_;
+  std::shared_ptr<CurlLoop> loop_;
+};
+
+TEST_F(OpenAiBackendTest, SendsTheExactOpenAiBodyAndHeaders) {
+  ChatRequest request = SimpleRequest();
+  request.messages = {{"system", "Be brief."}, {"user", "Hi \"there\" \xc3\xa9"}};
+  request.max_tokens = 64;
+  request.temperature = 0.7f;
+  request.top_p = 0.9f;
+  request.stop = {"\n\n", "END"};
+  request.seed = 42;
+  request.user = "user-1";
+  auto sink = Run(Options(), request);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+
+  ASSERT_EQ(mock_->request_count(), 1u);
+  const auto recorded = mock_->requests()[0];
+  EXPECT_EQ(recorded.method, "POST");
+  EXPECT_EQ(recorded.target, "/v1/chat/completions");
+  EXPECT_EQ(recorded.Header("authorization"), std::string("Bearer ") + kApiKey);
+  EXPECT_EQ(recorded.Header("content-type"), "application/json");
+  EXPECT_EQ(recorded.Header("accept"), "text/event-stream");
+  EXPECT_EQ(recorded.Header("expect"), "");
+  const Json expected = Json::parse(R"({
+    "model": "upstream-model-x",
+    "messages": [{"role": "system", "content": "Be brief."},
+                 {"role": "user", "content": "Hi \"there\" \u00e9"}],
+    "max_tokens": 64,
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "stop": ["\n\n", "END"],
+    "seed": 42,
+    "user": "user-1",
+    "stream": true,
+    "stream_options": {"include_usage": true}
+  })");
+  EXPECT_EQ(Json::parse(recorded.body), expected) << recorded.body;
+  // Floats go out in their shortest form, not widened to double.
+  EXPECT_THAT(recorded.body, HasSubstr("\"temperature\":0.7,"));
+}
+
+TEST_F(OpenAiBackendTest, LeavesUnsetOptionalFieldsOut) {
+  OpenAiOptions options = Options();
+  options.stream = false;
+  options.api_key.clear();
+  auto sink = Run(options);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  const auto recorded = mock_->requests().at(0);
+  EXPECT_EQ(Json::parse(recorded.body), Json::parse(R"({
+    "model": "upstream-model-x",
+    "messages": [{"role": "user", "content": "Say hello"}],
+    "stream": false
+  })"));
+  EXPECT_EQ(recorded.Header("authorization"), "");
+  EXPECT_EQ(recorded.Header("accept"), "application/json");
+}
+
+TEST_F(OpenAiBackendTest, NonStreamingGivesOneDeltaAndUsage) {
+  Behaviour behaviour;
+  behaviour.tokens = {"The", " answer", "."};
+  behaviour.prompt_tokens = 11;
+  behaviour.completion_tokens = 3;
+  behaviour.finish_reason = "length";
+  mock_->SetBehaviour(behaviour);
+  OpenAiOptions options = Options();
+  options.stream = false;
+  auto sink = Run(options);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("The answer."));
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 11);
+  EXPECT_EQ(sink->completion().usage.completion_tokens, 3);
+  EXPECT_EQ(sink->completion().finish_reason, FinishReason::kLength);
+}
+
+TEST_F(OpenAiBackendTest, StreamingForwardsEachTokenAndFinalUsage) {
+  Behaviour behaviour;
+  behaviour.tokens = {"Once", " upon", " a", " time", " \xf0\x9f\x90\x89"};
+  behaviour.prompt_tokens = 9;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 9);
+  EXPECT_EQ(sink->completion().usage.completion_tokens, 5);
+  EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
+}
+
+TEST_F(OpenAiBackendTest, StreamingDeltasArriveBeforeTheStreamEnds) {
+  Behaviour behaviour;
+  behaviour.tokens = {"a", "b", "c", "d"};
+  behaviour.token_delay = milliseconds(100);
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  // Three more tokens follow the first at 100 ms each; buffering would make the gap ~0.
+  EXPECT_GE(sink->done_at() - sink->first_delta_at(), milliseconds(200));
+}
+
+TEST_F(OpenAiBackendTest, Http500IsUnavailableWithTheUpstreamMessage) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kHttpError;
+  behaviour.http_status = 500;
+  behaviour.error_message = "The server had an error while processing your request.";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->status().message(), HasSubstr("HTTP 500"));
+  EXPECT_THAT(sink->status().message(), HasSubstr("The server had an error"));
+  EXPECT_THAT(sink->deltas(), ::testing::IsEmpty());
+}
+
+TEST_F(OpenAiBackendTest, Http429IsResourceExhausted) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kHttpError;
+  behaviour.http_status = 429;
+  behaviour.error_message = "Rate limit reached for requests";
+  behaviour.retry_after_seconds = 3;
+  mock_->SetBehaviour(behaviour);
+  for (bool stream : {true, false}) {
+    OpenAiOptions options = Options();
+    options.stream = stream;
+    auto sink = Run(options);
+    EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted) << sink->status();
+    EXPECT_THAT(sink->status().message(), HasSubstr("Rate limit reached"));
+  }
+}
+
+TEST_F(OpenAiBackendTest, ClientErrorsMapToInvalidArgumentOrFailedPrecondition) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kHttpError;
+  behaviour.http_status = 400;
+  behaviour.error_message = "max_tokens is too large";
+  mock_->EnqueueBehaviour(behaviour);
+  behaviour.http_status = 401;
+  behaviour.error_message = "Invalid API key";
+  mock_->EnqueueBehaviour(behaviour);
+  auto bad_request = Run(Options());
+  EXPECT_EQ(bad_request->status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_request->status().message(), HasSubstr("max_tokens is too large"));
+  auto unauthorized = Run(Options());
+  EXPECT_EQ(unauthorized->status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(unauthorized->status().message(), HasSubstr("HTTP 401"));
+}
+
+TEST_F(OpenAiBackendTest, ApiKeyNeverAppearsInErrors) {
+  // OpenAI echoes the key it received in its 401 message; so do some proxies.
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kHttpError;
+  behaviour.http_status = 401;
+  behaviour.error_message = std::string("Incorrect API key provided: ") + kApiKey + ".";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_FALSE(sink->status().ok());
+  EXPECT_THAT(sink->status().message(), Not(HasSubstr(kApiKey)));
+  EXPECT_THAT(sink->status().message(), HasSubstr("Incorrect API key provided: [redacted]"));
+  // The same inside a stream.
+  behaviour.kind = Behaviour::Kind::kResetMidStream;
+  mock_->SetBehaviour(behaviour);
+  auto reset = Run(Options());
+  ASSERT_FALSE(reset->status().ok());
+  EXPECT_THAT(reset->status().message(), Not(HasSubstr(kApiKey)));
+}
+
+TEST_F(OpenAiBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kResetMidStream;
+  behaviour.tokens = {"one", " two", " three", " four"};
+  behaviour.reset_after_tokens = 2;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("one", " two"));
+}
+
+TEST_F(OpenAiBackendTest, MalformedSseIsAnError) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kMalformedSse;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+  EXPECT_THAT(sink->status().message(), HasSubstr("malformed"));
+  EXPECT_THAT(sink->deltas(), ElementsAre("Hello"));
+}
+
+TEST_F(OpenAiBackendTest, SilentUpstreamHitsTheFirstByteTimeout) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kNeverAnswer;
+  mock_->SetBehaviour(behaviour);
+  OpenAiOptions options = Options();
+  options.timeouts.first_byte = absl::Milliseconds(300);
+  const Clock::time_point start = Clock::now();
+  auto sink = Run(options);
+  const auto elapsed = Clock::now() - start;
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded) << sink->status();
+  EXPECT_GE(elapsed, milliseconds(290));
+  EXPECT_LT(elapsed, milliseconds(1500));
+  // The abandoned transfer is closed, so the mock's waiting handler sees the client go.
+  EXPECT_TRUE(mock_->WaitForAbortedResponses(1, milliseconds(3000)));
+}
+
+TEST_F(OpenAiBackendTest, NonStreamingHitsTheTotalTimeout) {
+  Behaviour behaviour;
+  behaviour.delay = milliseconds(5000);
+  mock_->SetBehaviour(behaviour);
+  OpenAiOptions options = Options();
+  options.stream = false;
+  options.timeouts.total = absl::Milliseconds(300);
+  const Clock::time_point start = Clock::now();
+  auto sink = Run(options);
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded) << sink->status();
+  EXPECT_LT(Clock::now() - start, milliseconds(1500));
+}
+
+TEST_F(OpenAiBackendTest, StalledStreamHitsTheIdleTimeout) {
+  Behaviour behaviour;
+  behaviour.tokens = {"fast", " slow"};
+  behaviour.token_delay = milliseconds(1500);
+  mock_->SetBehaviour(behaviour);
+  OpenAiOptions options = Options();
+  options.timeouts.idle = absl::Milliseconds(300);
+  // The delay before the first token counts too: the status line has already arrived.
+  const Clock::time_point start = Clock::now();
+  auto sink = Run(options);
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded) << sink->status();
+  EXPECT_THAT(sink->status().message(), HasSubstr("stalled"));
+  EXPECT_LT(Clock::now() - start, milliseconds(1200));
+}
+
+TEST_F(OpenAiBackendTest, BodyOverTheCapIsAnError) {
+  Behaviour behaviour;
+  behaviour.tokens = {std::string(4000, 'x'), std::string(4000, 'y')};
+  mock_->SetBehaviour(behaviour);
+  for (bool stream : {true, false}) {
+    OpenAiOptions options = Options();
+    options.stream = stream;
+    options.max_body_bytes = 2048;
+    auto sink = Run(options);
+    EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+    EXPECT_THAT(sink->status().message(), HasSubstr("exceeds the limit of 2048 bytes"));
+    EXPECT_THAT(sink->deltas(), ::testing::IsEmpty());
+  }
+}
+
+TEST_F(OpenAiBackendTest, ConnectFailureIsUnavailable) {
+  uint16_t dead_port;
+  {
+    auto other = MockUpstream::Start();
+    ASSERT_TRUE(other.ok());
+    dead_port = (*other)->port();
+  }
+  OpenAiOptions options = Options();
+  options.base_url = "http://127.0.0.1:" + std::to_string(dead_port) + "/v1";
+  auto sink = Run(options);
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+  EXPECT_THAT(sink->status().message(), Not(HasSubstr(kApiKey)));
+}
+
+TEST_F(OpenAiBackendTest, CancelMidStreamAbortsTheTransfer) {
+  Behaviour behaviour;
+  behaviour.tokens.assign(100, "tok ");
+  behaviour.token_delay = milliseconds(20);
+  mock_->SetBehaviour(behaviour);
+  auto backend = Backend(Options());
+  auto sink = std::make_shared<RecordingSink>();
+  std::unique_ptr<Call> call = backend->Start(SimpleRequest(), sink);
+  ASSERT_TRUE(sink->WaitDeltas(2));
+  call->Cancel();
+  const int calls_at_cancel = sink->calls();
+  EXPECT_TRUE(mock_->WaitForAbortedResponses(1, milliseconds(3000)));
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(sink->calls(), calls_at_cancel);
+  EXPECT_FALSE(sink->done());
+  EXPECT_LT(sink->deltas().size(), 50u);
+  EXPECT_EQ(loop_->active_transfers(), 0u);
+  call->Cancel();  // idempotent
+}
+
+TEST_F(OpenAiBackendTest, CancelFromInsideTheSink) {
+  Behaviour behaviour;
+  behaviour.tokens.assign(100, "tok ");
+  behaviour.token_delay = milliseconds(10);
+  mock_->SetBehaviour(behaviour);
+  auto backend = Backend(Options());
+  auto sink = std::make_shared<RecordingSink>();
+  std::unique_ptr<Call> call;
+  std::mutex call_mu;
+  std::atomic<bool> cancelled{false};
+  sink->set_on_delta([&] {
+    std::lock_guard<std::mutex> lock(call_mu);
+    if (call != nullptr && !cancelled.exchange(true)) call->Cancel();
+  });
+  {
+    std::lock_guard<std::mutex> lock(call_mu);
+    call = backend->Start(SimpleRequest(), sink);
+  }
+  EXPECT_TRUE(mock_->WaitForAbortedResponses(1, milliseconds(3000)));
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_TRUE(cancelled.load());
+  EXPECT_EQ(sink->deltas().size(), 1u);
+  EXPECT_FALSE(sink->done());
+}
+
+TEST_F(OpenAiBackendTest, SequentialRequestsReuseOneConnection) {
+  auto backend = Backend(Options());
+  for (int i = 0; i < 5; ++i) {
+    auto sink = std::make_shared<RecordingSink>();
+    auto call = backend->Start(SimpleRequest(), sink);
+    ASSERT_TRUE(sink->WaitDone());
+    ASSERT_TRUE(sink->status().ok()) << sink->status();
+  }
+  EXPECT_EQ(mock_->request_count(), 5u);
+  EXPECT_EQ(mock_->connections_accepted(), 1u);
+}
+
+TEST_F(OpenAiBackendTest, ManyConcurrentRequestsAllComplete) {
+  Behaviour behaviour;
+  behaviour.tokens = {"a", "b", "c", "d", "e"};
+  behaviour.token_delay = milliseconds(20);
+  mock_->SetBehaviour(behaviour);
+  auto backend = Backend(Options());
+  constexpr int kRequests = 64;
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  std::vector<std::unique_ptr<Call>> calls;
+  const Clock::time_point start = Clock::now();
+  for (int i = 0; i < kRequests; ++i) {
+    sinks.push_back(std::make_shared<RecordingSink>());
+    calls.push_back(backend->Start(SimpleRequest(), sinks.back()));
+  }
+  for (auto& sink : sinks) {
+    ASSERT_TRUE(sink->WaitDone());
+    EXPECT_TRUE(sink->status().ok()) << sink->status();
+    EXPECT_EQ(sink->text(), "abcde");
+    EXPECT_EQ(sink->contract_violations(), 0);
+  }
+  // Run concurrently, each takes ~100 ms; in series they would take over 6 s.
+  EXPECT_LT(Clock::now() - start, milliseconds(3000));
+  EXPECT_EQ(mock_->request_count(), static_cast<size_t>(kRequests));
+}
+
+TEST(OpenAiBackendCreateTest, RejectsBadOptions) {
+  auto loop = CurlLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  OpenAiOptions options;
+  options.model = "m";
+  options.base_url = "ftp://example.com/v1";
+  EXPECT_EQ(OpenAiBackend::Create(options, *loop).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.base_url = "https://example.com/v1";
+  options.model.clear();
+  EXPECT_EQ(OpenAiBackend::Create(options, *loop).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.model = "m";
+  EXPECT_EQ(OpenAiBackend::Create(options, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(OpenAiBackend::Create(options, *loop).ok());
+}
+
+}  // namespace
+}  // namespace switchyard::backends

@@ -1,0 +1,486 @@
+#include "tests/mocks/mock_upstream.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "nlohmann/json.hpp"
+
+namespace switchyard::mocks {
+namespace {
+
+namespace net = boost::asio;
+namespace http = boost::beast::http;
+using tcp = net::ip::tcp;
+using Json = nlohmann::ordered_json;
+
+std::string Lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+  }
+}
+
+std::string OpenAiErrorType(int status) {
+  if (status == 429) return "rate_limit_exceeded";
+  if (status == 401) return "invalid_api_key";
+  if (status >= 500) return "server_error";
+  return "invalid_request_error";
+}
+
+// The OpenAI Chat Completions dialect.
+void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& out) {
+  if (b.delay.count() > 0 && !out.Wait(b.delay)) return;
+  if (b.kind == Behaviour::Kind::kNeverAnswer) {
+    out.WaitForClose();
+    return;
+  }
+  if (b.kind == Behaviour::Kind::kHttpError) {
+    Json error = {{"error",
+                   {{"message", b.error_message},
+                    {"type", OpenAiErrorType(b.http_status)},
+                    {"param", nullptr},
+                    {"code", nullptr}}}};
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (b.retry_after_seconds.has_value()) {
+      headers.emplace_back("Retry-After", std::to_string(*b.retry_after_seconds));
+    }
+    out.Send(b.http_status, "application/json", error.dump(), headers);
+    return;
+  }
+
+  Json body = Json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object()) {
+    Json error = {{"error", {{"message", "request body is not JSON"},
+                             {"type", "invalid_request_error"}}}};
+    out.Send(400, "application/json", error.dump());
+    return;
+  }
+  const std::string model = body.value("model", std::string("mock-model"));
+  const bool stream = body.value("stream", false);
+  const int64_t completion_tokens =
+      b.completion_tokens >= 0 ? b.completion_tokens : static_cast<int64_t>(b.tokens.size());
+  Json usage = {{"prompt_tokens", b.prompt_tokens},
+                {"completion_tokens", completion_tokens},
+                {"total_tokens", b.prompt_tokens + completion_tokens}};
+
+  if (!stream) {
+    std::string text;
+    for (const std::string& token : b.tokens) text += token;
+    Json completion = {
+        {"id", "chatcmpl-mock"},
+        {"object", "chat.completion"},
+        {"created", 1700000000},
+        {"model", model},
+        {"choices",
+         Json::array({{{"index", 0},
+                       {"message", {{"role", "assistant"}, {"content", text}}},
+                       {"finish_reason", b.finish_reason}}})},
+        {"usage", usage}};
+    out.Send(200, "application/json", completion.dump());
+    return;
+  }
+
+  auto chunk = [&](Json delta, Json finish_reason) {
+    Json event = {{"id", "chatcmpl-mock"},
+                  {"object", "chat.completion.chunk"},
+                  {"created", 1700000000},
+                  {"model", model},
+                  {"choices", Json::array({{{"index", 0},
+                                            {"delta", std::move(delta)},
+                                            {"finish_reason", std::move(finish_reason)}}})}};
+    return "data: " + event.dump() + "\n\n";
+  };
+  if (!out.StartStream(200, "text/event-stream")) return;
+  if (!out.Write(chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) return;
+  int sent = 0;
+  for (const std::string& token : b.tokens) {
+    if (b.kind == Behaviour::Kind::kResetMidStream && sent == b.reset_after_tokens) {
+      out.Reset();
+      return;
+    }
+    if (b.kind == Behaviour::Kind::kMalformedSse && sent == 1) {
+      if (!out.Write("data: {\"choices\": [{\"delta\": {\"content\": \"broken\n\n")) return;
+    }
+    if (b.token_delay.count() > 0 && !out.Wait(b.token_delay)) return;
+    if (!out.Write(chunk({{"content", token}}, nullptr))) return;
+    ++sent;
+  }
+  if (b.kind == Behaviour::Kind::kResetMidStream) {
+    out.Reset();
+    return;
+  }
+  if (!out.Write(chunk(Json::object(), b.finish_reason))) return;
+  const bool include_usage = body.contains("stream_options") &&
+                             body["stream_options"].is_object() &&
+                             body["stream_options"].value("include_usage", false);
+  if (include_usage) {
+    Json last = {{"id", "chatcmpl-mock"},
+                 {"object", "chat.completion.chunk"},
+                 {"created", 1700000000},
+                 {"model", model},
+                 {"choices", Json::array()},
+                 {"usage", usage}};
+    if (!out.Write("data: " + last.dump() + "\n\n")) return;
+  }
+  if (!out.Write("data: [DONE]\n\n")) return;
+  out.End();
+}
+
+}  // namespace
+
+std::string RecordedRequest::Header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (key == name) return value;
+  }
+  return {};
+}
+
+struct MockUpstream::State {
+  net::io_context io;
+  tcp::acceptor acceptor{io};
+  uint16_t port = 0;
+  std::thread accept_thread;
+  std::atomic<bool> stopping{false};
+
+  mutable std::mutex mu;
+  mutable std::condition_variable changed;
+  Behaviour default_behaviour;
+  std::deque<Behaviour> queued;
+  std::map<std::string, Handler> handlers;
+  std::vector<RecordedRequest> requests;
+  size_t aborted = 0;
+  size_t accepted = 0;
+  // Open connection sockets, so Stop() can wake their threads.
+  std::set<int> open_fds;
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::list<Worker> workers;  // guarded by mu
+
+  void AcceptLoop();
+  void Serve(tcp::socket socket);
+  void NoteAborted() {
+    if (stopping.load()) return;
+    std::lock_guard<std::mutex> lock(mu);
+    ++aborted;
+    changed.notify_all();
+  }
+};
+
+namespace {
+
+class SocketResponder : public Responder {
+ public:
+  SocketResponder(tcp::socket& socket, const std::atomic<bool>& stopping,
+                  std::function<void()> note_aborted, bool keep_alive)
+      : socket_(socket),
+        stopping_(stopping),
+        note_aborted_(std::move(note_aborted)),
+        keep_alive_(keep_alive) {}
+
+  bool closed() const { return closed_; }
+  bool reset() const { return reset_; }
+
+  bool Wait(std::chrono::milliseconds duration) override {
+    if (closed_) return false;
+    const auto deadline = std::chrono::steady_clock::now() + duration;
+    while (true) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return true;
+      pollfd pfd{socket_.native_handle(), POLLIN, 0};
+      int ready = ::poll(&pfd, 1, static_cast<int>(left.count()));
+      if (ready <= 0) continue;
+      char byte;
+      ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n <= 0 || stopping_.load()) return Closed();
+      // The client sent more bytes (a pipelined request): nothing to learn, sleep in small steps.
+      std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(5)));
+    }
+  }
+
+  void WaitForClose() override {
+    while (Wait(std::chrono::hours(1))) {
+    }
+  }
+
+  bool Send(int status, std::string_view content_type, std::string_view body,
+            const std::vector<std::pair<std::string, std::string>>& extra_headers) override {
+    std::string response = Head(status, content_type);
+    for (const auto& [name, value] : extra_headers) response += name + ": " + value + "\r\n";
+    response += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+    response.append(body);
+    return WriteAll(response);
+  }
+
+  bool StartStream(int status, std::string_view content_type) override {
+    return WriteAll(Head(status, content_type) +
+                    "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n");
+  }
+
+  bool Write(std::string_view data) override {
+    char size[32];
+    std::snprintf(size, sizeof(size), "%zx\r\n", data.size());
+    std::string chunk = size;
+    chunk.append(data);
+    chunk += "\r\n";
+    return WriteAll(chunk);
+  }
+
+  bool End() override { return WriteAll("0\r\n\r\n"); }
+
+  void Reset() override {
+    if (closed_) return;
+    closed_ = reset_ = true;
+    boost::system::error_code ec;
+    // Linger zero turns close() into a RST instead of an orderly FIN.
+    socket_.set_option(net::socket_base::linger(true, 0), ec);
+  }
+
+ private:
+  std::string Head(int status, std::string_view content_type) const {
+    std::string head = "HTTP/1.1 " + std::to_string(status) + " " +
+                       std::string(ReasonPhrase(status)) + "\r\n";
+    head += "Content-Type: " + std::string(content_type) + "\r\n";
+    if (!keep_alive_) head += "Connection: close\r\n";
+    return head;
+  }
+
+  bool WriteAll(std::string_view data) {
+    if (closed_) return false;
+    while (!data.empty()) {
+      // MSG_NOSIGNAL: a client that went away must fail this write, not kill the process.
+      ssize_t n = ::send(socket_.native_handle(), data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return Closed();
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  bool Closed() {
+    if (!closed_) {
+      closed_ = true;
+      note_aborted_();
+    }
+    return false;
+  }
+
+  tcp::socket& socket_;
+  const std::atomic<bool>& stopping_;
+  const std::function<void()> note_aborted_;
+  const bool keep_alive_;
+  bool closed_ = false;
+  bool reset_ = false;
+};
+
+}  // namespace
+
+void MockUpstream::State::AcceptLoop() {
+  while (!stopping.load()) {
+    boost::system::error_code ec;
+    tcp::socket socket(io);
+    acceptor.accept(socket, ec);
+    if (ec || stopping.load()) break;
+    socket.set_option(tcp::no_delay(true), ec);
+    std::lock_guard<std::mutex> lock(mu);
+    ++accepted;
+    // Join workers whose connections ended, so a long load test does not pile up threads.
+    for (auto it = workers.begin(); it != workers.end();) {
+      if (it->done->load()) {
+        it->thread.join();
+        it = workers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    open_fds.insert(socket.native_handle());
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    workers.push_back(Worker{std::thread([this, s = std::move(socket), done]() mutable {
+                               Serve(std::move(s));
+                               done->store(true);
+                             }),
+                             done});
+  }
+}
+
+void MockUpstream::State::Serve(tcp::socket socket) {
+  const int fd = socket.native_handle();
+  boost::beast::flat_buffer buffer;
+  while (!stopping.load()) {
+    http::request<http::string_body> request;
+    boost::system::error_code ec;
+    http::read(socket, buffer, request, ec);
+    if (ec) break;
+    RecordedRequest recorded;
+    recorded.method = std::string(request.method_string());
+    recorded.target = std::string(request.target());
+    for (const auto& field : request) {
+      recorded.headers.emplace_back(Lower(std::string(field.name_string())), std::string(field.value()));
+    }
+    recorded.body = request.body();
+    const std::string path = recorded.target.substr(0, recorded.target.find('?'));
+
+    Behaviour behaviour;
+    Handler handler;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!queued.empty()) {
+        behaviour = std::move(queued.front());
+        queued.pop_front();
+      } else {
+        behaviour = default_behaviour;
+      }
+      size_t best = 0;
+      for (const auto& [prefix, candidate] : handlers) {
+        if (path.compare(0, prefix.size(), prefix) == 0 && prefix.size() >= best) {
+          best = prefix.size();
+          handler = candidate;
+        }
+      }
+      requests.push_back(recorded);
+      changed.notify_all();
+    }
+
+    SocketResponder responder(socket, stopping, [this] { NoteAborted(); }, request.keep_alive());
+    if (handler) {
+      handler(recorded, behaviour, responder);
+    } else {
+      responder.Send(404, "application/json",
+                     R"({"error":{"message":"no mock handler for this path","type":"not_found"}})", {});
+    }
+    if (responder.closed() || !request.keep_alive()) break;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    open_fds.erase(fd);
+  }
+  boost::system::error_code ec;
+  socket.close(ec);
+}
+
+absl::StatusOr<std::unique_ptr<MockUpstream>> MockUpstream::Start(uint16_t port) {
+  auto state = std::make_unique<State>();
+  boost::system::error_code ec;
+  tcp::endpoint endpoint(net::ip::make_address("127.0.0.1"), port);
+  state->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) state->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) state->acceptor.bind(endpoint, ec);
+  if (!ec) state->acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError("mock upstream cannot listen on 127.0.0.1:" +
+                                  std::to_string(port) + ": " + ec.message());
+  }
+  state->port = state->acceptor.local_endpoint().port();
+  state->handlers["/v1/chat/completions"] = HandlerFor(Dialect::kOpenAi);
+  State* raw = state.get();
+  state->accept_thread = std::thread([raw] { raw->AcceptLoop(); });
+  return std::unique_ptr<MockUpstream>(new MockUpstream(std::move(state)));
+}
+
+MockUpstream::MockUpstream(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+MockUpstream::~MockUpstream() {
+  state_->stopping.store(true);
+  // shutdown() wakes a thread blocked in accept() or recv(); close() alone would not.
+  ::shutdown(state_->acceptor.native_handle(), SHUT_RDWR);
+  state_->accept_thread.join();
+  std::list<State::Worker> workers;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    for (int fd : state_->open_fds) ::shutdown(fd, SHUT_RDWR);
+    workers.swap(state_->workers);
+  }
+  for (State::Worker& worker : workers) worker.thread.join();
+}
+
+uint16_t MockUpstream::port() const { return state_->port; }
+
+std::string MockUpstream::base_url() const {
+  return "http://127.0.0.1:" + std::to_string(state_->port) + "/v1";
+}
+
+void MockUpstream::SetBehaviour(Behaviour behaviour) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  state_->default_behaviour = std::move(behaviour);
+}
+
+void MockUpstream::EnqueueBehaviour(Behaviour behaviour) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  state_->queued.push_back(std::move(behaviour));
+}
+
+void MockUpstream::AddHandler(std::string path_prefix, Handler handler) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  state_->handlers[std::move(path_prefix)] = std::move(handler);
+}
+
+MockUpstream::Handler MockUpstream::HandlerFor(Dialect dialect) {
+  switch (dialect) {
+    case Dialect::kOpenAi:
+      return &ServeOpenAi;
+  }
+  return &ServeOpenAi;
+}
+
+std::vector<RecordedRequest> MockUpstream::requests() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->requests;
+}
+
+size_t MockUpstream::request_count() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->requests.size();
+}
+
+bool MockUpstream::WaitForRequests(size_t count, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(state_->mu);
+  return state_->changed.wait_for(lock, timeout,
+                                  [&] { return state_->requests.size() >= count; });
+}
+
+size_t MockUpstream::aborted_responses() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->aborted;
+}
+
+bool MockUpstream::WaitForAbortedResponses(size_t count, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(state_->mu);
+  return state_->changed.wait_for(lock, timeout, [&] { return state_->aborted >= count; });
+}
+
+size_t MockUpstream::connections_accepted() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->accepted;
+}
+
+}  // namespace switchyard::mocks

@@ -1,0 +1,134 @@
+// An in-process fake LLM provider for tests: an HTTP/1.1 server on 127.0.0.1 that speaks a
+// provider's wire format, records every request it receives, and misbehaves on demand (errors,
+// delays, resets, malformed streams, silence).
+//
+// Dialects: each wire format is a Handler registered for a path prefix. The OpenAI Chat
+// Completions dialect is built in at "/v1/chat/completions"; Anthropic ("/v1/messages") and
+// Gemini ("/v1beta/models/") plug in the same way with AddHandler(), reusing Behaviour and
+// Responder, so faults are scripted identically for every provider.
+//
+// Threads: one accept thread and one thread per connection; all public methods are thread-safe.
+// The destructor closes every connection and joins every thread, so a test never leaks a hang.
+#ifndef SWITCHYARD_TESTS_MOCKS_MOCK_UPSTREAM_H_
+#define SWITCHYARD_TESTS_MOCKS_MOCK_UPSTREAM_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace switchyard::mocks {
+
+struct RecordedRequest {
+  std::string method;
+  std::string target;  // path and query, as sent
+  // Names lower-cased, in arrival order.
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+
+  // The first header named `name` (lower-case), or empty.
+  std::string Header(std::string_view name) const;
+};
+
+// What the mock does with a request. Every dialect honours every field that makes sense for it.
+struct Behaviour {
+  enum class Kind {
+    // A normal completion: streamed when the request asks for it ("stream": true for OpenAI),
+    // one JSON body otherwise.
+    kOk,
+    // `http_status` with the dialect's error JSON carrying `error_message`.
+    kHttpError,
+    // Streams `reset_after_tokens` tokens, then resets the TCP connection (RST, no clean end).
+    kResetMidStream,
+    // Streams one token, then an event whose data is not valid JSON, then ends normally.
+    kMalformedSse,
+    // Reads the request and never answers; waits until the client goes away.
+    kNeverAnswer,
+  };
+  Kind kind = Kind::kOk;
+  // The completion, token by token; a non-streamed answer is their concatenation.
+  std::vector<std::string> tokens = {"Hello", ",", " world", "!"};
+  int64_t prompt_tokens = 7;
+  // Negative means "the number of tokens".
+  int64_t completion_tokens = -1;
+  std::string finish_reason = "stop";
+  // Before the status line.
+  std::chrono::milliseconds delay{0};
+  // Before each streamed token.
+  std::chrono::milliseconds token_delay{0};
+  int http_status = 500;
+  std::string error_message = "mock upstream failure";
+  std::optional<int> retry_after_seconds;
+  int reset_after_tokens = 1;
+};
+
+// Writes one response on one connection. Every method returns false once the client has gone
+// away (or the mock is stopping); a handler then just returns.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  // Sleeps, but wakes at once and returns false when the client closes the connection.
+  virtual bool Wait(std::chrono::milliseconds duration) = 0;
+  // Blocks until the client closes the connection or the mock stops.
+  virtual void WaitForClose() = 0;
+  // A complete response with Content-Length.
+  virtual bool Send(int status, std::string_view content_type, std::string_view body,
+                    const std::vector<std::pair<std::string, std::string>>& extra_headers = {}) = 0;
+  // A chunked response: the head, then one chunk per Write(), then End().
+  virtual bool StartStream(int status, std::string_view content_type) = 0;
+  virtual bool Write(std::string_view data) = 0;
+  virtual bool End() = 0;
+  // Aborts the connection with a TCP reset.
+  virtual void Reset() = 0;
+};
+
+enum class Dialect { kOpenAi };
+
+class MockUpstream {
+ public:
+  using Handler =
+      std::function<void(const RecordedRequest&, const Behaviour&, Responder&)>;
+
+  // Listens on 127.0.0.1:`port` (0 picks a free port) and serves until destroyed.
+  static absl::StatusOr<std::unique_ptr<MockUpstream>> Start(uint16_t port = 0);
+  ~MockUpstream();
+  MockUpstream(const MockUpstream&) = delete;
+  MockUpstream& operator=(const MockUpstream&) = delete;
+
+  uint16_t port() const;
+  // "http://127.0.0.1:PORT/v1", the base_url an OpenAI-compatible client expects.
+  std::string base_url() const;
+
+  // The behaviour for every request that finds no queued one.
+  void SetBehaviour(Behaviour behaviour);
+  // Used once, by the next request, ahead of the default (script a failure then a success).
+  void EnqueueBehaviour(Behaviour behaviour);
+  // Serves requests whose path starts with `path_prefix` (longest prefix wins).
+  void AddHandler(std::string path_prefix, Handler handler);
+  static Handler HandlerFor(Dialect dialect);
+
+  std::vector<RecordedRequest> requests() const;
+  size_t request_count() const;
+  bool WaitForRequests(size_t count, std::chrono::milliseconds timeout) const;
+  // Responses cut short because the client closed the connection first.
+  size_t aborted_responses() const;
+  bool WaitForAbortedResponses(size_t count, std::chrono::milliseconds timeout) const;
+  size_t connections_accepted() const;
+
+ private:
+  struct State;
+  explicit MockUpstream(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace switchyard::mocks
+
+#endif  // SWITCHYARD_TESTS_MOCKS_MOCK_UPSTREAM_H_
