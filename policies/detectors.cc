@@ -70,6 +70,11 @@ bool ValidateEmail(std::string_view text, size_t& start, size_t& end, double& co
 bool ValidateCard(std::string_view text, size_t& start, size_t& end, double& confidence) {
   const std::string_view span = text.substr(start, end - start);
   if (!ConsistentSeparators(span) || PartOfLongerNumber(text, start, end)) return false;
+  // Grouped digits continuing past the span in the same style belong to a longer number.
+  if (auto sep = std::find_if_not(span.begin(), span.end(), IsDigit); sep != span.end()) {
+    if (Before(text, start, 1) == *sep && IsDigit(Before(text, start, 2))) return false;
+    if (At(text, end) == *sep && IsDigit(At(text, end + 1))) return false;
+  }
   const std::string digits = DigitsOf(span);
   return CardPrefixValid(digits) && LuhnValid(digits);
 }
@@ -173,6 +178,8 @@ bool ValidatePhoneNational(std::string_view text, size_t& start, size_t& end,
   if (PartOfLongerNumber(text, start, end) || AfterVersionWord(text, start)) return false;
   const char prev = Before(text, start, 1);
   if (prev == '+' || IsAlnum(prev)) return false;
+  // The tail of a longer run of digit groups (a tracking number) is not a number of its own.
+  if (prev == ' ' && IsDigit(Before(text, start, 2))) return false;
   const std::string_view span = text.substr(start, end - start);
   const int digits = CountDigits(span);
   if (digits < 10 || digits > 11) return false;
@@ -180,6 +187,8 @@ bool ValidatePhoneNational(std::string_view text, size_t& start, size_t& end,
   for (char c : span) {
     if (!IsDigit(c) && c != '(' && c != ')') separators.push_back(c);
   }
+  // Ten bare digits starting with 0 are as likely an account or order number.
+  if (separators.empty() && span.front() != '(') return false;
   if (std::any_of(separators.begin(), separators.end(),
                   [&](char c) { return c != separators.front(); })) {
     return false;
@@ -197,6 +206,26 @@ bool ValidateAwsKey(std::string_view text, size_t& start, size_t& end, double& c
   return !text.substr(start, end - start).ends_with("EXAMPLE");
 }
 
+// Token patterns match a fixed-length head only (long bounded repeats make Hyperscan databases
+// slow to build); the validator extends the span over the rest of the token.
+size_t ExtendToken(std::string_view text, size_t end, bool allow_dash) {
+  while (end < text.size() && (IsAlnum(text[end]) || text[end] == '_' ||
+                               (allow_dash && text[end] == '-'))) {
+    ++end;
+  }
+  return end;
+}
+
+bool ValidateGithubToken(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  end = ExtendToken(text, end, /*allow_dash=*/false);
+  return end - start <= 255;
+}
+
+bool ValidateStripeKey(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  end = ExtendToken(text, end, /*allow_dash=*/false);
+  return end - start <= 255;
+}
+
 // Fixed-length tokens must end where the token ends.
 bool ValidateNotContinued(std::string_view text, size_t& start, size_t& end, double& confidence) {
   const char next = At(text, end);
@@ -211,7 +240,7 @@ bool LooksRandom(std::string_view value, double min_entropy) {
 }
 
 bool ValidateTokenBody(std::string_view text, size_t& start, size_t& end, double& confidence) {
-  if (!ValidateNotContinued(text, start, end, confidence)) return false;
+  end = ExtendToken(text, end, /*allow_dash=*/true);
   while (end > start && text[end - 1] == '-') --end;
   return LooksRandom(text.substr(start, end - start), 3.0);
 }
@@ -234,38 +263,41 @@ bool ValidateJwt(std::string_view text, size_t& start, size_t& end, double& conf
   return JwtHeaderValid(text.substr(start, end - start));
 }
 
-// `key = value` assignments whose key names a credential; the finding is the value.
+// `key = value` assignments whose key names a credential. The pattern stops at the `=` or `:`
+// (matching the value too made it the costliest pattern to compile); the finding is the value.
 bool ValidateGenericSecret(std::string_view text, size_t& start, size_t& end,
                            double& confidence) {
-  // A shorter end inside the value would report half a value.
-  const char next = At(text, end);
-  if (next != '\0' && std::string_view(" \t\r\n\"'`,;").find(next) == std::string_view::npos) {
-    return false;
-  }
-  const std::string_view span = text.substr(start, end - start);
-  size_t value = span.find_first_of(":=");
-  if (value == std::string_view::npos) return false;
-  while (value < span.size() && std::string_view(":=> \t\"'").find(span[value]) !=
-                                    std::string_view::npos) {
+  size_t value = end;
+  while (value < text.size() && (text[value] == ' ' || text[value] == '\t' ||
+                                 text[value] == '"' || text[value] == '\'')) {
     ++value;
   }
-  size_t value_end = span.size();
-  while (value_end > value && std::string_view(".)]}>").find(span[value_end - 1]) !=
+  size_t value_end = value;
+  while (value_end < text.size() && value_end - value < 256 &&
+         std::string_view(" \t\r\n\f\v\"'`,;").find(text[value_end]) == std::string_view::npos) {
+    ++value_end;
+  }
+  while (value_end > value && std::string_view(".)]}>").find(text[value_end - 1]) !=
                                   std::string_view::npos) {
     --value_end;
   }
-  const std::string_view v = span.substr(value, value_end - value);
+  const std::string_view v = text.substr(value, value_end - value);
   if (v.size() < 8) return false;
-  // References and placeholders, not values.
-  if (v.find("://") != std::string_view::npos || v.front() == '$' || v.front() == '<' ||
-      v.front() == '{' || v.front() == '%' || v.starts_with("process.env") ||
-      v.starts_with("os.environ")) {
+  const bool env_reference =
+      v.starts_with("${") || v.starts_with("$(") ||
+      (v.front() == '$' && std::all_of(v.begin() + 1, v.end(), [](char c) {
+         return (c >= 'A' && c <= 'Z') || c == '_' || IsDigit(c);
+       })) ||
+      (v.front() == '%' && v.back() == '%') || v.starts_with("process.env") ||
+      v.starts_with("os.environ");
+  if (env_reference || v.find("://") != std::string_view::npos || v.front() == '<' ||
+      v.front() == '{') {
     return false;
   }
   if (IsUuid(v) || (v.size() == 40 && IsHex(v))) return false;
   if (!LooksRandom(v, 3.0)) return false;
-  start += value;
-  end = start + v.size();
+  start = value;
+  end = value_end;
   confidence = v.size() >= 20 && ShannonEntropy(v) >= 3.5 ? 0.85 : 0.7;
   return true;
 }
@@ -294,28 +326,29 @@ constexpr BuiltinPattern kPatterns[] = {
      0.9, ValidateIpv6},
     {"secret.aws_access_key", R"(\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b)", false, 10, 0.95,
      ValidateAwsKey},
-    {"secret.github_token", R"(\bgh[pousr]_[A-Za-z0-9]{36,}\b)", false, 10, 0.97, nullptr},
-    {"secret.github_token", R"(\bgithub_pat_[A-Za-z0-9_]{60,}\b)", false, 10, 0.97, nullptr},
-    {"secret.slack_token", R"(\bxox[abposr]-[A-Za-z0-9\-]{10,})", false, 10, 0.95,
+    {"secret.github_token", R"(\bgh[pousr]_[A-Za-z0-9]{36})", false, 10, 0.97, ValidateGithubToken},
+    {"secret.github_token", R"(\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{8})", false, 10, 0.97,
+     ValidateGithubToken},
+    {"secret.slack_token", R"(\bxox[abposr]-[A-Za-z0-9\-]{10})", false, 10, 0.95,
      ValidateTokenBody},
     {"secret.slack_webhook",
      R"(https://hooks\.slack\.com/services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{16,32})",
      false, 10, 0.97, nullptr},
-    {"secret.stripe_key", R"(\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}\b)", false, 10, 0.97,
-     nullptr},
-    {"secret.openai_api_key", R"(\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,})", false,
+    {"secret.stripe_key", R"(\b[rs]k_(?:live|test)_[A-Za-z0-9]{16})", false, 10, 0.97,
+     ValidateStripeKey},
+    {"secret.openai_api_key", R"(\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20})", false,
      9, 0.9, ValidateOpenAiKey},
-    {"secret.anthropic_api_key", R"(\bsk-ant-[A-Za-z0-9_\-]{20,})", false, 10, 0.95,
+    {"secret.anthropic_api_key", R"(\bsk-ant-[A-Za-z0-9_\-]{20})", false, 10, 0.95,
      ValidateTokenBody},
     {"secret.google_api_key", R"(\bAIza[0-9A-Za-z_\-]{35})", false, 10, 0.95, ValidateNotContinued},
-    {"secret.google_oauth_token", R"(\bya29\.[0-9A-Za-z_\-]{20,})", false, 10, 0.9,
+    {"secret.google_oauth_token", R"(\bya29\.[0-9A-Za-z_\-]{20})", false, 10, 0.9,
      ValidateTokenBody},
     {"secret.private_key", R"(-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)", false, 11,
      0.99, ValidatePrivateKey},
     {"secret.jwt", R"(\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{10,})",
      false, 9, 0.95, ValidateJwt},
     {"secret.generic",
-     R"([A-Za-z0-9_.\-]*(?:api[_.\-]?key|secret|token|passw(?:or)?d|pwd|access[_.\-]?key|auth[_.\-]?key|credentials?|private[_.\-]?key)[A-Za-z0-9_.\-]*["']?[ \t]*(?::=|=>|[:=])[ \t]*["']?[^\s"'`,;]{8,})",
+     R"((?:api[_.\-]?key|secret|token|passw(?:or)?d|pwd|access[_.\-]?key|auth[_.\-]?key|credentials?|private[_.\-]?key)[A-Za-z0-9_.\-]*["']?[ \t]*(?::=|=>|[:=]))",
      true, 3, 0.7, ValidateGenericSecret},
 };
 
