@@ -57,11 +57,19 @@ bool ConsistentSeparators(std::string_view span) {
   return true;
 }
 
+bool IsLocalPartByte(char c) {
+  return IsAlnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
+}
+
+// The pattern starts at the '@'; the local part is found walking backwards from it.
 bool ValidateEmail(std::string_view text, size_t& start, size_t& end, double& confidence) {
-  const std::string_view span = text.substr(start, end - start);
-  const size_t at = span.find('@');
-  const std::string_view local = span.substr(0, at);
-  const std::string_view domain = span.substr(at + 1);
+  const size_t at = text.rfind('@', end - 1);
+  start = at;
+  while (start > 0 && IsLocalPartByte(text[start - 1])) --start;
+  while (start < at && !IsAlnum(text[start])) ++start;
+  if (start == at) return false;
+  const std::string_view local = text.substr(start, at - start);
+  const std::string_view domain = text.substr(at + 1, end - at - 1);
   if (local.size() > 64 || domain.size() > 253) return false;
   if (local.back() == '.' || local.find("..") != std::string_view::npos) return false;
   return !IsExampleEmailDomain(domain);
@@ -135,6 +143,7 @@ int CountDigits(std::string_view span) {
 
 bool ValidatePhoneInternational(std::string_view text, size_t& start, size_t& end,
                                 double& confidence) {
+  start = text.rfind('+', end - 1);
   const char prev = Before(text, start, 1);
   if (IsAlnum(prev) || prev == ')' || prev == '+') return false;
   if (PartOfLongerNumber(text, start, end)) return false;
@@ -304,52 +313,52 @@ bool ValidateGenericSecret(std::string_view text, size_t& start, size_t& end,
 
 constexpr BuiltinPattern kPatterns[] = {
     {"email",
-     R"(\b[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b)",
-     false, 7, 0.95, ValidateEmail},
-    {"phone", R"(\+\d{1,3}(?:[ .\-]?\(0?\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,6}\b)", false, 5, 0.9,
+     R"(@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b)",
+     false, false, 7, 0.95, ValidateEmail},
+    {"phone", R"(\+\d{1,3}(?:[ .\-]?\(0?\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,6}\b)", false, false, 5, 0.9,
      ValidatePhoneInternational},
-    {"phone", R"((?:\b1[ .\-]?)?(?:\(\d{3}\)[ ]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b)", false, 5,
+    {"phone", R"((?:\b1[ .\-]?)?(?:\(\d{3}\)[ ]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b)", false, true, 5,
      0.85, ValidatePhoneNanp},
-    {"phone", R"((?:\b0\d{1,4}|\(0\d{1,4}\))(?:[ .\-/]?\d{2,4}){1,4}\b)", false, 4, 0.7,
+    {"phone", R"((?:\b0\d{1,4}|\(0\d{1,4}\))(?:[ .\-/]?\d{2,4}){1,4}\b)", false, true, 4, 0.7,
      ValidatePhoneNational},
-    {"credit_card", R"(\b\d{13,19}\b)", false, 8, 0.95, ValidateCard},
-    {"credit_card", R"(\b\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?\b)", false, 8, 0.95,
+    {"credit_card", R"(\b\d{13,19}\b)", false, true, 8, 0.95, ValidateCard},
+    {"credit_card", R"(\b\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?\b)", false, true, 8, 0.95,
      ValidateCard},
-    {"credit_card", R"(\b\d{4}[ \-]\d{6}[ \-]\d{4,5}\b)", false, 8, 0.95, ValidateCard},
-    {"iban", R"(\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b)", false, 8, 0.97,
+    {"credit_card", R"(\b\d{4}[ \-]\d{6}[ \-]\d{4,5}\b)", false, true, 8, 0.95, ValidateCard},
+    {"iban", R"(\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b)", false, true, 8, 0.97,
      ValidateIban},
-    {"us_ssn", R"(\b\d{3}-\d{2}-\d{4}\b)", false, 7, 0.85, ValidateSsn},
-    {"us_ssn", R"(\b\d{3} \d{2} \d{4}\b|\b\d{9}\b)", false, 6, 0.85, ValidateSsn},
-    {"ip_address", R"(\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b)", false, 6, 0.9, ValidateIpv4},
+    {"us_ssn", R"(\b\d{3}-\d{2}-\d{4}\b)", false, true, 7, 0.85, ValidateSsn},
+    {"us_ssn", R"(\b\d{3} \d{2} \d{4}\b|\b\d{9}\b)", false, true, 6, 0.85, ValidateSsn},
+    {"ip_address", R"(\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b)", false, true, 6, 0.9, ValidateIpv4},
     {"ip_address",
-     R"([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}\.\d{1,3}\.\d{1,3})?)", false, 6,
+     R"([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}\.\d{1,3}\.\d{1,3})?)", false, true, 6,
      0.9, ValidateIpv6},
-    {"secret.aws_access_key", R"(\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b)", false, 10, 0.95,
+    {"secret.aws_access_key", R"(\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b)", false, true, 10, 0.95,
      ValidateAwsKey},
-    {"secret.github_token", R"(\bgh[pousr]_[A-Za-z0-9]{36})", false, 10, 0.97, ValidateGithubToken},
-    {"secret.github_token", R"(\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{8})", false, 10, 0.97,
+    {"secret.github_token", R"(\bgh[pousr]_[A-Za-z0-9]{36})", false, true, 10, 0.97, ValidateGithubToken},
+    {"secret.github_token", R"(\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{8})", false, true, 10, 0.97,
      ValidateGithubToken},
-    {"secret.slack_token", R"(\bxox[abposr]-[A-Za-z0-9\-]{10})", false, 10, 0.95,
+    {"secret.slack_token", R"(\bxox[abposr]-[A-Za-z0-9\-]{10})", false, true, 10, 0.95,
      ValidateTokenBody},
     {"secret.slack_webhook",
      R"(https://hooks\.slack\.com/services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{16,32})",
-     false, 10, 0.97, nullptr},
-    {"secret.stripe_key", R"(\b[rs]k_(?:live|test)_[A-Za-z0-9]{16})", false, 10, 0.97,
+     false, true, 10, 0.97, nullptr},
+    {"secret.stripe_key", R"(\b[rs]k_(?:live|test)_[A-Za-z0-9]{16})", false, true, 10, 0.97,
      ValidateStripeKey},
-    {"secret.openai_api_key", R"(\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20})", false,
+    {"secret.openai_api_key", R"(\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20})", false, true,
      9, 0.9, ValidateOpenAiKey},
-    {"secret.anthropic_api_key", R"(\bsk-ant-[A-Za-z0-9_\-]{20})", false, 10, 0.95,
+    {"secret.anthropic_api_key", R"(\bsk-ant-[A-Za-z0-9_\-]{20})", false, true, 10, 0.95,
      ValidateTokenBody},
-    {"secret.google_api_key", R"(\bAIza[0-9A-Za-z_\-]{35})", false, 10, 0.95, ValidateNotContinued},
-    {"secret.google_oauth_token", R"(\bya29\.[0-9A-Za-z_\-]{20})", false, 10, 0.9,
+    {"secret.google_api_key", R"(\bAIza[0-9A-Za-z_\-]{35})", false, true, 10, 0.95, ValidateNotContinued},
+    {"secret.google_oauth_token", R"(\bya29\.[0-9A-Za-z_\-]{20})", false, true, 10, 0.9,
      ValidateTokenBody},
-    {"secret.private_key", R"(-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)", false, 11,
+    {"secret.private_key", R"(-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)", false, true, 11,
      0.99, ValidatePrivateKey},
     {"secret.jwt", R"(\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{10,})",
-     false, 9, 0.95, ValidateJwt},
+     false, true, 9, 0.95, ValidateJwt},
     {"secret.generic",
      R"((?:api[_.\-]?key|secret|token|passw(?:or)?d|pwd|access[_.\-]?key|auth[_.\-]?key|credentials?|private[_.\-]?key)[A-Za-z0-9_.\-]*["']?[ \t]*(?::=|=>|[:=]))",
-     true, 3, 0.7, ValidateGenericSecret},
+     true, false, 3, 0.7, ValidateGenericSecret},
 };
 
 }  // namespace

@@ -16,9 +16,14 @@ using Validator = bool (*)(std::string_view text, size_t& start, size_t& end, do
 
 struct BuiltinPattern {
   std::string_view type;
-  // Hyperscan syntax; compiled with HS_FLAG_SOM_LEFTMOST so candidates have a start.
+  // Hyperscan syntax.
   std::string_view regex;
   bool caseless;
+  // Whether Hyperscan must track where matches start (HS_FLAG_SOM_LEFTMOST). Start tracking
+  // can cost more than the rest of the scan, so patterns whose validator can find the start
+  // from the end (the '@' of an e-mail, the '+' of a phone number) go without; their
+  // validators receive start == end.
+  bool som;
   // When two candidates overlap the higher priority wins, then the longer one: a JWT inside a
   // `token=` assignment is reported as a JWT.
   int priority;

@@ -3,6 +3,8 @@
 #include <hs/hs.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <optional>
 #include <cstdio>
 #include <utility>
@@ -61,16 +63,24 @@ std::optional<size_t> PhraseStart(std::string_view text, size_t end,
 }
 
 // Hyperscan scratch space is per thread; one block serves every database on that thread
-// because hs_alloc_scratch only grows it.
-hs_scratch_t* ThreadScratch(const hs_database_t* database) {
+// because hs_alloc_scratch only grows it. hs_alloc_scratch re-validates the whole database
+// (a checksum over megabytes with a large dictionary), so it runs only when this thread meets
+// a scanner it has not scanned with just before.
+hs_scratch_t* ThreadScratch(const hs_database_t* database, uint64_t scanner_id) {
   struct Holder {
     hs_scratch_t* scratch = nullptr;
+    uint64_t scanner_id = 0;
     ~Holder() { hs_free_scratch(scratch); }
   };
   thread_local Holder holder;
+  if (holder.scratch != nullptr && holder.scanner_id == scanner_id) return holder.scratch;
   if (hs_alloc_scratch(database, &holder.scratch) != HS_SUCCESS) return nullptr;
+  holder.scanner_id = scanner_id;
   return holder.scratch;
 }
+
+// Scanner ids start at 1 so a fresh thread's holder (id 0) never matches.
+std::atomic<uint64_t> next_scanner_id{1};
 
 bool HyperscanAccepts(const std::string& regex, unsigned flags) {
   hs_database_t* database = nullptr;
@@ -92,7 +102,7 @@ struct Scanner::MatchContext {
   Result* out;
 };
 
-Scanner::Scanner() = default;
+Scanner::Scanner() : id_(next_scanner_id.fetch_add(1, std::memory_order_relaxed)) {}
 
 Scanner::~Scanner() { hs_free_database(database_); }
 
@@ -116,7 +126,8 @@ absl::StatusOr<std::unique_ptr<const Scanner>> Scanner::Build(
     scanner->entries_.push_back({Kind::kBuiltin, static_cast<int>(scanner->builtins_.size())});
     scanner->builtins_.push_back(&pattern);
     expressions.emplace_back(pattern.regex);
-    flags.push_back(HS_FLAG_SOM_LEFTMOST | (pattern.caseless ? HS_FLAG_CASELESS : 0u));
+    flags.push_back((pattern.som ? HS_FLAG_SOM_LEFTMOST : 0u) |
+                    (pattern.caseless ? HS_FLAG_CASELESS : 0u));
   }
 
   for (const TermSpec& spec : terms) {
@@ -222,7 +233,7 @@ absl::Status Scanner::Scan(std::string_view text, Result& out) const {
   out.hits.clear();
   std::vector<Raw> raw;
   if (database_ != nullptr && !text.empty()) {
-    hs_scratch_t* scratch = ThreadScratch(database_);
+    hs_scratch_t* scratch = ThreadScratch(database_, id_);
     if (scratch == nullptr) return absl::ResourceExhaustedError("no Hyperscan scratch space");
     MatchContext context{this, text, &raw, &out};
     const hs_error_t status = hs_scan(database_, text.data(), static_cast<unsigned>(text.size()),
@@ -272,13 +283,15 @@ void Scanner::Resolve(std::string_view text, std::vector<Raw>& raw, Result& out)
       regex_hits.push_back({regexes_[entry.index].group, raw[i].start, raw[i].end});
     } else {
       const BuiltinPattern* pattern = builtins_[entry.index];
+      // Without start tracking every end is a candidate of its own; overlaps go below.
+      const bool each_end = !pattern->som;
       for (size_t k = i; k < j; ++k) {
-        size_t start = raw[k].start;
+        size_t start = each_end ? raw[k].end : raw[k].start;
         size_t end = raw[k].end;
         double confidence = pattern->confidence;
         if (pattern->validate == nullptr || pattern->validate(text, start, end, confidence)) {
           candidates.push_back({pattern, start, end, confidence});
-          break;
+          if (!each_end) break;
         }
       }
     }

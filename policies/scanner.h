@@ -7,6 +7,7 @@
 #ifndef SWITCHYARD_POLICIES_SCANNER_H_
 #define SWITCHYARD_POLICIES_SCANNER_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -95,6 +96,7 @@ class Scanner {
                      unsigned int flags, void* context);
   void Resolve(std::string_view text, std::vector<Raw>& raw, Result& out) const;
 
+  const uint64_t id_;  // unique per Scanner, keys the per-thread scratch cache
   hs_database* database_ = nullptr;
   std::vector<Entry> entries_;  // by Hyperscan id
   std::vector<const BuiltinPattern*> builtins_;
