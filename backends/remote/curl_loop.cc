@@ -4,13 +4,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <mutex>
+#include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 
 namespace switchyard::backends {
 namespace {
@@ -21,26 +25,17 @@ using Clock = std::chrono::steady_clock;
 // real deadline is computed exactly.
 constexpr int kMaxPollMs = 1000;
 
-CURLM* AsMulti(void* multi) { return static_cast<CURLM*>(multi); }
-
 Clock::duration ToChrono(absl::Duration d) { return absl::ToChronoNanoseconds(d); }
 
-}  // namespace
-
-std::string_view HttpResponseHead::Header(std::string_view name) const {
-  for (const auto& [key, value] : headers) {
-    if (key == name) return value;
-  }
-  return {};
-}
-
-struct CurlLoop::Transfer {
+// One request on its way through the loop.
+struct Transfer {
   ~Transfer() {
     if (easy != nullptr) curl_easy_cleanup(easy);
     if (header_list != nullptr) curl_slist_free_all(header_list);
   }
 
-  TransferId id = 0;
+  CurlLoop::TransferId id = 0;
+  Clock::time_point not_before;
   HttpRequest request;
   std::shared_ptr<TransferHandler> handler;
   CURL* easy = nullptr;
@@ -57,6 +52,59 @@ struct CurlLoop::Transfer {
   char error[CURL_ERROR_SIZE] = {};
 };
 
+}  // namespace
+
+std::string_view HttpResponseHead::Header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (key == name) return value;
+  }
+  return {};
+}
+
+class CurlLoop::Core {
+ public:
+  explicit Core(CURLM* multi) : multi_(multi) {}
+  ~Core() { curl_multi_cleanup(multi_); }
+
+  TransferId Enqueue(std::unique_ptr<Transfer> transfer);
+  void EnqueueCancel(TransferId id);
+  void Stop();
+  size_t active() const;
+  void Run();
+
+ private:
+  struct Command {
+    TransferId id = 0;
+    // Set for a start; null for a cancel.
+    std::unique_ptr<Transfer> transfer;
+  };
+
+  void DrainCommands();
+  void StartDueTransfers();
+  void AddTransfer(std::unique_ptr<Transfer> transfer);
+  void FinishTransfer(TransferId id, const absl::Status& status);
+  void ReadFinished();
+  void EnforceDeadlines();
+  int PollTimeoutMs() const;
+
+  static size_t WriteCallback(char* data, size_t size, size_t count, void* user);
+  static size_t HeaderCallback(char* data, size_t size, size_t count, void* user);
+
+  CURLM* const multi_;
+
+  mutable absl::Mutex mu_;
+  std::deque<Command> commands_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  TransferId next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // Transfers running or waiting for a delayed start.
+  size_t active_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Loop thread only.
+  std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_;
+  // Accepted but not begun: waiting for their start time.
+  std::unordered_map<TransferId, std::unique_ptr<Transfer>> delayed_;
+};
+
 absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
   static std::once_flag init_once;
   static CURLcode init_result = CURLE_OK;
@@ -67,28 +115,39 @@ absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
   }
   CURLM* multi = curl_multi_init();
   if (multi == nullptr) return absl::InternalError("curl_multi_init failed");
-  return std::shared_ptr<CurlLoop>(new CurlLoop(multi));
+  auto core = std::make_shared<Core>(multi);
+  std::thread thread([core] { core->Run(); });
+  return std::shared_ptr<CurlLoop>(new CurlLoop(std::move(core), std::move(thread)));
 }
 
-CurlLoop::CurlLoop(void* multi) : multi_(multi) {
-  thread_ = std::thread([this] { Run(); });
-}
+CurlLoop::CurlLoop(std::shared_ptr<Core> core, std::thread thread)
+    : core_(std::move(core)), thread_(std::move(thread)) {}
 
 CurlLoop::~CurlLoop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
+  core_->Stop();
+  if (thread_.get_id() == std::this_thread::get_id()) {
+    // A handler released the last reference; the thread finishes on its own and frees the core.
+    thread_.detach();
+  } else {
+    thread_.join();
   }
-  curl_multi_wakeup(AsMulti(multi_));
-  thread_.join();
-  curl_multi_cleanup(AsMulti(multi_));
 }
 
 CurlLoop::TransferId CurlLoop::Start(HttpRequest request,
-                                     std::shared_ptr<TransferHandler> handler) {
+                                     std::shared_ptr<TransferHandler> handler,
+                                     absl::Duration delay) {
   auto transfer = std::make_unique<Transfer>();
+  transfer->not_before = Clock::now() + ToChrono(std::max(delay, absl::ZeroDuration()));
   transfer->request = std::move(request);
   transfer->handler = std::move(handler);
+  return core_->Enqueue(std::move(transfer));
+}
+
+void CurlLoop::Cancel(TransferId id) { core_->EnqueueCancel(id); }
+
+size_t CurlLoop::active_transfers() const { return core_->active(); }
+
+CurlLoop::TransferId CurlLoop::Core::Enqueue(std::unique_ptr<Transfer> transfer) {
   TransferId id;
   {
     absl::MutexLock lock(&mu_);
@@ -96,31 +155,40 @@ CurlLoop::TransferId CurlLoop::Start(HttpRequest request,
     transfer->id = id;
     commands_.push_back(Command{id, std::move(transfer)});
   }
-  curl_multi_wakeup(AsMulti(multi_));
+  curl_multi_wakeup(multi_);
   return id;
 }
 
-void CurlLoop::Cancel(TransferId id) {
+void CurlLoop::Core::EnqueueCancel(TransferId id) {
   {
     absl::MutexLock lock(&mu_);
     commands_.push_back(Command{id, nullptr});
   }
-  curl_multi_wakeup(AsMulti(multi_));
+  curl_multi_wakeup(multi_);
 }
 
-size_t CurlLoop::active_transfers() const {
+void CurlLoop::Core::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  curl_multi_wakeup(multi_);
+}
+
+size_t CurlLoop::Core::active() const {
   absl::MutexLock lock(&mu_);
   return active_;
 }
 
-void CurlLoop::Run() {
-  CURLM* multi = AsMulti(multi_);
+void CurlLoop::Core::Run() {
+  CURLM* multi = multi_;
   while (true) {
     DrainCommands();
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
     }
+    StartDueTransfers();
     int running = 0;
     curl_multi_perform(multi, &running);
     ReadFinished();
@@ -133,6 +201,8 @@ void CurlLoop::Run() {
   std::vector<TransferId> ids;
   for (const auto& [id, transfer] : transfers_) ids.push_back(id);
   for (TransferId id : ids) FinishTransfer(id, shutdown);
+  for (auto& [id, transfer] : delayed_) transfer->handler->OnComplete(shutdown);
+  delayed_.clear();
   std::deque<Command> pending;
   {
     absl::MutexLock lock(&mu_);
@@ -143,7 +213,7 @@ void CurlLoop::Run() {
   }
 }
 
-void CurlLoop::DrainCommands() {
+void CurlLoop::Core::DrainCommands() {
   std::deque<Command> commands;
   {
     absl::MutexLock lock(&mu_);
@@ -151,26 +221,59 @@ void CurlLoop::DrainCommands() {
   }
   for (Command& command : commands) {
     if (command.transfer != nullptr) {
-      AddTransfer(std::move(command.transfer));
+      {
+        absl::MutexLock lock(&mu_);
+        ++active_;
+      }
+      delayed_.emplace(command.id, std::move(command.transfer));
+      continue;
+    }
+    if (delayed_.erase(command.id) > 0) {
+      absl::MutexLock lock(&mu_);
+      --active_;
       continue;
     }
     auto it = transfers_.find(command.id);
     if (it == transfers_.end()) continue;
     // Removing the handle closes its connection (or stream) right away; the handler is dropped
     // without a call, as Cancel() promises.
-    curl_multi_remove_handle(AsMulti(multi_), it->second->easy);
+    curl_multi_remove_handle(multi_, it->second->easy);
     transfers_.erase(it);
     absl::MutexLock lock(&mu_);
     --active_;
   }
 }
 
-void CurlLoop::AddTransfer(std::unique_ptr<Transfer> transfer) {
+void CurlLoop::Core::StartDueTransfers() {
+  const Clock::time_point now = Clock::now();
+  std::vector<std::unique_ptr<Transfer>> due;
+  for (auto it = delayed_.begin(); it != delayed_.end();) {
+    if (it->second->not_before <= now) {
+      due.push_back(std::move(it->second));
+      it = delayed_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // In id order, so transfers queued together start in the order they were queued.
+  std::sort(due.begin(), due.end(), [](const auto& a, const auto& b) { return a->id < b->id; });
+  for (std::unique_ptr<Transfer>& transfer : due) AddTransfer(std::move(transfer));
+}
+
+// Moves a transfer onto the multi handle; `active_` already counts it.
+void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   Transfer& t = *transfer;
   t.started = t.last_activity = Clock::now();
+  auto fail = [this, &t](const absl::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      --active_;
+    }
+    t.handler->OnComplete(status);
+  };
   t.easy = curl_easy_init();
   if (t.easy == nullptr) {
-    t.handler->OnComplete(absl::UnavailableError("curl_easy_init failed"));
+    fail(absl::UnavailableError("curl_easy_init failed"));
     return;
   }
   const HttpRequest& r = t.request;
@@ -179,9 +282,9 @@ void CurlLoop::AddTransfer(std::unique_ptr<Transfer> transfer) {
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(easy, CURLOPT_PRIVATE, &t);
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t.error);
-  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &CurlLoop::WriteCallback);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Core::WriteCallback);
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t);
-  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &CurlLoop::HeaderCallback);
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &Core::HeaderCallback);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
   // Signals are process-wide and unsafe with threads; timeouts are enforced by the loop instead.
   curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -192,13 +295,15 @@ void CurlLoop::AddTransfer(std::unique_ptr<Transfer> transfer) {
   curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
   if (!r.ca_bundle_path.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, r.ca_bundle_path.c_str());
+  // libcurl reads 0 as "no limit", so a finite limit is at least 1 ms.
+  auto limit_ms = [](absl::Duration d) {
+    return static_cast<long>(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
+  };
   if (r.timeouts.connect != absl::InfiniteDuration()) {
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(std::max<int64_t>(1, absl::ToInt64Milliseconds(r.timeouts.connect))));
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, limit_ms(r.timeouts.connect));
   }
   if (!r.streaming && r.timeouts.total != absl::InfiniteDuration()) {
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
-                     static_cast<long>(std::max<int64_t>(1, absl::ToInt64Milliseconds(r.timeouts.total))));
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, limit_ms(r.timeouts.total));
   }
   if (!r.body.empty()) {
     curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(r.body.size()));
@@ -212,22 +317,20 @@ void CurlLoop::AddTransfer(std::unique_ptr<Transfer> transfer) {
   t.header_list = curl_slist_append(t.header_list, "Expect:");
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t.header_list);
 
-  if (CURLMcode code = curl_multi_add_handle(AsMulti(multi_), easy); code != CURLM_OK) {
-    t.handler->OnComplete(absl::UnavailableError(
+  if (CURLMcode code = curl_multi_add_handle(multi_, easy); code != CURLM_OK) {
+    fail(absl::UnavailableError(
         absl::StrCat("curl_multi_add_handle failed: ", curl_multi_strerror(code))));
     return;
   }
   transfers_.emplace(t.id, std::move(transfer));
-  absl::MutexLock lock(&mu_);
-  ++active_;
 }
 
-void CurlLoop::FinishTransfer(TransferId id, const absl::Status& status) {
+void CurlLoop::Core::FinishTransfer(TransferId id, const absl::Status& status) {
   auto it = transfers_.find(id);
   if (it == transfers_.end()) return;
   std::unique_ptr<Transfer> transfer = std::move(it->second);
   transfers_.erase(it);
-  curl_multi_remove_handle(AsMulti(multi_), transfer->easy);
+  curl_multi_remove_handle(multi_, transfer->easy);
   {
     absl::MutexLock lock(&mu_);
     --active_;
@@ -240,9 +343,9 @@ void CurlLoop::FinishTransfer(TransferId id, const absl::Status& status) {
   transfer->handler->OnComplete(status);
 }
 
-void CurlLoop::ReadFinished() {
+void CurlLoop::Core::ReadFinished() {
   int queued = 0;
-  while (CURLMsg* msg = curl_multi_info_read(AsMulti(multi_), &queued)) {
+  while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
     if (msg->msg != CURLMSG_DONE) continue;
     Transfer* t = nullptr;
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
@@ -264,7 +367,7 @@ void CurlLoop::ReadFinished() {
   }
 }
 
-void CurlLoop::EnforceDeadlines() {
+void CurlLoop::Core::EnforceDeadlines() {
   const Clock::time_point now = Clock::now();
   std::vector<std::pair<TransferId, absl::Status>> expired;
   for (const auto& [id, t] : transfers_) {
@@ -286,9 +389,10 @@ void CurlLoop::EnforceDeadlines() {
   for (const auto& [id, status] : expired) FinishTransfer(id, status);
 }
 
-int CurlLoop::PollTimeoutMs() const {
+int CurlLoop::Core::PollTimeoutMs() const {
   const Clock::time_point now = Clock::now();
   Clock::duration wait = std::chrono::milliseconds(kMaxPollMs);
+  for (const auto& [id, t] : delayed_) wait = std::min(wait, t->not_before - now);
   for (const auto& [id, t] : transfers_) {
     const HttpTimeouts& limits = t->request.timeouts;
     if (!t->status_line_seen && limits.first_byte != absl::InfiniteDuration()) {
@@ -302,7 +406,7 @@ int CurlLoop::PollTimeoutMs() const {
   return static_cast<int>(std::clamp<int64_t>(ms, 0, kMaxPollMs));
 }
 
-size_t CurlLoop::HeaderCallback(char* data, size_t size, size_t count, void* user) {
+size_t CurlLoop::Core::HeaderCallback(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t n = size * count;
   absl::string_view line(data, n);
@@ -334,7 +438,7 @@ size_t CurlLoop::HeaderCallback(char* data, size_t size, size_t count, void* use
   return n;
 }
 
-size_t CurlLoop::WriteCallback(char* data, size_t size, size_t count, void* user) {
+size_t CurlLoop::Core::WriteCallback(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t n = size * count;
   t->last_activity = Clock::now();

@@ -15,19 +15,15 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace switchyard::backends {
@@ -88,52 +84,33 @@ class CurlLoop {
 
   // Starts the loop thread. Fails only when libcurl cannot be initialised.
   static absl::StatusOr<std::shared_ptr<CurlLoop>> Create();
-  // Stops the thread; transfers still running complete with kUnavailable.
+  // Stops the thread; transfers still running complete with kUnavailable. May run on the loop
+  // thread itself (a handler holding the last reference), which then finishes on its own.
   ~CurlLoop();
   CurlLoop(const CurlLoop&) = delete;
   CurlLoop& operator=(const CurlLoop&) = delete;
 
-  // Queues a transfer and returns at once. Thread-safe.
-  TransferId Start(HttpRequest request, std::shared_ptr<TransferHandler> handler);
+  // Queues a transfer and returns at once; it begins after `delay` (a retry's backoff), during
+  // which Cancel() drops it like a running one. Thread-safe.
+  TransferId Start(HttpRequest request, std::shared_ptr<TransferHandler> handler,
+                   absl::Duration delay = absl::ZeroDuration());
   // Aborts a transfer as soon as the loop wakes: its handle is removed from the multi handle
   // (closing the connection) and its handler is released without further calls. Unknown or
   // finished ids are ignored. Thread-safe, also from inside a handler method.
   void Cancel(TransferId id);
 
-  // Number of transfers the loop currently drives; for tests and metrics.
+  // Number of transfers the loop currently drives or holds for a delayed start; for tests and
+  // metrics.
   size_t active_transfers() const;
 
  private:
-  struct Transfer;
-  struct Command {
-    TransferId id = 0;
-    // Set for a start; null for a cancel.
-    std::unique_ptr<Transfer> transfer;
-  };
+  // Everything the loop thread touches. The thread co-owns it, so the last CurlLoop reference may
+  // be dropped anywhere, even by a handler running on the loop thread itself.
+  class Core;
+  CurlLoop(std::shared_ptr<Core> core, std::thread thread);
 
-  explicit CurlLoop(void* multi);
-  void Run();
-  void DrainCommands();
-  void AddTransfer(std::unique_ptr<Transfer> transfer);
-  void FinishTransfer(TransferId id, const absl::Status& status);
-  void ReadFinished();
-  void EnforceDeadlines();
-  int PollTimeoutMs() const;
-
-  static size_t WriteCallback(char* data, size_t size, size_t count, void* user);
-  static size_t HeaderCallback(char* data, size_t size, size_t count, void* user);
-
-  void* const multi_;  // CURLM*, loop thread only after construction
+  const std::shared_ptr<Core> core_;
   std::thread thread_;
-
-  mutable absl::Mutex mu_;
-  std::deque<Command> commands_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  TransferId next_id_ ABSL_GUARDED_BY(mu_) = 1;
-  size_t active_ ABSL_GUARDED_BY(mu_) = 0;
-
-  // Loop thread only.
-  std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_;
 };
 
 }  // namespace switchyard::backends

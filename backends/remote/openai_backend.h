@@ -28,10 +28,24 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "backends/backend.h"
 #include "backends/remote/curl_loop.h"
 
 namespace switchyard::backends {
+
+// Retries with jittered exponential backoff. Only an attempt that failed before any delta reached
+// the sink is repeated, and only for upstream 429, 500, 502, 503, 504 or a connection that failed
+// before a response began; a Retry-After (seconds) from the upstream lengthens the wait.
+struct RetryOptions {
+  // Attempts in all, the first included; 1 disables retries.
+  int max_attempts = 3;
+  absl::Duration initial_backoff = absl::Milliseconds(250);
+  absl::Duration max_backoff = absl::Seconds(4);
+  // No retry starts later than this after the request began (waits included); a Retry-After that
+  // does not fit ends the request with the upstream's error at once.
+  absl::Duration budget = absl::Seconds(15);
+};
 
 struct OpenAiOptions {
   // Everything before "/chat/completions", e.g. "https://api.openai.com/v1"; http or https.
@@ -48,6 +62,7 @@ struct OpenAiOptions {
   // Stream upstream (SSE). Off only for providers or proxies that cannot stream; the total
   // timeout then applies.
   bool stream = true;
+  RetryOptions retry;
 };
 
 class OpenAiBackend : public Backend {

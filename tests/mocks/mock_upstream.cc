@@ -85,7 +85,7 @@ void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& 
     return;
   }
   const std::string model = body.value("model", std::string("mock-model"));
-  const bool stream = body.value("stream", false);
+  const bool stream = body.value("stream", false) && !b.ignore_stream;
   const int64_t completion_tokens =
       b.completion_tokens >= 0 ? b.completion_tokens : static_cast<int64_t>(b.tokens.size());
   Json usage = {{"prompt_tokens", b.prompt_tokens},
@@ -345,7 +345,8 @@ void MockUpstream::State::Serve(tcp::socket socket) {
     recorded.method = std::string(request.method_string());
     recorded.target = std::string(request.target());
     for (const auto& field : request) {
-      recorded.headers.emplace_back(Lower(std::string(field.name_string())), std::string(field.value()));
+      recorded.headers.emplace_back(Lower(std::string(field.name_string())),
+                                    std::string(field.value()));
     }
     recorded.body = request.body();
     const std::string path = recorded.target.substr(0, recorded.target.find('?'));
@@ -376,7 +377,7 @@ void MockUpstream::State::Serve(tcp::socket socket) {
       handler(recorded, behaviour, responder);
     } else {
       responder.Send(404, "application/json",
-                     R"({"error":{"message":"no mock handler for this path","type":"not_found"}})", {});
+                     R"({"error":{"message":"no mock handler for this path"}})", {});
     }
     if (responder.closed() || !request.keep_alive()) break;
   }

@@ -68,6 +68,8 @@ struct Behaviour {
   std::string error_message = "mock upstream failure";
   std::optional<int> retry_after_seconds;
   int reset_after_tokens = 1;
+  // Answer with one JSON body even when the request asks for a stream, as some servers do.
+  bool ignore_stream = false;
 };
 
 // Writes one response on one connection. Every method returns false once the client has gone

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -162,6 +163,8 @@ class OpenAiBackendTest : public ::testing::Test {
     options.timeouts.first_byte = absl::Seconds(5);
     options.timeouts.idle = absl::Seconds(5);
     options.timeouts.total = absl::Seconds(10);
+    // Fault tests see each failure as it is; the retry tests turn retries back on.
+    options.retry.max_attempts = 1;
     return options;
   }
 
@@ -269,6 +272,17 @@ TEST_F(OpenAiBackendTest, StreamingForwardsEachTokenAndFinalUsage) {
   EXPECT_EQ(sink->completion().usage.prompt_tokens, 9);
   EXPECT_EQ(sink->completion().usage.completion_tokens, 5);
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
+}
+
+TEST_F(OpenAiBackendTest, StreamingRequestAnsweredWithPlainJsonStillWorks) {
+  Behaviour behaviour;
+  behaviour.ignore_stream = true;
+  behaviour.prompt_tokens = 3;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("Hello, world!"));
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 3);
 }
 
 TEST_F(OpenAiBackendTest, StreamingDeltasArriveBeforeTheStreamEnds) {
@@ -521,6 +535,116 @@ TEST_F(OpenAiBackendTest, ManyConcurrentRequestsAllComplete) {
   // Run concurrently, each takes ~100 ms; in series they would take over 6 s.
   EXPECT_LT(Clock::now() - start, milliseconds(3000));
   EXPECT_EQ(mock_->request_count(), static_cast<size_t>(kRequests));
+}
+
+Behaviour HttpError(int status, std::optional<int> retry_after_seconds = std::nullopt) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kHttpError;
+  behaviour.http_status = status;
+  behaviour.error_message = "failure " + std::to_string(status);
+  behaviour.retry_after_seconds = retry_after_seconds;
+  return behaviour;
+}
+
+OpenAiOptions WithRetries(OpenAiOptions options) {
+  options.retry.max_attempts = 3;
+  options.retry.initial_backoff = absl::Milliseconds(50);
+  options.retry.max_backoff = absl::Milliseconds(200);
+  options.retry.budget = absl::Seconds(5);
+  return options;
+}
+
+TEST_F(OpenAiBackendTest, RetriesA503ThenSucceeds) {
+  mock_->EnqueueBehaviour(HttpError(503));
+  mock_->EnqueueBehaviour(HttpError(502));
+  auto sink = Run(WithRetries(Options()));
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_EQ(sink->text(), "Hello, world!");
+  EXPECT_EQ(mock_->request_count(), 3u);
+  // Every attempt sends the same request.
+  const auto requests = mock_->requests();
+  EXPECT_EQ(requests[0].body, requests[2].body);
+}
+
+TEST_F(OpenAiBackendTest, GivesUpAfterMaxAttempts) {
+  mock_->SetBehaviour(HttpError(500));
+  auto sink = Run(WithRetries(Options()));
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->status().message(), HasSubstr("failure 500"));
+  EXPECT_EQ(mock_->request_count(), 3u);
+}
+
+TEST_F(OpenAiBackendTest, HonoursRetryAfter) {
+  mock_->EnqueueBehaviour(HttpError(429, /*retry_after_seconds=*/1));
+  const Clock::time_point start = Clock::now();
+  auto sink = Run(WithRetries(Options()));
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_GE(Clock::now() - start, milliseconds(1000));
+  EXPECT_EQ(mock_->request_count(), 2u);
+}
+
+TEST_F(OpenAiBackendTest, RetryAfterBeyondTheBudgetFailsAtOnce) {
+  mock_->EnqueueBehaviour(HttpError(429, /*retry_after_seconds=*/30));
+  const Clock::time_point start = Clock::now();
+  auto sink = Run(WithRetries(Options()));
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_LT(Clock::now() - start, milliseconds(1000));
+  EXPECT_EQ(mock_->request_count(), 1u);
+}
+
+TEST_F(OpenAiBackendTest, DoesNotRetryClientErrors) {
+  mock_->SetBehaviour(HttpError(400));
+  auto sink = Run(WithRetries(Options()));
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(mock_->request_count(), 1u);
+}
+
+TEST_F(OpenAiBackendTest, DoesNotRetryOnceADeltaWasDelivered) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kResetMidStream;
+  behaviour.reset_after_tokens = 1;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(WithRetries(Options()));
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->deltas(), ElementsAre("Hello"));
+  EXPECT_EQ(mock_->request_count(), 1u);
+}
+
+TEST_F(OpenAiBackendTest, CancelDuringBackoffStopsRetrying) {
+  mock_->SetBehaviour(HttpError(503, /*retry_after_seconds=*/1));
+  auto backend = Backend(WithRetries(Options()));
+  auto sink = std::make_shared<RecordingSink>();
+  std::unique_ptr<Call> call = backend->Start(SimpleRequest(), sink);
+  ASSERT_TRUE(mock_->WaitForRequests(1, milliseconds(3000)));
+  std::this_thread::sleep_for(milliseconds(200));  // now inside the one-second wait
+  call->Cancel();
+  // Cancel is asynchronous on the loop side; the pending retry must go long before it is due.
+  const Clock::time_point deadline = Clock::now() + milliseconds(500);
+  while (loop_->active_transfers() != 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_EQ(loop_->active_transfers(), 0u) << "the pending retry was not dropped";
+  std::this_thread::sleep_for(milliseconds(1300));
+  EXPECT_EQ(mock_->request_count(), 1u);
+  EXPECT_EQ(sink->calls(), 0);
+}
+
+TEST_F(OpenAiBackendTest, RequestOutlivesEveryOtherReferenceToItsLoop) {
+  Behaviour behaviour;
+  behaviour.token_delay = milliseconds(30);
+  mock_->SetBehaviour(behaviour);
+  auto loop = CurlLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  auto backend = OpenAiBackend::Create(Options(), *loop);
+  ASSERT_TRUE(backend.ok());
+  auto sink = std::make_shared<RecordingSink>();
+  (*backend)->Start(SimpleRequest(), sink).reset();
+  // The request alone keeps the loop alive; its last reference then goes on the loop thread.
+  backend->reset();
+  loop->reset();
+  ASSERT_TRUE(sink->WaitDone());
+  EXPECT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_EQ(sink->text(), "Hello, world!");
 }
 
 TEST(OpenAiBackendCreateTest, RejectsBadOptions) {

@@ -72,7 +72,8 @@ TEST(SseParserTest, SameEventsWhateverTheChunkBoundary) {
       SseParser parser;
       std::vector<SseEvent> events;
       ASSERT_TRUE(parser.Feed(std::string_view(stream).substr(0, split), &events).ok());
-      ASSERT_TRUE(parser.Feed(std::string_view(stream).substr(split, split2 - split), &events).ok());
+      const std::string_view view(stream);
+      ASSERT_TRUE(parser.Feed(view.substr(split, split2 - split), &events).ok());
       ASSERT_TRUE(parser.Feed(std::string_view(stream).substr(split2), &events).ok());
       ASSERT_EQ(Data(events), Data(whole)) << "split at " << split << " and " << split2;
       EXPECT_EQ(events[1].event, "x");
