@@ -137,6 +137,7 @@ bool ValidateIpv6(std::string_view text, size_t& start, size_t& end, double& con
   return Ipv6Valid(span) && !IsDocumentationIp(span);
 }
 
+
 int CountDigits(std::string_view span) {
   return static_cast<int>(std::count_if(span.begin(), span.end(), IsDigit));
 }
@@ -147,10 +148,10 @@ bool ValidatePhoneInternational(std::string_view text, size_t& start, size_t& en
   const char prev = Before(text, start, 1);
   if (IsAlnum(prev) || prev == ')' || prev == '+') return false;
   if (PartOfLongerNumber(text, start, end)) return false;
-  std::string span(text.substr(start, end - start));
+  const std::string_view span = text.substr(start, end - start);
+  int digits = CountDigits(span);
   // "+49 (0)30 ..." writes the national trunk prefix in brackets; it is not dialled.
-  if (size_t trunk = span.find("(0)"); trunk != std::string::npos) span.erase(trunk, 3);
-  const int digits = CountDigits(span);
+  if (span.find("(0)") != std::string_view::npos) --digits;
   return digits >= 8 && digits <= 15 && span[1] != '0';
 }
 

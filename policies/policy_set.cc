@@ -534,7 +534,7 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
   const int top = static_cast<int>(levels_.size()) - 1;
 
   std::vector<char> group_hit(groups_.size(), 0);
-  Scanner::Result result;
+  thread_local Scanner::Result result;  // reused: its vectors keep their capacity
   for (size_t i = 0; i < request.texts.size(); ++i) {
     if (absl::Status status = scanner_->Scan(request.texts[i], result); !status.ok()) {
       decision.rule = "default";

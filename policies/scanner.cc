@@ -231,7 +231,9 @@ int Scanner::OnMatch(unsigned int id, unsigned long long from, unsigned long lon
 absl::Status Scanner::Scan(std::string_view text, Result& out) const {
   out.findings.clear();
   out.hits.clear();
-  std::vector<Raw> raw;
+  // Reused across calls on this thread: Classify should not allocate per message.
+  thread_local std::vector<Raw> raw;
+  raw.clear();
   if (database_ != nullptr && !text.empty()) {
     hs_scratch_t* scratch = ThreadScratch(database_, id_);
     if (scratch == nullptr) return absl::ResourceExhaustedError("no Hyperscan scratch space");
@@ -266,8 +268,15 @@ void Scanner::Resolve(std::string_view text, std::vector<Raw>& raw, Result& out)
     size_t end;
     double confidence;
   };
-  std::vector<Candidate> candidates;
-  std::vector<Hit> regex_hits;
+  // Per-thread buffers: Resolve runs once per message and should not allocate each time.
+  thread_local std::vector<Candidate> candidates;
+  thread_local std::vector<Hit> regex_hits;
+  thread_local std::vector<const Candidate*> accepted;
+  thread_local std::vector<Hit> merged;
+  candidates.clear();
+  regex_hits.clear();
+  accepted.clear();
+  merged.clear();
   // Hyperscan reports every end offset; for each pattern and start, the longest end that its
   // validator accepts is the finding (longest first, so "+44 20 7946 0958" is not cut short).
   std::sort(raw.begin(), raw.end(), [](const Raw& a, const Raw& b) {
@@ -303,7 +312,6 @@ void Scanner::Resolve(std::string_view text, std::vector<Raw>& raw, Result& out)
     if (a.end - a.start != b.end - b.start) return a.end - a.start > b.end - b.start;
     return a.start < b.start;
   });
-  std::vector<const Candidate*> accepted;
   for (const Candidate& candidate : candidates) {
     const bool overlaps = std::any_of(accepted.begin(), accepted.end(), [&](const Candidate* a) {
       return candidate.start < a->end && a->start < candidate.end;
@@ -322,7 +330,6 @@ void Scanner::Resolve(std::string_view text, std::vector<Raw>& raw, Result& out)
     if (a.group != b.group) return a.group < b.group;
     return a.start < b.start;
   });
-  std::vector<Hit> merged;
   for (const Hit& hit : regex_hits) {
     if (!merged.empty() && merged.back().group == hit.group && hit.start < merged.back().end) {
       merged.back().end = std::max(merged.back().end, hit.end);

@@ -206,15 +206,22 @@ bool IsDocumentationIp(std::string_view text) {
 }
 
 bool IsExampleEmailDomain(std::string_view domain) {
-  std::string lower(domain);
-  for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-  for (std::string_view reserved : {"example.com", "example.org", "example.net"}) {
-    if (lower == reserved || lower.ends_with(std::string(".") + std::string(reserved))) {
-      return true;
+  // Case-insensitive "is `suffix` or ends with '.' + `suffix`", without allocating: this runs
+  // for every e-mail candidate.
+  auto ends_with = [&](std::string_view suffix, bool whole_label) {
+    if (domain.size() < suffix.size()) return false;
+    const size_t offset = domain.size() - suffix.size();
+    for (size_t i = 0; i < suffix.size(); ++i) {
+      const char c = domain[offset + i];
+      if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != suffix[i]) return false;
     }
+    return !whole_label || offset == 0 || domain[offset - 1] == '.';
+  };
+  for (std::string_view reserved : {"example.com", "example.org", "example.net"}) {
+    if (ends_with(reserved, /*whole_label=*/true)) return true;
   }
   for (std::string_view tld : {".example", ".test", ".invalid", ".localhost"}) {
-    if (lower.ends_with(tld)) return true;
+    if (ends_with(tld, /*whole_label=*/false)) return true;
   }
   return false;
 }
