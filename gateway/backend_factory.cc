@@ -1,0 +1,81 @@
+#include "gateway/backend_factory.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "backends/local/llama_backend.h"
+#include "backends/local/model_store.h"
+#include "backends/remote/curl_loop.h"
+#include "backends/remote/openai_backend.h"
+
+namespace switchyard::gateway {
+namespace {
+
+absl::Duration Seconds(double seconds) {
+  // 0 is "no timeout" in config; the transport takes an infinite duration for that.
+  return seconds == 0 ? absl::InfiniteDuration() : absl::Seconds(seconds);
+}
+
+absl::StatusOr<std::shared_ptr<backends::Backend>> CreateLocal(const TargetConfig& target,
+                                                               const Config& config) {
+  std::vector<std::string> folders = config.model_dirs;
+  for (std::string& folder : backends::ModelSearchFolders("", std::getenv("SWITCHYARD_MODELS"))) {
+    folders.push_back(std::move(folder));
+  }
+  absl::StatusOr<std::string> path = backends::ResolveModelPath(target.local.model, folders);
+  if (!path.ok()) return path.status();
+  backends::LocalBackendOptions options;
+  options.model_path = *path;
+  options.n_threads = target.local.threads;
+  options.n_ctx = target.local.context;
+  options.n_slots = target.local.slots;
+  options.default_max_tokens = target.local.max_tokens;
+  absl::StatusOr<std::unique_ptr<backends::LocalBackend>> backend =
+      backends::LocalBackend::Create(options);
+  if (!backend.ok()) return backend.status();
+  return std::shared_ptr<backends::Backend>(*std::move(backend));
+}
+
+absl::StatusOr<std::shared_ptr<backends::Backend>> CreateRemote(
+    const TargetConfig& target, std::shared_ptr<backends::CurlLoop> loop) {
+  backends::OpenAiOptions options;
+  options.base_url = target.remote.base_url;
+  options.model = target.remote.model;
+  if (!target.remote.api_key_env.empty()) {
+    const char* key = std::getenv(target.remote.api_key_env.c_str());
+    if (key == nullptr || *key == '\0') {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "environment variable ", target.remote.api_key_env, " (api_key_env) is not set"));
+    }
+    options.api_key = key;
+  }
+  options.timeouts.connect = Seconds(target.remote.connect_timeout_seconds);
+  options.timeouts.first_byte = Seconds(target.remote.first_byte_timeout_seconds);
+  options.timeouts.idle = Seconds(target.remote.idle_timeout_seconds);
+  options.timeouts.total = Seconds(target.remote.total_timeout_seconds);
+  options.ca_bundle_path = target.remote.ca_bundle;
+  absl::StatusOr<std::unique_ptr<backends::OpenAiBackend>> backend =
+      backends::OpenAiBackend::Create(std::move(options), std::move(loop));
+  if (!backend.ok()) return backend.status();
+  return std::shared_ptr<backends::Backend>(*std::move(backend));
+}
+
+}  // namespace
+
+BackendFactory MakeDefaultBackendFactory() {
+  // Created on first use, so a config without remote targets starts no libcurl thread.
+  auto loop = std::make_shared<std::shared_ptr<backends::CurlLoop>>();
+  return [loop](const TargetConfig& target,
+                const Config& config) -> absl::StatusOr<std::shared_ptr<backends::Backend>> {
+    if (target.kind == TargetKind::kLocal) return CreateLocal(target, config);
+    if (*loop == nullptr) {
+      absl::StatusOr<std::shared_ptr<backends::CurlLoop>> created = backends::CurlLoop::Create();
+      if (!created.ok()) return created.status();
+      *loop = *std::move(created);
+    }
+    return CreateRemote(target, *loop);
+  };
+}
+
+}  // namespace switchyard::gateway

@@ -1,0 +1,227 @@
+#include "gateway/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "policies/absl_compat.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "gateway/embedded_config.h"
+#include "gateway/hash.h"
+#include "gateway/status_macros.h"
+#include "policies/yaml_util.h"
+
+namespace switchyard::gateway {
+namespace {
+
+using policies::YamlReader;
+
+absl::Status ParseListener(const YamlReader& yaml, const YAML::Node& listeners,
+                           std::string_view key, ListenerConfig& out) {
+  const YAML::Node node = listeners[std::string(key)];
+  if (!node) return absl::OkStatus();
+  if (!node.IsScalar()) {
+    return yaml.Error(node, absl::StrCat("listener '", policies::Sv(key), "' must be \"host:port\""));
+  }
+  const std::string& address = node.Scalar();
+  const size_t colon = address.rfind(':');
+  uint32_t port = 0;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port) || port > 65535) {
+    return yaml.Error(node, absl::StrCat("listener '", policies::Sv(key), "' must be \"host:port\" with a port "
+                                         "from 0 to 65535, not \"", address, "\""));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  out.host = host;
+  out.port = static_cast<uint16_t>(port);
+  return absl::OkStatus();
+}
+
+absl::Status ParsePrice(const YamlReader& yaml, const YAML::Node& target, Price& out) {
+  const YAML::Node node = target["price"];
+  if (!node) return absl::OkStatus();
+  SY_RETURN_IF_ERROR(yaml.ExpectMap(node, "price", {"input_per_million", "output_per_million"}));
+  SY_ASSIGN_OR_RETURN(input, yaml.Double(node, "input_per_million", 0, 1e6));
+  SY_ASSIGN_OR_RETURN(output, yaml.Double(node, "output_per_million", 0, 1e6));
+  out.input_per_million = input.value_or(0);
+  out.output_per_million = output.value_or(0);
+  return absl::OkStatus();
+}
+
+absl::Status ParseLocalTarget(const YamlReader& yaml, const YAML::Node& node,
+                              TargetConfig& target) {
+  SY_RETURN_IF_ERROR(yaml.ExpectMap(
+      node, absl::StrCat("target '", target.name, "'"),
+      {"name", "kind", "model", "threads", "context", "slots", "max_tokens", "price"}));
+  SY_ASSIGN_OR_RETURN(model, yaml.String(node, "model", /*required=*/true));
+  SY_ASSIGN_OR_RETURN(threads, yaml.Int(node, "threads", 1, 256));
+  SY_ASSIGN_OR_RETURN(context, yaml.Int(node, "context", 64, 1 << 20));
+  SY_ASSIGN_OR_RETURN(slots, yaml.Int(node, "slots", 1, 256));
+  SY_ASSIGN_OR_RETURN(max_tokens, yaml.Int(node, "max_tokens", 1, 1 << 20));
+  LocalTargetConfig& local = target.local;
+  local.model = *model;
+  if (local.model.empty()) return yaml.Error(node["model"], "'model' must not be empty");
+  local.threads = static_cast<int32_t>(threads.value_or(local.threads));
+  local.context = static_cast<int32_t>(context.value_or(local.context));
+  local.slots = static_cast<int32_t>(slots.value_or(local.slots));
+  local.max_tokens = static_cast<int32_t>(max_tokens.value_or(local.max_tokens));
+  return absl::OkStatus();
+}
+
+absl::Status ParseRemoteTarget(const YamlReader& yaml, const YAML::Node& node,
+                               TargetConfig& target) {
+  SY_RETURN_IF_ERROR(yaml.ExpectMap(node, absl::StrCat("target '", target.name, "'"),
+                                    {"name", "kind", "model", "base_url", "api_key_env", "price",
+                                     "timeouts", "ca_bundle"}));
+  RemoteTargetConfig& remote = target.remote;
+  SY_ASSIGN_OR_RETURN(model, yaml.String(node, "model", /*required=*/true));
+  SY_ASSIGN_OR_RETURN(base_url, yaml.String(node, "base_url", /*required=*/true));
+  SY_ASSIGN_OR_RETURN(api_key_env, yaml.String(node, "api_key_env"));
+  SY_ASSIGN_OR_RETURN(ca_bundle, yaml.String(node, "ca_bundle"));
+  remote.model = *model;
+  remote.base_url = *base_url;
+  remote.api_key_env = api_key_env.value_or("");
+  remote.ca_bundle = ca_bundle.value_or("");
+  if (!remote.base_url.starts_with("http://") && !remote.base_url.starts_with("https://")) {
+    return yaml.Error(node["base_url"], "'base_url' must start with http:// or https://");
+  }
+  while (remote.base_url.ends_with('/')) remote.base_url.pop_back();
+  if (const YAML::Node timeouts = node["timeouts"]) {
+    SY_RETURN_IF_ERROR(yaml.ExpectMap(timeouts, "timeouts",
+                                      {"connect_seconds", "first_byte_seconds", "idle_seconds",
+                                       "total_seconds"}));
+    struct Field {
+      const char* key;
+      double* out;
+    };
+    for (const Field& field : {Field{"connect_seconds", &remote.connect_timeout_seconds},
+                               Field{"first_byte_seconds", &remote.first_byte_timeout_seconds},
+                               Field{"idle_seconds", &remote.idle_timeout_seconds},
+                               Field{"total_seconds", &remote.total_timeout_seconds}}) {
+      SY_ASSIGN_OR_RETURN(value, yaml.Double(timeouts, field.key, 0, 86400));
+      // 0 means "no timeout"; normalised here so request code never special-cases it.
+      if (value.has_value()) *field.out = *value == 0 ? 0 : *value;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseTargets(const YamlReader& yaml, const YAML::Node& root, Config& config) {
+  const YAML::Node targets = root["targets"];
+  if (!targets) return yaml.Error(root, "missing required key 'targets'");
+  if (!targets.IsSequence() || targets.size() == 0) {
+    return yaml.Error(targets, "'targets' must be a non-empty list");
+  }
+  std::set<std::string> names;
+  for (const YAML::Node& node : targets) {
+    if (!node.IsMap()) return yaml.Error(node, "each target must be a map");
+    TargetConfig target;
+    SY_ASSIGN_OR_RETURN(name, yaml.String(node, "name", /*required=*/true));
+    SY_ASSIGN_OR_RETURN(kind, yaml.String(node, "kind", /*required=*/true));
+    target.name = *name;
+    if (target.name.empty() || target.name == "auto") {
+      return yaml.Error(node["name"], "target name must be non-empty and not \"auto\"");
+    }
+    if (!names.insert(target.name).second) {
+      return yaml.Error(node["name"], absl::StrCat("duplicate target name '", target.name, "'"));
+    }
+    if (*kind == "local") {
+      target.kind = TargetKind::kLocal;
+      SY_RETURN_IF_ERROR(ParseLocalTarget(yaml, node, target));
+    } else if (*kind == "openai_compatible") {
+      target.kind = TargetKind::kOpenAiCompatible;
+      SY_RETURN_IF_ERROR(ParseRemoteTarget(yaml, node, target));
+    } else {
+      return yaml.Error(node["kind"], absl::StrCat("unknown target kind '", *kind,
+                                                   "' (expected local or openai_compatible)"));
+    }
+    SY_RETURN_IF_ERROR(ParsePrice(yaml, node, target.price));
+    config.targets.push_back(std::move(target));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string_view TargetKindName(TargetKind kind) {
+  return kind == TargetKind::kLocal ? "local" : "openai_compatible";
+}
+
+const TargetConfig* Config::FindTarget(std::string_view name) const {
+  for (const TargetConfig& target : targets) {
+    if (target.name == name) return &target;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
+                                   std::string_view base_dir) {
+  SY_ASSIGN_OR_RETURN(root, policies::ParseYaml(text, file));
+  YamlReader yaml{std::string(file)};
+  if (!root.IsMap()) return yaml.Error(root, "the config must be a YAML map");
+  SY_RETURN_IF_ERROR(yaml.ExpectMap(root, "the config",
+                                    {"listeners", "limits", "models", "targets", "policy"}));
+  Config config;
+  config.file = std::string(file);
+  config.version = ContentHash(text);
+
+  if (const YAML::Node listeners = root["listeners"]) {
+    SY_RETURN_IF_ERROR(yaml.ExpectMap(listeners, "listeners", {"http", "grpc"}));
+    SY_RETURN_IF_ERROR(ParseListener(yaml, listeners, "http", config.http));
+    SY_RETURN_IF_ERROR(ParseListener(yaml, listeners, "grpc", config.grpc));
+  }
+  if (const YAML::Node limits = root["limits"]) {
+    SY_RETURN_IF_ERROR(
+        yaml.ExpectMap(limits, "limits", {"max_body_bytes", "drain_timeout_seconds"}));
+    SY_ASSIGN_OR_RETURN(max_body, yaml.Int(limits, "max_body_bytes", 1024, int64_t{1} << 30));
+    SY_ASSIGN_OR_RETURN(drain, yaml.Double(limits, "drain_timeout_seconds", 0, 3600));
+    config.max_body_bytes = max_body.value_or(config.max_body_bytes);
+    config.drain_timeout_seconds = drain.value_or(config.drain_timeout_seconds);
+  }
+  if (const YAML::Node models = root["models"]) {
+    SY_RETURN_IF_ERROR(yaml.ExpectMap(models, "models", {"dirs"}));
+    SY_ASSIGN_OR_RETURN(dirs, yaml.StringList(models, "dirs"));
+    for (std::string& dir : dirs) {
+      std::filesystem::path path(dir);
+      if (path.is_relative() && !base_dir.empty()) path = std::filesystem::path(base_dir) / path;
+      config.model_dirs.push_back(path.lexically_normal().string());
+    }
+  }
+  SY_RETURN_IF_ERROR(ParseTargets(yaml, root, config));
+
+  const YAML::Node policy = root["policy"];
+  if (!policy) return yaml.Error(root, "missing required key 'policy'");
+  std::vector<policies::TargetInfo> infos;
+  for (const TargetConfig& target : config.targets) {
+    infos.push_back({target.name, target.kind == TargetKind::kLocal ? policies::Locality::kLocal
+                                                                     : policies::Locality::kRemote});
+  }
+  SY_ASSIGN_OR_RETURN(policy_set, policies::PolicySet::FromYaml(policy, file, infos,
+                                                                config.version));
+  config.policy = std::move(policy_set);
+  return config;
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open config file"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::InvalidArgumentError(absl::StrCat(path, ": read error"));
+  const std::string base = std::filesystem::path(path).parent_path().string();
+  return ParseConfig(text.str(), path, base);
+}
+
+std::string_view DefaultConfigText() { return kEmbeddedDefaultConfig; }
+
+absl::StatusOr<Config> DefaultConfig() {
+  return ParseConfig(kEmbeddedDefaultConfig, "<embedded default>", "");
+}
+
+}  // namespace switchyard::gateway

@@ -1,0 +1,89 @@
+// The gateway's configuration: one YAML file, validated whole at load time, immutable after.
+//
+// Every default is filled in here, so request code never re-interprets raw config. Unknown keys
+// are errors, reported as "file:line:column: message".
+#ifndef SWITCHYARD_GATEWAY_CONFIG_H_
+#define SWITCHYARD_GATEWAY_CONFIG_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "policies/policy_set.h"
+
+namespace switchyard::gateway {
+
+enum class TargetKind { kLocal, kOpenAiCompatible };
+
+std::string_view TargetKindName(TargetKind kind);
+
+struct Price {
+  double input_per_million = 0;   // USD per million prompt tokens
+  double output_per_million = 0;  // USD per million completion tokens
+};
+
+struct LocalTargetConfig {
+  std::string model;  // GGUF file name (searched on the model path) or a path
+  int32_t threads = 2;
+  int32_t context = 2048;
+  int32_t slots = 4;
+  int32_t max_tokens = 256;  // default when a request sets none
+};
+
+struct RemoteTargetConfig {
+  std::string base_url;     // e.g. https://api.openai.com/v1
+  std::string model;        // upstream model name
+  std::string api_key_env;  // name of the environment variable holding the key; "" = no key
+  double connect_timeout_seconds = 10;
+  double first_byte_timeout_seconds = 60;
+  double idle_timeout_seconds = 60;
+  double total_timeout_seconds = 600;  // non-streaming only
+  std::string ca_bundle;               // "" = the system's
+};
+
+struct TargetConfig {
+  std::string name;
+  TargetKind kind = TargetKind::kLocal;
+  Price price;
+  LocalTargetConfig local;    // kind == kLocal
+  RemoteTargetConfig remote;  // kind == kOpenAiCompatible
+};
+
+struct ListenerConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+};
+
+struct Config {
+  std::string file;     // where it came from ("<embedded default>" for the built-in one)
+  std::string version;  // content hash of the file (policy_version)
+  ListenerConfig http{"127.0.0.1", 8080};
+  ListenerConfig grpc{"127.0.0.1", 50051};
+  int64_t max_body_bytes = 1 << 20;
+  double drain_timeout_seconds = 30;
+  std::vector<std::string> model_dirs;  // searched before $SWITCHYARD_MODELS
+  std::vector<TargetConfig> targets;
+  std::shared_ptr<const policies::PolicySet> policy;
+
+  const TargetConfig* FindTarget(std::string_view name) const;
+};
+
+// Parses and validates a config text. `file` names it in errors; relative model dirs resolve
+// against `base_dir`.
+absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
+                                   std::string_view base_dir);
+
+// Reads and parses a config file.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// The embedded default: the local engine on stories260K.gguf and the default policy.
+absl::StatusOr<Config> DefaultConfig();
+std::string_view DefaultConfigText();
+
+}  // namespace switchyard::gateway
+
+#endif  // SWITCHYARD_GATEWAY_CONFIG_H_

@@ -1,0 +1,90 @@
+// The request lifecycle shared by every edge (HTTP, gRPC): validate, classify against the policy,
+// dispatch to the chosen backend, meter the outcome.
+#ifndef SWITCHYARD_GATEWAY_GATEWAY_H_
+#define SWITCHYARD_GATEWAY_GATEWAY_H_
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "backends/backend.h"
+#include "gateway/config.h"
+#include "gateway/gateway_metrics.h"
+#include "policies/policy_set.h"
+
+namespace switchyard::gateway {
+
+// A request as the edges parse it, before routing. Wire-format neutral.
+struct InboundRequest {
+  std::string requested_model = "auto";
+  backends::ChatRequest chat;
+  std::map<std::string, std::string> metadata;
+  bool stream = false;
+  bool include_usage = false;  // OpenAI stream_options.include_usage
+};
+
+// Everything one config generation needs at run time. Immutable; swapped whole, and kept alive
+// by every request that started under it.
+struct Runtime {
+  Config config;
+  std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>> backends;
+};
+
+// A routed request: the decision and the runtime it was made under.
+struct Routed {
+  policies::Decision decision;
+  std::shared_ptr<const Runtime> runtime;
+  std::string_view locality() const {
+    return decision.locality == policies::Locality::kLocal ? "local" : "remote";
+  }
+};
+
+// Builds the backend for one target. Injected so tests can substitute backends.
+using BackendFactory = std::function<absl::StatusOr<std::shared_ptr<backends::Backend>>(
+    const TargetConfig& target, const Config& config)>;
+
+class Gateway {
+ public:
+  // Builds every target's backend (loading local models) and the metrics.
+  static absl::StatusOr<std::unique_ptr<Gateway>> Create(Config config, BackendFactory factory);
+
+  // Validates the requested model and classifies the request into `routed` (whose decision is
+  // filled in even when the policy denies). NotFound for an unknown model, PermissionDenied when
+  // the policy denies (the message is the policy's).
+  absl::Status Route(const InboundRequest& request, Routed& routed) const;
+
+  // Starts the routed request. The sink sees the backend's deltas and exactly one OnDone (or
+  // nothing after the returned call is cancelled). Metrics are recorded when the request ends.
+  std::unique_ptr<backends::Call> Dispatch(const Routed& routed, const InboundRequest& request,
+                                           std::shared_ptr<backends::ChatSink> sink);
+
+  // Records a request that ended before dispatch (bad input, denied, unknown model).
+  void RecordRejected(const absl::Status& status, const policies::Decision* decision);
+
+  std::shared_ptr<const Runtime> runtime() const;
+  GatewayMetrics& metrics() { return *metrics_; }
+  std::string NewRequestId();
+
+  // Requests dispatched and not yet finished; the drain on shutdown waits for zero.
+  int64_t in_flight() const { return in_flight_.load(); }
+
+ private:
+  Gateway() = default;
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Runtime> runtime_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<GatewayMetrics> metrics_;
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<uint64_t> next_id_{0};
+  uint64_t id_prefix_ = 0;
+};
+
+}  // namespace switchyard::gateway
+
+#endif  // SWITCHYARD_GATEWAY_GATEWAY_H_

@@ -1,0 +1,49 @@
+#include "gateway/gateway_metrics.h"
+
+#include "gateway/config.h"
+
+namespace switchyard::gateway {
+
+GatewayMetrics::GatewayMetrics(const Config& config)
+    : requests_(registry_.AddCounter("switchyard_requests_total",
+                                     "Chat requests dispatched to a target, by how they ended.",
+                                     {"target", "rule", "locality", "outcome"})),
+      rejected_(registry_.AddCounter(
+          "switchyard_requests_rejected_total",
+          "Chat requests refused before dispatch (invalid, unknown model, denied by policy).",
+          {"rule", "outcome"})),
+      tokens_prompt_(registry_.AddCounter("switchyard_tokens_prompt_total",
+                                          "Prompt tokens of finished requests, by target.",
+                                          {"target"})),
+      tokens_completion_(registry_.AddCounter("switchyard_tokens_completion_total",
+                                              "Completion tokens of finished requests, by target.",
+                                              {"target"})),
+      duration_(registry_.AddHistogram(
+          "switchyard_request_duration_seconds",
+          "Time from dispatch to the last byte from the target, by target and outcome.",
+          {"target", "outcome"}, ExponentialBuckets(0.001, 2.5, 14))) {
+  AddBuildInfo(registry_, SWITCHYARD_VERSION);
+  // Pre-create the success series of every target so rate() sees a zero from the first scrape.
+  for (const TargetConfig& target : config.targets) {
+    tokens_prompt_.WithLabels({target.name});
+    tokens_completion_.WithLabels({target.name});
+  }
+  registry_.AddGauge("switchyard_policy_info", "The active policy version.", {"policy_version"})
+      .WithLabels({config.version})
+      .Set(1);
+}
+
+void GatewayMetrics::ObserveRequest(std::string_view target, std::string_view rule,
+                                    std::string_view locality, std::string_view outcome,
+                                    double seconds, const backends::Usage& usage) {
+  requests_.WithLabels({target, rule, locality, outcome}).Increment();
+  tokens_prompt_.WithLabels({target}).Increment(static_cast<double>(usage.prompt_tokens));
+  tokens_completion_.WithLabels({target}).Increment(static_cast<double>(usage.completion_tokens));
+  duration_.WithLabels({target, outcome}).Observe(seconds);
+}
+
+void GatewayMetrics::ObserveRejected(std::string_view rule, std::string_view outcome) {
+  rejected_.WithLabels({rule, outcome}).Increment();
+}
+
+}  // namespace switchyard::gateway

@@ -1,0 +1,42 @@
+// The gateway's metric families, registered once, and the hooks the request path calls.
+// Names share the `switchyard_` prefix; labels are low-cardinality (target, rule, locality,
+// outcome: all bounded by the config).
+#ifndef SWITCHYARD_GATEWAY_GATEWAY_METRICS_H_
+#define SWITCHYARD_GATEWAY_GATEWAY_METRICS_H_
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "backends/backend.h"
+#include "gateway/metrics.h"
+
+namespace switchyard::gateway {
+
+struct Config;
+
+class GatewayMetrics {
+ public:
+  explicit GatewayMetrics(const Config& config);
+
+  // One dispatched request ended (any outcome, "cancelled" when the client went away).
+  void ObserveRequest(std::string_view target, std::string_view rule, std::string_view locality,
+                      std::string_view outcome, double seconds, const backends::Usage& usage);
+  // A request refused before dispatch (bad input, unknown model, denied by policy).
+  void ObserveRejected(std::string_view rule, std::string_view outcome);
+
+  MetricsRegistry& registry() { return registry_; }
+  std::string Render() const { return registry_.Render(); }
+
+ private:
+  MetricsRegistry registry_;
+  Family<Counter>& requests_;
+  Family<Counter>& rejected_;
+  Family<Counter>& tokens_prompt_;
+  Family<Counter>& tokens_completion_;
+  Family<Histogram>& duration_;
+};
+
+}  // namespace switchyard::gateway
+
+#endif  // SWITCHYARD_GATEWAY_GATEWAY_METRICS_H_

@@ -1,0 +1,387 @@
+#include "gateway/grpc_service.h"
+
+#include <atomic>
+#include <deque>
+#include <optional>
+
+#include "policies/absl_compat.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gateway/openai_codec.h"
+#include "gateway/status_map.h"
+
+namespace switchyard::gateway {
+namespace {
+
+absl::Status FieldError(std::string_view field, std::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat("'", policies::Sv(field), "' ", policies::Sv(problem)));
+}
+
+void ToProto(const Routed& routed, v1::Decision& out) {
+  out.set_target(routed.decision.target);
+  out.set_rule(routed.decision.rule);
+  out.set_locality(std::string(routed.locality()));
+  out.set_denied(routed.decision.denied);
+  out.set_reason(routed.decision.reason);
+  out.set_policy_version(routed.decision.policy_version);
+}
+
+void ToProto(const backends::Usage& usage, v1::Usage& out) {
+  out.set_prompt_tokens(usage.prompt_tokens);
+  out.set_completion_tokens(usage.completion_tokens);
+  out.set_total_tokens(usage.prompt_tokens + usage.completion_tokens);
+}
+
+// Shared by the chat reactors: decides who finishes the RPC (exactly once) and owns the backend
+// call, so gRPC cancellation, backend completion and reactor teardown can race safely.
+class CallState {
+ public:
+  // Returns true to exactly one caller.
+  bool TryFinish() {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return false;
+    finished_ = true;
+    return true;
+  }
+  bool finished() {
+    absl::MutexLock lock(&mu_);
+    return finished_;
+  }
+  // Adopts the backend call; cancels it at once if the RPC already ended.
+  void SetCall(std::unique_ptr<backends::Call> call) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!torn_down_) {
+        call_ = std::move(call);
+        return;
+      }
+    }
+    call->Cancel();
+  }
+  // Cancels the backend call (if any); after this returns no sink method runs.
+  void CancelCall(bool tear_down) {
+    std::unique_ptr<backends::Call> call;
+    {
+      absl::MutexLock lock(&mu_);
+      torn_down_ = torn_down_ || tear_down;
+      call = std::move(call_);
+    }
+    if (call) call->Cancel();
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool torn_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::unique_ptr<backends::Call> call_ ABSL_GUARDED_BY(mu_);
+};
+
+class ChatReactor : public grpc::ServerUnaryReactor {
+ public:
+  ChatReactor(Gateway& gateway, const v1::ChatRequest& request, v1::ChatResponse* response)
+      : gateway_(gateway), response_(response) {
+    Begin(request);
+  }
+
+  void OnCancel() override {
+    if (!state_->TryFinish()) return;
+    state_->CancelCall(false);
+    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+  }
+
+  void OnDone() override {
+    state_->CancelCall(true);
+    Unref();
+  }
+
+ private:
+  class Sink : public backends::ChatSink {
+   public:
+    Sink(ChatReactor* reactor, std::shared_ptr<CallState> state)
+        : reactor_(reactor), state_(std::move(state)) {}
+    void OnDelta(std::string_view text) override { text_.append(text); }
+    void OnDone(const absl::Status& status, const backends::Completion& completion) override {
+      if (!state_->TryFinish()) return;
+      if (status.ok()) {
+        reactor_->response_->set_content(std::move(text_));
+        reactor_->response_->set_finish_reason(
+            std::string(FinishReasonName(completion.finish_reason)));
+        ToProto(completion.usage, *reactor_->response_->mutable_usage());
+      }
+      reactor_->Finish(ToGrpcStatus(status));
+    }
+
+   private:
+    ChatReactor* reactor_;
+    std::shared_ptr<CallState> state_;
+    std::string text_;
+  };
+
+  void Begin(const v1::ChatRequest& proto) {
+    absl::StatusOr<InboundRequest> request = FromProto(proto);
+    Routed routed;
+    absl::Status status = request.status();
+    if (status.ok()) status = gateway_.Route(*request, routed);
+    if (!status.ok()) {
+      gateway_.RecordRejected(status, status.code() == absl::StatusCode::kPermissionDenied
+                                          ? &routed.decision
+                                          : nullptr);
+      if (status.code() == absl::StatusCode::kPermissionDenied) {
+        ToProto(routed, *response_->mutable_decision());
+      }
+      state_->TryFinish();
+      Finish(ToGrpcStatus(status));
+      Unref();
+      return;
+    }
+    request->chat.request_id = gateway_.NewRequestId();
+    response_->set_id(request->chat.request_id);
+    ToProto(routed, *response_->mutable_decision());
+    state_->SetCall(
+        gateway_.Dispatch(routed, *request, std::make_shared<Sink>(this, state_)));
+    Unref();
+  }
+
+  // One reference for Begin, one for gRPC's OnDone: Finish may complete (and OnDone run) on
+  // another thread before Begin returns.
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  Gateway& gateway_;
+  v1::ChatResponse* response_;
+  std::shared_ptr<CallState> state_ = std::make_shared<CallState>();
+  std::atomic<int> refs_{2};
+};
+
+class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
+ public:
+  StreamChatReactor(Gateway& gateway, const v1::ChatRequest& request) : gateway_(gateway) {
+    Begin(request);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        // The stream broke: the client is gone.
+        queue_.clear();
+        final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "client stream closed");
+      }
+      finish = PumpLocked();
+    }
+    if (!ok) state_->CancelCall(false);
+    if (finish) Finish(*finish);
+  }
+
+  void OnCancel() override {
+    state_->CancelCall(false);
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.clear();
+      if (!final_status_) {
+        final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+      }
+      finish = PumpLocked();
+    }
+    if (finish) Finish(*finish);
+  }
+
+  void OnDone() override {
+    state_->CancelCall(true);
+    Unref();
+  }
+
+  // Called by the sink on a backend thread.
+  void Enqueue(v1::ChatChunk chunk, std::optional<grpc::Status> final_status) {
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (final_status_) return;  // already ending (cancelled)
+      if (chunk.ByteSizeLong() > 0) queue_.push_back(std::move(chunk));
+      if (final_status) final_status_ = std::move(final_status);
+      finish = PumpLocked();
+    }
+    if (finish) Finish(*finish);
+  }
+
+ private:
+  class Sink : public backends::ChatSink {
+   public:
+    Sink(StreamChatReactor* reactor, std::string id) : reactor_(reactor), id_(std::move(id)) {}
+    void OnDelta(std::string_view text) override {
+      if (text.empty()) return;
+      v1::ChatChunk chunk;
+      chunk.set_id(id_);
+      chunk.set_delta(std::string(text));
+      reactor_->Enqueue(std::move(chunk), std::nullopt);
+    }
+    void OnDone(const absl::Status& status, const backends::Completion& completion) override {
+      v1::ChatChunk chunk;
+      if (status.ok()) {
+        chunk.set_id(id_);
+        chunk.set_finish_reason(std::string(FinishReasonName(completion.finish_reason)));
+        ToProto(completion.usage, *chunk.mutable_usage());
+      }
+      reactor_->Enqueue(std::move(chunk), ToGrpcStatus(status));
+    }
+
+   private:
+    StreamChatReactor* reactor_;
+    std::string id_;
+  };
+
+  // Starts the next write, or decides to finish. Returns the status to Finish with (outside the
+  // lock) when the stream is over.
+  std::optional<grpc::Status> PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finish_called_) return std::nullopt;
+    if (!queue_.empty()) {
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+      writing_ = true;
+      StartWrite(&current_);
+      return std::nullopt;
+    }
+    if (final_status_) {
+      finish_called_ = true;
+      return final_status_;
+    }
+    return std::nullopt;
+  }
+
+  void Begin(const v1::ChatRequest& proto) {
+    absl::StatusOr<InboundRequest> request = FromProto(proto);
+    Routed routed;
+    absl::Status status = request.status();
+    if (status.ok()) status = gateway_.Route(*request, routed);
+    if (!status.ok()) {
+      gateway_.RecordRejected(status, status.code() == absl::StatusCode::kPermissionDenied
+                                          ? &routed.decision
+                                          : nullptr);
+      Enqueue(v1::ChatChunk(), ToGrpcStatus(status));
+      Unref();
+      return;
+    }
+    request->chat.request_id = gateway_.NewRequestId();
+    v1::ChatChunk first;
+    first.set_id(request->chat.request_id);
+    ToProto(routed, *first.mutable_decision());
+    Enqueue(std::move(first), std::nullopt);
+    state_->SetCall(gateway_.Dispatch(
+        routed, *request, std::make_shared<Sink>(this, request->chat.request_id)));
+    Unref();
+  }
+
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  Gateway& gateway_;
+  std::shared_ptr<CallState> state_ = std::make_shared<CallState>();
+  std::atomic<int> refs_{2};
+  absl::Mutex mu_;
+  std::deque<v1::ChatChunk> queue_ ABSL_GUARDED_BY(mu_);
+  v1::ChatChunk current_;  // the message of the write in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> final_status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<InboundRequest> FromProto(const v1::ChatRequest& proto) {
+  InboundRequest request;
+  request.requested_model = proto.model().empty() ? "auto" : proto.model();
+  if (proto.messages_size() == 0) return FieldError("messages", "must contain at least one message");
+  for (int i = 0; i < proto.messages_size(); ++i) {
+    const v1::Message& message = proto.messages(i);
+    const std::string& role = message.role();
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool") {
+      return FieldError(absl::StrCat("messages[", i, "].role"),
+                        absl::StrCat("'", role, "' is not one of system, user, assistant, tool"));
+    }
+    request.chat.messages.push_back({role, message.content()});
+  }
+  if (proto.has_max_tokens()) {
+    if (proto.max_tokens() < 1) return FieldError("max_tokens", "must be a positive integer");
+    request.chat.max_tokens = proto.max_tokens();
+  }
+  if (proto.has_temperature()) {
+    if (!(proto.temperature() >= 0 && proto.temperature() <= 2)) {
+      return FieldError("temperature", "must be between 0 and 2");
+    }
+    request.chat.temperature = proto.temperature();
+  }
+  if (proto.has_top_p()) {
+    if (!(proto.top_p() >= 0 && proto.top_p() <= 1)) {
+      return FieldError("top_p", "must be between 0 and 1");
+    }
+    request.chat.top_p = proto.top_p();
+  }
+  if (proto.stop_size() > 4) return FieldError("stop", "may hold at most 4 sequences");
+  for (const std::string& stop : proto.stop()) {
+    if (stop.empty()) return FieldError("stop", "must not contain empty strings");
+    request.chat.stop.push_back(stop);
+  }
+  if (proto.has_seed()) request.chat.seed = proto.seed();
+  request.chat.user = proto.user();
+  for (const auto& [key, value] : proto.metadata()) request.metadata[key] = value;
+  return request;
+}
+
+grpc::ServerUnaryReactor* GrpcService::Chat(grpc::CallbackServerContext*,
+                                            const v1::ChatRequest* request,
+                                            v1::ChatResponse* response) {
+  return new ChatReactor(gateway_, *request, response);
+}
+
+grpc::ServerWriteReactor<v1::ChatChunk>* GrpcService::StreamChat(grpc::CallbackServerContext*,
+                                                                 const v1::ChatRequest* request) {
+  return new StreamChatReactor(gateway_, *request);
+}
+
+grpc::ServerUnaryReactor* GrpcService::Explain(grpc::CallbackServerContext* context,
+                                               const v1::ChatRequest* request,
+                                               v1::ExplainResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<InboundRequest> inbound = FromProto(*request);
+  if (!inbound.ok()) {
+    reactor->Finish(ToGrpcStatus(inbound.status()));
+    return reactor;
+  }
+  Routed routed;
+  absl::Status status = gateway_.Route(*inbound, routed);
+  // A denial is an answer here, not an error: Explain says what would happen.
+  if (!status.ok() && status.code() != absl::StatusCode::kPermissionDenied) {
+    reactor->Finish(ToGrpcStatus(status));
+    return reactor;
+  }
+  ToProto(routed, *response->mutable_decision());
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GrpcService::ListModels(grpc::CallbackServerContext* context,
+                                                  const v1::ListModelsRequest*,
+                                                  v1::ListModelsResponse* response) {
+  const std::shared_ptr<const Runtime> runtime = gateway_.runtime();
+  v1::Model* auto_model = response->add_models();
+  auto_model->set_id("auto");
+  auto_model->set_kind("policy");
+  for (const TargetConfig& target : runtime->config.targets) {
+    v1::Model* model = response->add_models();
+    model->set_id(target.name);
+    model->set_kind(std::string(TargetKindName(target.kind)));
+    model->set_locality(target.kind == TargetKind::kLocal ? "local" : "remote");
+    model->set_model(target.kind == TargetKind::kLocal ? target.local.model : target.remote.model);
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace switchyard::gateway

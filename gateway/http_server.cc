@@ -1,0 +1,494 @@
+#include "gateway/http_server.h"
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "policies/absl_compat.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "boost/asio/dispatch.hpp"
+#include "boost/asio/post.hpp"
+#include "boost/asio/strand.hpp"
+#include "boost/beast/core.hpp"
+#include "boost/beast/http.hpp"
+#include "gateway/log.h"
+#include "gateway/openai_codec.h"
+#include "gateway/status_map.h"
+
+namespace switchyard::gateway {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr auto kIdleTimeout = std::chrono::seconds(120);
+constexpr size_t kHeaderLimit = 16 * 1024;
+// Bytes a client may pipeline while its previous request is being answered.
+constexpr size_t kMaxPipelined = 64 * 1024;
+
+int64_t UnixSeconds() { return absl::ToUnixSeconds(absl::Now()); }
+
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(tcp::socket&& socket, std::shared_ptr<HttpShared> shared)
+      : stream_(std::move(socket)), shared_(std::move(shared)), gateway_(*shared_->gateway) {}
+
+  void Start() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoRead(); });
+  }
+
+  // Called by the chat sink, on the session's strand.
+  void OnDelta(std::string event);
+  void OnChatDone(absl::Status status, backends::Completion completion, std::string text);
+
+ private:
+  void DoRead();
+  void OnRead(beast::error_code ec, size_t bytes);
+  void Handle();
+  void HandleChat();
+
+  void SendJson(http::status status, std::string body);
+  void SendError(const absl::Status& status);
+  void SendResponse(std::shared_ptr<http::response<http::string_body>> response);
+  void SetDecisionHeaders(http::fields& fields) const;
+  void ExchangeDone();
+  void Close();
+
+  void QueueStreamBytes(std::string bytes, bool last);
+  void FlushStream();
+  void OnStreamWrite(beast::error_code ec);
+
+  void WatchClient();
+  void OnWatch(beast::error_code ec, size_t bytes);
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::shared_ptr<HttpShared> shared_;
+  Gateway& gateway_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::request<http::string_body> request_;
+
+  // The exchange in progress.
+  bool keep_alive_ = false;
+  bool exchange_done_ = false;
+  bool watching_ = false;
+  bool client_gone_ = false;
+  InboundRequest inbound_;
+  Routed routed_;
+  std::unique_ptr<backends::Call> call_;
+  int64_t created_ = 0;
+
+  // Streaming (SSE) state.
+  bool stream_started_ = false;
+  bool stream_last_queued_ = false;
+  bool write_in_flight_ = false;
+  std::optional<http::response<http::empty_body>> stream_header_;
+  std::optional<http::response_serializer<http::empty_body>> stream_serializer_;
+  std::string stream_pending_;
+  std::string stream_writing_;
+  bool stream_header_written_ = false;
+};
+
+// Feeds a backend's output to a session, hopping onto its strand.
+class HttpChatSink : public backends::ChatSink {
+ public:
+  HttpChatSink(std::shared_ptr<HttpSession> session, asio::any_io_executor executor,
+               const InboundRequest& request, std::string id, std::string model, int64_t created)
+      : session_(std::move(session)),
+        executor_(std::move(executor)),
+        stream_(request.stream),
+        include_usage_(request.include_usage),
+        id_(std::move(id)),
+        model_(std::move(model)),
+        created_(created) {}
+
+  void OnDelta(std::string_view text) override {
+    if (!stream_) {
+      text_.append(text);
+      return;
+    }
+    if (text.empty() && !first_) return;
+    std::string event = ChatChunkEvent(id_, model_, created_, text, first_, nullptr);
+    first_ = false;
+    asio::post(executor_, [session = session_, event = std::move(event)]() mutable {
+      session->OnDelta(std::move(event));
+    });
+  }
+
+  void OnDone(const absl::Status& status, const backends::Completion& completion) override {
+    std::string tail;
+    if (stream_ && status.ok()) {
+      if (first_) tail += ChatChunkEvent(id_, model_, created_, "", true, nullptr);
+      tail += ChatChunkEvent(id_, model_, created_, "", false, &completion);
+      if (include_usage_) tail += ChatUsageEvent(id_, model_, created_, completion.usage);
+      tail += "data: [DONE]\n\n";
+    } else if (!stream_) {
+      tail = std::move(text_);
+    }
+    asio::post(executor_, [session = session_, status, completion, tail = std::move(tail)]() mutable {
+      session->OnChatDone(status, completion, std::move(tail));
+    });
+  }
+
+ private:
+  std::shared_ptr<HttpSession> session_;
+  asio::any_io_executor executor_;
+  const bool stream_;
+  const bool include_usage_;
+  const std::string id_;
+  const std::string model_;
+  const int64_t created_;
+  bool first_ = true;
+  std::string text_;
+};
+
+void HttpSession::DoRead() {
+  parser_.emplace();
+  parser_->body_limit(static_cast<uint64_t>(shared_->max_body_bytes));
+  parser_->header_limit(kHeaderLimit);
+  stream_.expires_after(kIdleTimeout);
+  http::async_read(stream_, buffer_, *parser_,
+                   beast::bind_front_handler(&HttpSession::OnRead, shared_from_this()));
+}
+
+void HttpSession::OnRead(beast::error_code ec, size_t) {
+  if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+      ec == beast::error::timeout || ec == asio::error::connection_reset ||
+      ec == asio::error::operation_aborted) {
+    Close();
+    return;
+  }
+  shared_->active_exchanges.fetch_add(1);
+  exchange_done_ = false;
+  keep_alive_ = false;
+  stream_.expires_never();
+  if (ec == http::error::body_limit) {
+    keep_alive_ = false;  // the rest of the oversized body is unread
+    SendJson(http::status::payload_too_large,
+             ErrorJson(absl::StrCat("request body exceeds the limit of ", shared_->max_body_bytes,
+                                    " bytes"),
+                       "invalid_request_error", "body_too_large"));
+    return;
+  }
+  if (ec) {
+    SendJson(http::status::bad_request,
+             ErrorJson(absl::StrCat("malformed HTTP request: ", ec.message()),
+                       "invalid_request_error", "malformed_http"));
+    return;
+  }
+  request_ = parser_->release();
+  keep_alive_ = request_.keep_alive() && !shared_->draining.load();
+  Handle();
+}
+
+void HttpSession::Handle() {
+  const std::string_view target(request_.target().data(), request_.target().size());
+  const std::string_view path = target.substr(0, target.find('?'));
+  const http::verb method = request_.method();
+  if (path == "/v1/chat/completions") {
+    if (method != http::verb::post) {
+      SendJson(http::status::method_not_allowed,
+               ErrorJson("use POST for /v1/chat/completions", "invalid_request_error",
+                         "method_not_allowed"));
+      return;
+    }
+    HandleChat();
+    return;
+  }
+  if (method != http::verb::get) {
+    SendJson(http::status::method_not_allowed,
+             ErrorJson(absl::StrCat("use GET for ", policies::Sv(path)), "invalid_request_error",
+                       "method_not_allowed"));
+    return;
+  }
+  if (path == "/healthz") {
+    SendJson(http::status::ok, R"({"status":"ok"})");
+  } else if (path == "/v1/models") {
+    SendJson(http::status::ok, ModelsJson(gateway_.runtime()->config, UnixSeconds()));
+  } else if (path == "/metrics") {
+    auto response = std::make_shared<http::response<http::string_body>>(http::status::ok,
+                                                                         request_.version());
+    response->set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    response->body() = gateway_.metrics().Render();
+    SendResponse(std::move(response));
+  } else {
+    SendJson(http::status::not_found,
+             ErrorJson(absl::StrCat("no route for ", policies::Sv(path)), "invalid_request_error",
+                       "not_found"));
+  }
+}
+
+void HttpSession::HandleChat() {
+  absl::StatusOr<InboundRequest> parsed = ParseChatCompletionRequest(request_.body());
+  if (!parsed.ok()) {
+    gateway_.RecordRejected(parsed.status(), nullptr);
+    SendError(parsed.status());
+    return;
+  }
+  inbound_ = *std::move(parsed);
+  routed_ = Routed{};
+  if (absl::Status status = gateway_.Route(inbound_, routed_); !status.ok()) {
+    gateway_.RecordRejected(status, status.code() == absl::StatusCode::kPermissionDenied
+                                        ? &routed_.decision
+                                        : nullptr);
+    SendError(status);
+    return;
+  }
+  inbound_.chat.request_id = gateway_.NewRequestId();
+  created_ = UnixSeconds();
+  stream_started_ = false;
+  stream_last_queued_ = false;
+  stream_header_written_ = false;
+  auto sink = std::make_shared<HttpChatSink>(shared_from_this(), stream_.get_executor(), inbound_,
+                                             inbound_.chat.request_id, routed_.decision.target,
+                                             created_);
+  call_ = gateway_.Dispatch(routed_, inbound_, std::move(sink));
+  if (!exchange_done_ && !client_gone_) WatchClient();
+}
+
+void HttpSession::OnDelta(std::string event) {
+  if (client_gone_ || exchange_done_) return;
+  QueueStreamBytes(std::move(event), false);
+}
+
+void HttpSession::OnChatDone(absl::Status status, backends::Completion completion,
+                             std::string text) {
+  if (client_gone_ || exchange_done_) return;
+  if (inbound_.stream && stream_started_) {
+    if (!status.ok()) {
+      // Midway failure: an explicit error event, and no [DONE], so no client mistakes it for a
+      // complete answer.
+      text = absl::StrCat("data: ", ErrorJson(status), "\n\n");
+    }
+    QueueStreamBytes(std::move(text), true);
+    return;
+  }
+  if (!status.ok()) {
+    SendError(status);
+    return;
+  }
+  if (inbound_.stream) {
+    QueueStreamBytes(std::move(text), true);
+    return;
+  }
+  auto response =
+      std::make_shared<http::response<http::string_body>>(http::status::ok, request_.version());
+  response->set(http::field::content_type, "application/json");
+  response->body() = ChatCompletionJson(inbound_.chat.request_id, routed_.decision.target,
+                                        created_, text, completion);
+  SendResponse(std::move(response));
+}
+
+void HttpSession::SetDecisionHeaders(http::fields& fields) const {
+  if (!routed_.decision.rule.empty()) {
+    fields.set("x-switchyard-target", routed_.decision.target);
+    fields.set("x-switchyard-rule", routed_.decision.rule);
+    fields.set("x-switchyard-policy-version", routed_.decision.policy_version);
+  }
+  if (!inbound_.chat.request_id.empty()) fields.set("x-request-id", inbound_.chat.request_id);
+}
+
+void HttpSession::SendJson(http::status status, std::string body) {
+  auto response = std::make_shared<http::response<http::string_body>>(status, request_.version());
+  response->set(http::field::content_type, "application/json");
+  response->body() = std::move(body);
+  SendResponse(std::move(response));
+}
+
+void HttpSession::SendError(const absl::Status& status) {
+  SendJson(static_cast<http::status>(MapStatus(status.code()).http_status), ErrorJson(status));
+}
+
+void HttpSession::SendResponse(std::shared_ptr<http::response<http::string_body>> response) {
+  response->set(http::field::server, "switchyard");
+  SetDecisionHeaders(response->base());
+  response->keep_alive(keep_alive_);
+  response->prepare_payload();
+  http::async_write(stream_, *response,
+                    [self = shared_from_this(), response](beast::error_code ec, size_t) {
+                      if (ec) self->client_gone_ = true;
+                      self->ExchangeDone();
+                    });
+}
+
+void HttpSession::QueueStreamBytes(std::string bytes, bool last) {
+  if (!stream_started_) {
+    stream_started_ = true;
+    stream_header_.emplace(http::status::ok, request_.version());
+    stream_header_->set(http::field::server, "switchyard");
+    stream_header_->set(http::field::content_type, "text/event-stream");
+    stream_header_->set(http::field::cache_control, "no-cache");
+    SetDecisionHeaders(stream_header_->base());
+    stream_header_->keep_alive(keep_alive_);
+    stream_header_->chunked(true);
+    stream_serializer_.emplace(*stream_header_);
+  }
+  stream_pending_ += bytes;
+  stream_last_queued_ = stream_last_queued_ || last;
+  FlushStream();
+}
+
+void HttpSession::FlushStream() {
+  if (write_in_flight_ || client_gone_) return;
+  auto self = shared_from_this();
+  if (!stream_header_written_) {
+    write_in_flight_ = true;
+    http::async_write_header(stream_, *stream_serializer_, [self](beast::error_code ec, size_t) {
+      self->stream_header_written_ = true;
+      self->OnStreamWrite(ec);
+    });
+    return;
+  }
+  if (!stream_pending_.empty()) {
+    // Everything queued while the last write was in flight goes out as one chunk.
+    stream_writing_.swap(stream_pending_);
+    stream_pending_.clear();
+    write_in_flight_ = true;
+    asio::async_write(stream_, http::make_chunk(asio::buffer(stream_writing_)),
+                      [self](beast::error_code ec, size_t) { self->OnStreamWrite(ec); });
+    return;
+  }
+  if (stream_last_queued_) {
+    write_in_flight_ = true;
+    stream_last_queued_ = false;
+    asio::async_write(stream_, http::make_chunk_last(), [self](beast::error_code ec, size_t) {
+      self->write_in_flight_ = false;
+      if (ec) self->client_gone_ = true;
+      self->ExchangeDone();
+    });
+  }
+}
+
+void HttpSession::OnStreamWrite(beast::error_code ec) {
+  write_in_flight_ = false;
+  if (ec) {
+    // The client went away mid-stream: stop the backend at once.
+    client_gone_ = true;
+    if (call_) call_->Cancel();
+    ExchangeDone();
+    return;
+  }
+  FlushStream();
+}
+
+void HttpSession::WatchClient() {
+  if (watching_ || buffer_.size() >= kMaxPipelined) return;
+  watching_ = true;
+  stream_.async_read_some(buffer_.prepare(4096),
+                          beast::bind_front_handler(&HttpSession::OnWatch, shared_from_this()));
+}
+
+void HttpSession::OnWatch(beast::error_code ec, size_t bytes) {
+  watching_ = false;
+  if (!ec) {
+    buffer_.commit(bytes);  // a pipelined request: parsed when this exchange is done
+    if (exchange_done_) {
+      DoRead();
+    } else {
+      WatchClient();
+    }
+    return;
+  }
+  if (ec == asio::error::operation_aborted && exchange_done_) {
+    // We cancelled the watch to read the next request.
+    DoRead();
+    return;
+  }
+  // The client closed or reset the connection while its request was running.
+  client_gone_ = true;
+  if (call_) {
+    call_->Cancel();
+    call_.reset();
+  }
+  if (!exchange_done_) ExchangeDone();
+}
+
+void HttpSession::ExchangeDone() {
+  if (exchange_done_) return;
+  exchange_done_ = true;
+  shared_->active_exchanges.fetch_sub(1);
+  if (call_) {
+    call_->Cancel();  // no-op when the call finished; releases it when the client went away
+    call_.reset();
+  }
+  if (client_gone_ || !keep_alive_ || shared_->draining.load()) {
+    Close();
+    return;
+  }
+  if (watching_) {
+    // The watch read must finish before the next request is read; OnWatch resumes.
+    beast::error_code ignored;
+    stream_.socket().cancel(ignored);
+    return;
+  }
+  DoRead();
+}
+
+void HttpSession::Close() {
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream_.socket().close(ignored);
+}
+
+}  // namespace
+
+HttpServer::HttpServer(asio::io_context& io, Gateway& gateway, int64_t max_body_bytes)
+    : io_(io), acceptor_(io), shared_(std::make_shared<HttpShared>()) {
+  shared_->gateway = &gateway;
+  shared_->max_body_bytes = max_body_bytes;
+}
+
+HttpServer::~HttpServer() = default;
+
+absl::Status HttpServer::Start(const ListenerConfig& listener) {
+  beast::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(listener.host, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("http listener: '", listener.host, "' is not an IP address"));
+  }
+  const tcp::endpoint endpoint(address, listener.port);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("http listener: cannot listen on ", listener.host,
+                                               ":", listener.port, ": ", ec.message()));
+  }
+  host_ = listener.host;
+  port_ = acceptor_.local_endpoint().port();
+  Accept();
+  return absl::OkStatus();
+}
+
+std::string HttpServer::address() const {
+  return host_.find(':') != std::string::npos ? absl::StrCat("[", host_, "]:", port_)
+                                              : absl::StrCat(host_, ":", port_);
+}
+
+void HttpServer::Accept() {
+  acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (!ec) {
+      socket.set_option(tcp::no_delay(true), ec);
+      std::make_shared<HttpSession>(std::move(socket), shared_)->Start();
+    } else {
+      Log(LogLevel::kWarning, "http accept failed: ", ec.message());
+    }
+    Accept();
+  });
+}
+
+void HttpServer::BeginDrain() {
+  shared_->draining.store(true);
+  asio::post(io_, [this] {
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+  });
+}
+
+}  // namespace switchyard::gateway

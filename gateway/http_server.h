@@ -1,0 +1,57 @@
+// The OpenAI-compatible HTTP/1.1 endpoint (Boost.Beast): /v1/chat/completions (JSON and SSE),
+// /v1/models, /healthz, /metrics.
+//
+// Threads: every connection runs on its own strand of the shared io_context. Handlers never
+// block: a chat request is dispatched to a backend, whose sink posts results back to the
+// connection's strand. A client that disconnects mid-request cancels its backend call at once.
+#ifndef SWITCHYARD_GATEWAY_HTTP_SERVER_H_
+#define SWITCHYARD_GATEWAY_HTTP_SERVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "gateway/config.h"
+#include "gateway/gateway.h"
+
+namespace switchyard::gateway {
+
+// State every connection of one server shares.
+struct HttpShared {
+  Gateway* gateway = nullptr;
+  int64_t max_body_bytes = 1 << 20;
+  std::atomic<bool> draining{false};
+  // Requests read and not yet fully answered.
+  std::atomic<int64_t> active_exchanges{0};
+};
+
+class HttpServer {
+ public:
+  HttpServer(boost::asio::io_context& io, Gateway& gateway, int64_t max_body_bytes);
+  ~HttpServer();
+
+  // Binds and starts accepting. Port 0 picks a free port; port() tells which.
+  absl::Status Start(const ListenerConfig& listener);
+  uint16_t port() const { return port_; }
+  std::string address() const;
+
+  // Stops accepting; connections finish their current exchange and close.
+  void BeginDrain();
+  int64_t active_exchanges() const { return shared_->active_exchanges.load(); }
+
+ private:
+  void Accept();
+
+  boost::asio::io_context& io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::shared_ptr<HttpShared> shared_;
+  std::string host_;
+  uint16_t port_ = 0;
+};
+
+}  // namespace switchyard::gateway
+
+#endif  // SWITCHYARD_GATEWAY_HTTP_SERVER_H_

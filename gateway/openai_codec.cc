@@ -1,0 +1,276 @@
+#include "gateway/openai_codec.h"
+
+#include <cmath>
+#include <limits>
+
+#include "policies/absl_compat.h"
+#include "absl/strings/str_cat.h"
+#include "gateway/status_map.h"
+#include "nlohmann/json.hpp"
+
+namespace switchyard::gateway {
+namespace {
+
+using nlohmann::json;
+// Responses keep OpenAI's field order (id, object, created, model, ...), which some clients log.
+using ordered = nlohmann::ordered_json;
+
+constexpr size_t kMaxStopSequences = 4;
+
+absl::Status FieldError(std::string_view field, std::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat("'", policies::Sv(field), "' ", policies::Sv(problem)));
+}
+
+// Reads message content: a string, or OpenAI's list of content parts of which only text parts
+// are supported.
+absl::StatusOr<std::string> ParseContent(const json& content, size_t index) {
+  const std::string field = absl::StrCat("messages[", index, "].content");
+  if (content.is_null()) return std::string();
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) return FieldError(field, "must be a string or a list of parts");
+  std::string text;
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    const std::string part_field = absl::StrCat(field, "[", i, "]");
+    if (!part.is_object()) return FieldError(part_field, "must be an object");
+    auto type = part.find("type");
+    if (type == part.end() || !type->is_string()) {
+      return FieldError(absl::StrCat(part_field, ".type"), "must be a string");
+    }
+    if (*type != "text") {
+      return FieldError(absl::StrCat(part_field, ".type"),
+                        absl::StrCat("'", type->get<std::string>(),
+                                     "' is not supported; only text parts are"));
+    }
+    auto part_text = part.find("text");
+    if (part_text == part.end() || !part_text->is_string()) {
+      return FieldError(absl::StrCat(part_field, ".text"), "must be a string");
+    }
+    text += part_text->get<std::string>();
+  }
+  return text;
+}
+
+absl::Status ParseNumber(const json& body, const char* key, double min, double max,
+                         std::optional<float>& out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return FieldError(key, "must be a number");
+  const double value = it->get<double>();
+  if (!(value >= min && value <= max)) {
+    return FieldError(key, absl::StrCat("must be between ", min, " and ", max));
+  }
+  out = static_cast<float>(value);
+  return absl::OkStatus();
+}
+
+ordered UsageJson(const backends::Usage& usage) {
+  return ordered{{"prompt_tokens", usage.prompt_tokens},
+              {"completion_tokens", usage.completion_tokens},
+              {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+}
+
+std::string Dump(const ordered& value) {
+  // Replace, never throw, on invalid UTF-8 from a backend: the client still gets valid JSON.
+  return value.dump(-1, ' ', false, ordered::error_handler_t::replace);
+}
+
+}  // namespace
+
+absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body) {
+  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    // Parse again with exceptions only to get the position; the fast path above stays cheap.
+    try {
+      json ignored = json::parse(body);
+    } catch (const json::parse_error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request body is not valid JSON (UTF-8): ", e.what()));
+    }
+    return absl::InvalidArgumentError("request body is not valid JSON");
+  }
+  if (!parsed.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+
+  InboundRequest request;
+  if (auto model = parsed.find("model"); model != parsed.end() && !model->is_null()) {
+    if (!model->is_string()) return FieldError("model", "must be a string");
+    request.requested_model = model->get<std::string>();
+    if (request.requested_model.empty()) request.requested_model = "auto";
+  }
+
+  auto messages = parsed.find("messages");
+  if (messages == parsed.end()) return FieldError("messages", "is required");
+  if (!messages->is_array()) return FieldError("messages", "must be a list");
+  if (messages->empty()) return FieldError("messages", "must contain at least one message");
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& message = (*messages)[i];
+    if (!message.is_object()) return FieldError(absl::StrCat("messages[", i, "]"), "must be an object");
+    auto role = message.find("role");
+    if (role == message.end() || !role->is_string()) {
+      return FieldError(absl::StrCat("messages[", i, "].role"), "must be a string");
+    }
+    const std::string role_name = role->get<std::string>();
+    if (role_name != "system" && role_name != "user" && role_name != "assistant" &&
+        role_name != "tool" && role_name != "developer") {
+      return FieldError(absl::StrCat("messages[", i, "].role"),
+                        absl::StrCat("'", role_name,
+                                     "' is not one of system, developer, user, assistant, tool"));
+    }
+    auto content = message.find("content");
+    absl::StatusOr<std::string> text =
+        ParseContent(content == message.end() ? json() : *content, i);
+    if (!text.ok()) return text.status();
+    request.chat.messages.push_back(
+        {role_name == "developer" ? "system" : role_name, *std::move(text)});
+  }
+
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    auto it = parsed.find(key);
+    if (it == parsed.end() || it->is_null()) continue;
+    if (!it->is_number_integer()) return FieldError(key, "must be an integer");
+    const int64_t value = it->get<int64_t>();
+    if (value < 1 || value > std::numeric_limits<int32_t>::max()) {
+      return FieldError(key, "must be a positive integer");
+    }
+    request.chat.max_tokens = static_cast<int32_t>(value);
+  }
+  if (absl::Status s = ParseNumber(parsed, "temperature", 0, 2, request.chat.temperature); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ParseNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
+  if (auto seed = parsed.find("seed"); seed != parsed.end() && !seed->is_null()) {
+    if (!seed->is_number_integer()) return FieldError("seed", "must be an integer");
+    request.chat.seed = seed->get<uint64_t>();
+  }
+  if (auto stop = parsed.find("stop"); stop != parsed.end() && !stop->is_null()) {
+    if (stop->is_string()) {
+      request.chat.stop.push_back(stop->get<std::string>());
+    } else if (stop->is_array()) {
+      for (const json& item : *stop) {
+        if (!item.is_string()) return FieldError("stop", "must be a string or a list of strings");
+        request.chat.stop.push_back(item.get<std::string>());
+      }
+    } else {
+      return FieldError("stop", "must be a string or a list of strings");
+    }
+    if (request.chat.stop.size() > kMaxStopSequences) {
+      return FieldError("stop", "may hold at most 4 sequences");
+    }
+    for (const std::string& sequence : request.chat.stop) {
+      if (sequence.empty()) return FieldError("stop", "must not contain empty strings");
+    }
+  }
+  if (auto stream = parsed.find("stream"); stream != parsed.end() && !stream->is_null()) {
+    if (!stream->is_boolean()) return FieldError("stream", "must be true or false");
+    request.stream = stream->get<bool>();
+  }
+  if (auto options = parsed.find("stream_options"); options != parsed.end() && !options->is_null()) {
+    if (!options->is_object()) return FieldError("stream_options", "must be an object");
+    auto include = options->find("include_usage");
+    if (include != options->end() && !include->is_null()) {
+      if (!include->is_boolean()) {
+        return FieldError("stream_options.include_usage", "must be true or false");
+      }
+      request.include_usage = include->get<bool>();
+    }
+  }
+  if (auto n = parsed.find("n"); n != parsed.end() && !n->is_null()) {
+    if (!n->is_number_integer() || n->get<int64_t>() != 1) {
+      return FieldError("n", "must be 1 (one choice per request is supported)");
+    }
+  }
+  if (auto user = parsed.find("user"); user != parsed.end() && !user->is_null()) {
+    if (!user->is_string()) return FieldError("user", "must be a string");
+    request.chat.user = user->get<std::string>();
+  }
+  if (auto metadata = parsed.find("metadata"); metadata != parsed.end() && !metadata->is_null()) {
+    if (!metadata->is_object()) return FieldError("metadata", "must be an object of strings");
+    for (const auto& [key, value] : metadata->items()) {
+      if (!value.is_string()) {
+        return FieldError(absl::StrCat("metadata.", key), "must be a string");
+      }
+      request.metadata[key] = value.get<std::string>();
+    }
+  }
+  return request;
+}
+
+std::string_view FinishReasonName(backends::FinishReason reason) {
+  return reason == backends::FinishReason::kLength ? "length" : "stop";
+}
+
+std::string ChatCompletionJson(std::string_view id, std::string_view model, int64_t created,
+                               std::string_view content, const backends::Completion& completion) {
+  ordered response = {
+      {"id", id},
+      {"object", "chat.completion"},
+      {"created", created},
+      {"model", model},
+      {"choices",
+       ordered::array({ordered{{"index", 0},
+                         {"message", {{"role", "assistant"}, {"content", content}}},
+                         {"logprobs", nullptr},
+                         {"finish_reason", FinishReasonName(completion.finish_reason)}}})},
+      {"usage", UsageJson(completion.usage)},
+  };
+  return Dump(response);
+}
+
+std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
+                           std::string_view delta, bool first,
+                           const backends::Completion* finish) {
+  ordered delta_object = ordered::object();
+  if (first) delta_object["role"] = "assistant";
+  if (!delta.empty() || first) delta_object["content"] = delta;
+  ordered chunk = {
+      {"id", id},
+      {"object", "chat.completion.chunk"},
+      {"created", created},
+      {"model", model},
+      {"choices", ordered::array({ordered{{"index", 0},
+                                    {"delta", std::move(delta_object)},
+                                    {"logprobs", nullptr},
+                                    {"finish_reason", nullptr}}})},
+  };
+  if (finish != nullptr) {
+    chunk["choices"][0]["finish_reason"] = FinishReasonName(finish->finish_reason);
+    chunk["usage"] = UsageJson(finish->usage);
+  }
+  return absl::StrCat("data: ", Dump(chunk), "\n\n");
+}
+
+std::string ChatUsageEvent(std::string_view id, std::string_view model, int64_t created,
+                           const backends::Usage& usage) {
+  ordered chunk = {{"id", id},           {"object", "chat.completion.chunk"},
+                {"created", created}, {"model", model},
+                {"choices", ordered::array()}, {"usage", UsageJson(usage)}};
+  return absl::StrCat("data: ", Dump(chunk), "\n\n");
+}
+
+std::string ErrorJson(std::string_view message, std::string_view type, std::string_view code) {
+  ordered error = {{"error",
+                 {{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}};
+  return Dump(error);
+}
+
+std::string ErrorJson(const absl::Status& status) {
+  const WireError& wire = MapStatus(status.code());
+  return ErrorJson(policies::StdSv(status.message()), wire.openai_type, wire.outcome);
+}
+
+std::string ModelsJson(const Config& config, int64_t created) {
+  ordered data = ordered::array();
+  data.push_back({{"id", "auto"}, {"object", "model"}, {"created", created},
+                  {"owned_by", "switchyard"}});
+  for (const TargetConfig& target : config.targets) {
+    data.push_back({{"id", target.name},
+                    {"object", "model"},
+                    {"created", created},
+                    {"owned_by", "switchyard"},
+                    {"kind", TargetKindName(target.kind)},
+                    {"locality", target.kind == TargetKind::kLocal ? "local" : "remote"}});
+  }
+  return Dump(ordered{{"object", "list"}, {"data", std::move(data)}});
+}
+
+}  // namespace switchyard::gateway

@@ -1,0 +1,45 @@
+// OpenAI Chat Completions wire format <-> native types. Parsing validates everything a client
+// controls and names the offending field in the error.
+#ifndef SWITCHYARD_GATEWAY_OPENAI_CODEC_H_
+#define SWITCHYARD_GATEWAY_OPENAI_CODEC_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "backends/backend.h"
+#include "gateway/gateway.h"
+
+namespace switchyard::gateway {
+
+// Parses a POST /v1/chat/completions body. InvalidArgument names the field that is wrong.
+absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body);
+
+std::string_view FinishReasonName(backends::FinishReason reason);
+
+// The non-streaming response object ("chat.completion").
+std::string ChatCompletionJson(std::string_view id, std::string_view model, int64_t created,
+                               std::string_view content, const backends::Completion& completion);
+
+// One streaming "chat.completion.chunk" as an SSE event ("data: {...}\n\n"). `role` is set in
+// the first chunk only; `finish` in the last one, which also carries usage.
+std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
+                           std::string_view delta, bool first,
+                           const backends::Completion* finish);
+
+// The usage-only chunk OpenAI sends when stream_options.include_usage is set.
+std::string ChatUsageEvent(std::string_view id, std::string_view model, int64_t created,
+                           const backends::Usage& usage);
+
+// {"error": {"message", "type", "code"}} as OpenAI sends it.
+std::string ErrorJson(std::string_view message, std::string_view type, std::string_view code);
+std::string ErrorJson(const absl::Status& status);
+
+// GET /v1/models.
+std::string ModelsJson(const Config& config, int64_t created);
+
+}  // namespace switchyard::gateway
+
+#endif  // SWITCHYARD_GATEWAY_OPENAI_CODEC_H_

@@ -1,0 +1,101 @@
+#include "gateway/server.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "boost/asio/executor_work_guard.hpp"
+#include "gateway/backend_factory.h"
+#include "gateway/grpc_service.h"
+#include "gateway/http_server.h"
+#include "gateway/log.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace switchyard::gateway {
+namespace {
+
+std::string HostPort(const std::string& host, uint16_t port) {
+  return host.find(':') != std::string::npos ? absl::StrCat("[", host, "]:", port)
+                                             : absl::StrCat(host, ":", port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(Config config, ServerOptions options) {
+  std::unique_ptr<Server> server(new Server());
+  const ListenerConfig http_listener = config.http;
+  const ListenerConfig grpc_listener = config.grpc;
+  const int64_t max_body_bytes = config.max_body_bytes;
+  server->drain_timeout_seconds_ = config.drain_timeout_seconds;
+
+  BackendFactory factory =
+      options.backend_factory ? options.backend_factory : MakeDefaultBackendFactory();
+  absl::StatusOr<std::unique_ptr<Gateway>> gateway =
+      Gateway::Create(std::move(config), std::move(factory));
+  if (!gateway.ok()) return gateway.status();
+  server->gateway_ = *std::move(gateway);
+
+  server->http_ = std::make_unique<HttpServer>(server->io_, *server->gateway_, max_body_bytes);
+  if (absl::Status status = server->http_->Start(http_listener); !status.ok()) return status;
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  server->grpc_service_ = std::make_unique<GrpcService>(*server->gateway_);
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(HostPort(grpc_listener.host, grpc_listener.port),
+                           grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(server->grpc_service_.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(max_body_bytes));
+  server->grpc_server_ = builder.BuildAndStart();
+  if (server->grpc_server_ == nullptr || bound_port == 0) {
+    return absl::UnavailableError(absl::StrCat("grpc listener: cannot listen on ",
+                                               HostPort(grpc_listener.host, grpc_listener.port)));
+  }
+  server->grpc_host_ = grpc_listener.host;
+  server->grpc_port_ = static_cast<uint16_t>(bound_port);
+
+  for (int i = 0; i < std::max(1, options.http_threads); ++i) {
+    server->threads_.emplace_back([io = &server->io_] {
+      auto guard = boost::asio::make_work_guard(*io);
+      io->run();
+    });
+  }
+  return server;
+}
+
+Server::~Server() { Shutdown(); }
+
+uint16_t Server::http_port() const { return http_->port(); }
+
+std::string Server::ListeningLine() const {
+  return absl::StrCat("listening http=", http_->address(),
+                      " grpc=", HostPort(grpc_host_, grpc_port_));
+}
+
+void Server::Shutdown() {
+  if (stopped_) return;
+  stopped_ = true;
+  http_->BeginDrain();
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                            std::chrono::duration<double>(drain_timeout_seconds_));
+  // gRPC waits for its own in-flight calls until the deadline, then cancels the rest.
+  grpc_server_->Shutdown(deadline);
+  while ((gateway_->in_flight() > 0 || http_->active_exchanges() > 0) &&
+         std::chrono::system_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (gateway_->in_flight() > 0) {
+    Log(LogLevel::kWarning, "drain timeout: ", gateway_->in_flight(),
+        " requests still in flight are being cut off");
+  }
+  io_.stop();
+  for (std::thread& thread : threads_) thread.join();
+  threads_.clear();
+  grpc_server_->Wait();
+}
+
+}  // namespace switchyard::gateway

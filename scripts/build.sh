@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Configures and builds Switchyard into build/ (after scripts/setup.sh). Extra arguments are
+# ninja targets; none builds everything. BUILD_DIR and CMAKE_ARGS override the defaults.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+"$root/scripts/setup.sh"
+# shellcheck disable=SC2086
+cmake -G Ninja -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CMAKE_ARGS:-} >/dev/null
+ninja -C "$build" "$@"

@@ -1,0 +1,195 @@
+// The built `switchyard` binary, as a user runs it: the CLI, and `serve` with the real llama.cpp
+// engine on ../shared/models, answering HTTP and gRPC, then draining on SIGTERM.
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/http_client.h"
+#include "tests/support/subprocess.h"
+
+namespace switchyard::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+const std::string kBinary = SWITCHYARD_BINARY;
+const std::string kModels = SWITCHYARD_SHARED_MODELS;
+
+std::string WriteTemp(const std::string& name, const std::string& content) {
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("switchyard_cli_test_" + std::to_string(getpid()) + "_" + name);
+  std::ofstream(path, std::ios::binary) << content;
+  return path.string();
+}
+
+TEST(CliTest, VersionAndHelp) {
+  RunResult version = RunCommand({kBinary, "--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_THAT(version.out, ::testing::MatchesRegex("switchyard [0-9]+\\.[0-9]+\\.[0-9]+\n"));
+  RunResult help = RunCommand({kBinary, "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, HasSubstr("switchyard serve [--config FILE]"));
+  RunResult bad = RunCommand({kBinary, "frobnicate"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("unknown command 'frobnicate'"));
+  RunResult bad_flag = RunCommand({kBinary, "serve", "--htp-port", "1"});
+  EXPECT_EQ(bad_flag.exit_code, 2);
+  EXPECT_THAT(bad_flag.err, HasSubstr("unknown option --htp-port"));
+}
+
+TEST(CliTest, CheckAcceptsTheShippedConfigs) {
+  for (const char* file : {"deploy/switchyard.yaml", "deploy/examples/hybrid.yaml"}) {
+    RunResult result =
+        RunCommand({kBinary, "check", "--config", std::string(SWITCHYARD_SOURCE_DIR) + "/" + file});
+    EXPECT_EQ(result.exit_code, 0) << file << result.err;
+    EXPECT_THAT(result.out, HasSubstr(": ok ("));
+  }
+}
+
+TEST(CliTest, CheckReportsFileLineColumnAndFails) {
+  const std::string path = WriteTemp("typo.yaml",
+                                     "targets:\n"
+                                     "  - name: local\n"
+                                     "    kind: local\n"
+                                     "    modle: stories260K.gguf\n"
+                                     "policy:\n"
+                                     "  default: local\n");
+  RunResult result = RunCommand({kBinary, "check", "--config", path});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.err, path + ":4:5: unknown key 'modle' in target 'local' (did you mean 'model'?)\n");
+  RunResult missing = RunCommand({kBinary, "check", "--config", "/nonexistent.yaml"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("/nonexistent.yaml: cannot open config file"));
+  std::filesystem::remove(path);
+}
+
+TEST(CliTest, ServeFailsClearlyOnMissingOrCorruptModel) {
+  const std::string corrupt = WriteTemp("corrupt.gguf", "GGUF this is not really a model file");
+  const std::string config = WriteTemp("corrupt.yaml",
+                                       "listeners: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"
+                                       "targets:\n"
+                                       "  - {name: local, kind: local, model: " + corrupt + "}\n"
+                                       "policy: {default: local}\n");
+  RunResult bad = RunCommand({kBinary, "serve", "--config", config}, "", 60);
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("target 'local'"));
+  EXPECT_THAT(bad.err, HasSubstr(corrupt));
+
+  const std::string missing = WriteTemp("missing.yaml",
+                                        "listeners: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"
+                                        "targets:\n"
+                                        "  - {name: local, kind: local, model: no-such-model.gguf}\n"
+                                        "policy: {default: local}\n");
+  RunResult absent = RunCommand({kBinary, "serve", "--config", missing}, "", 60);
+  EXPECT_EQ(absent.exit_code, 1);
+  EXPECT_THAT(absent.err, HasSubstr("no-such-model.gguf"));
+  for (const std::string& path : {corrupt, config, missing}) std::filesystem::remove(path);
+}
+
+class ServeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(kModels + "/stories260K.gguf")) {
+      GTEST_SKIP() << "shared models not found at " << kModels;
+    }
+    child_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{kBinary, "serve", "--http-port", "0", "--grpc-port", "0"},
+        std::vector<std::string>{"SWITCHYARD_MODELS=" + kModels});
+    std::optional<std::string> line = child_->WaitForLine("listening", 60);
+    ASSERT_TRUE(line.has_value()) << child_->err();
+    std::smatch match;
+    ASSERT_TRUE(std::regex_search(
+        *line, match, std::regex("listening http=127\\.0\\.0\\.1:(\\d+) grpc=127\\.0\\.0\\.1:(\\d+)")))
+        << *line;
+    http_ = "http://127.0.0.1:" + match[1].str();
+    grpc_ = "127.0.0.1:" + match[2].str();
+    // The listening line is the first line of the log.
+    EXPECT_EQ(child_->err().find("listening"), child_->err().find(' ', 0) + 6) << child_->err();
+  }
+
+  std::unique_ptr<ChildProcess> child_;
+  std::string http_;
+  std::string grpc_;
+};
+
+TEST_F(ServeTest, DefaultConfigServesDeterministicStoriesOverHttpAndGrpc) {
+  const std::string body =
+      R"({"model":"auto","temperature":0,"max_tokens":24,"messages":[{"role":"user","content":"Once upon a time"}]})";
+  HttpResult first = HttpPost(http_ + "/v1/chat/completions", body);
+  ASSERT_EQ(first.status, 200) << first.body;
+  json answer = json::parse(first.body);
+  const std::string text = answer["choices"][0]["message"]["content"];
+  EXPECT_THAT(text, ::testing::StartsWith(", there was a little girl named Lily"));
+  EXPECT_EQ(answer["usage"]["completion_tokens"], 24);
+  EXPECT_EQ(answer["usage"]["prompt_tokens"], 5);  // BOS + 4, per the model card
+  EXPECT_EQ(answer["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(first.headers["x-switchyard-target"], "local");
+
+  HttpResult second = HttpPost(http_ + "/v1/chat/completions", body);
+  ASSERT_EQ(second.status, 200);
+  EXPECT_EQ(json::parse(second.body)["choices"][0]["message"]["content"], text);
+
+  // The same prompt streamed: the deltas add up to the same text.
+  const std::string stream_body =
+      R"({"model":"auto","stream":true,"temperature":0,"max_tokens":24,"messages":[{"role":"user","content":"Once upon a time"}]})";
+  HttpResult streamed = HttpPost(http_ + "/v1/chat/completions", stream_body);
+  ASSERT_EQ(streamed.status, 200);
+  std::string joined;
+  std::vector<std::string> events = SseData(streamed.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    json chunk = json::parse(events[i]);
+    if (chunk["choices"][0]["delta"].contains("content")) {
+      joined += chunk["choices"][0]["delta"]["content"].get<std::string>();
+    }
+  }
+  EXPECT_EQ(joined, text);
+
+  // And over gRPC through the CLI's client.
+  RunResult grpc = RunCommand({kBinary, "chat", "--grpc", grpc_, "--max-tokens", "24",
+                               "--temperature", "0", "Once upon a time"});
+  EXPECT_EQ(grpc.exit_code, 0) << grpc.err;
+  EXPECT_EQ(grpc.out, text + "\n");
+  EXPECT_THAT(grpc.err, HasSubstr("target=local"));
+
+  HttpResult metrics = HttpGet(http_ + "/metrics");
+  EXPECT_THAT(metrics.body, HasSubstr("switchyard_tokens_completion_total{target=\"local\"} 72"));
+
+  child_->Signal(SIGTERM);
+  EXPECT_EQ(child_->Wait(30), 0) << child_->err();
+  EXPECT_THAT(child_->err(), HasSubstr("received SIGTERM"));
+}
+
+TEST_F(ServeTest, SigintDrainsAStreamInFlight) {
+  const std::string body =
+      R"({"model":"auto","stream":true,"temperature":0,"max_tokens":400,"messages":[{"role":"user","content":"Once upon a time"}]})";
+  HttpResult result;
+  bool signalled = false;
+  HttpOptions options;
+  options.on_data = [&](const std::string&) {
+    if (!signalled) {
+      signalled = true;
+      child_->Signal(SIGINT);
+    }
+    return true;
+  };
+  result = HttpPost(http_ + "/v1/chat/completions", body, options);
+  EXPECT_TRUE(signalled);
+  ASSERT_EQ(result.status, 200);
+  std::vector<std::string> events = SseData(result.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");  // the stream in flight finished normally
+  EXPECT_EQ(child_->Wait(30), 0) << child_->err();
+}
+
+}  // namespace
+}  // namespace switchyard::testing

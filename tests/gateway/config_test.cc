@@ -1,0 +1,194 @@
+// Config validation: table-driven from inline YAML, every error precise to file:line:column.
+#include "gateway/config.h"
+
+#include <filesystem>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace switchyard::gateway {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kValid[] = R"EOF(
+listeners:
+  http: 0.0.0.0:9000
+  grpc: "[::1]:0"
+limits:
+  max_body_bytes: 2048
+  drain_timeout_seconds: 5
+models:
+  dirs: [models, /opt/models]
+targets:
+  - name: local
+    kind: local
+    model: stories260K.gguf
+    threads: 1
+    slots: 2
+  - name: gpt
+    kind: openai_compatible
+    base_url: https://api.example.com/v1/
+    model: gpt-4o
+    api_key_env: EXAMPLE_KEY
+    price: { input_per_million: 2.5, output_per_million: 10 }
+    timeouts: { connect_seconds: 3, total_seconds: 0 }
+policy:
+  default: local
+  rules:
+    - name: big-to-gpt
+      when: { model: gpt }
+      route: gpt
+)EOF";
+
+TEST(ConfigTest, ParsesEveryFieldAndFillsDefaults) {
+  absl::StatusOr<Config> config = ParseConfig(kValid, "gw.yaml", "/etc/switchyard");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->http.host, "0.0.0.0");
+  EXPECT_EQ(config->http.port, 9000);
+  EXPECT_EQ(config->grpc.host, "::1");
+  EXPECT_EQ(config->grpc.port, 0);
+  EXPECT_EQ(config->max_body_bytes, 2048);
+  EXPECT_EQ(config->drain_timeout_seconds, 5);
+  EXPECT_THAT(config->model_dirs,
+              ::testing::ElementsAre("/etc/switchyard/models", "/opt/models"));
+  ASSERT_EQ(config->targets.size(), 2u);
+  const TargetConfig& local = config->targets[0];
+  EXPECT_EQ(local.kind, TargetKind::kLocal);
+  EXPECT_EQ(local.local.threads, 1);
+  EXPECT_EQ(local.local.slots, 2);
+  EXPECT_EQ(local.local.context, 2048);  // default
+  EXPECT_EQ(local.local.max_tokens, 256);
+  const TargetConfig& gpt = config->targets[1];
+  EXPECT_EQ(gpt.kind, TargetKind::kOpenAiCompatible);
+  EXPECT_EQ(gpt.remote.base_url, "https://api.example.com/v1");  // trailing slash dropped
+  EXPECT_EQ(gpt.remote.api_key_env, "EXAMPLE_KEY");
+  EXPECT_EQ(gpt.price.input_per_million, 2.5);
+  EXPECT_EQ(gpt.price.output_per_million, 10);
+  EXPECT_EQ(gpt.remote.connect_timeout_seconds, 3);
+  EXPECT_EQ(gpt.remote.total_timeout_seconds, 0);
+  EXPECT_EQ(gpt.remote.first_byte_timeout_seconds, 60);
+  EXPECT_THAT(config->version, ::testing::StartsWith("sha256:"));
+  ASSERT_NE(config->policy, nullptr);
+  EXPECT_EQ(config->FindTarget("gpt"), &config->targets[1]);
+  EXPECT_EQ(config->FindTarget("nope"), nullptr);
+}
+
+TEST(ConfigTest, VersionIsTheContentHash) {
+  absl::StatusOr<Config> a = ParseConfig(kValid, "a.yaml", "");
+  absl::StatusOr<Config> b = ParseConfig(kValid, "b.yaml", "");
+  absl::StatusOr<Config> c = ParseConfig(std::string(kValid) + "\n# changed\n", "c.yaml", "");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->version, b->version);
+  EXPECT_NE(a->version, c->version);
+}
+
+TEST(ConfigTest, EmbeddedDefaultIsValidAndLocalOnly) {
+  absl::StatusOr<Config> config = DefaultConfig();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->http.port, 8080);
+  EXPECT_EQ(config->grpc.port, 50051);
+  for (const TargetConfig& target : config->targets) {
+    EXPECT_EQ(target.kind, TargetKind::kLocal) << target.name;
+  }
+  EXPECT_EQ(config->targets[0].local.model, "stories260K.gguf");
+}
+
+TEST(ConfigTest, ExampleConfigsInDeployAreValid) {
+  int checked = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(
+           std::filesystem::path(SWITCHYARD_SOURCE_DIR) / "deploy")) {
+    if (entry.path().extension() != ".yaml") continue;
+    if (entry.path().string().find("prometheus") != std::string::npos) continue;
+    absl::StatusOr<Config> config = LoadConfigFile(entry.path().string());
+    EXPECT_TRUE(config.ok()) << entry.path() << ": " << config.status();
+    ++checked;
+  }
+  EXPECT_GE(checked, 2);
+}
+
+struct BadCase {
+  std::string name;
+  std::string yaml;
+  std::string error;  // expected substring, starting with file:line:column
+};
+
+class ConfigErrorTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigErrorTest, ReportsFileLineColumn) {
+  absl::StatusOr<Config> config = ParseConfig(GetParam().yaml, "bad.yaml", "");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr(GetParam().error));
+}
+
+constexpr char kTargets[] = R"(targets:
+  - name: local
+    kind: local
+    model: m.gguf
+policy:
+  default: local
+)";
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ConfigErrorTest,
+    ::testing::Values(
+        BadCase{"TypoTopLevel", std::string("listners:\n  http: 1.2.3.4:1\n") + kTargets,
+                "bad.yaml:1:1: unknown key 'listners' in the config (did you mean 'listeners'?)"},
+        BadCase{"TypoInTarget",
+                "targets:\n  - name: local\n    kind: local\n    model: m.gguf\n    thread: 2\n"
+                "policy:\n  default: local\n",
+                "bad.yaml:5:5: unknown key 'thread' in target 'local' (did you mean 'threads'?)"},
+        BadCase{"BadPort", std::string("listeners:\n  http: localhost:99999\n") + kTargets,
+                "bad.yaml:2:9: listener 'http' must be \"host:port\""},
+        BadCase{"MissingTargets", "policy:\n  default: local\n",
+                "bad.yaml:1:1: missing required key 'targets'"},
+        BadCase{"EmptyTargets", "targets: []\npolicy:\n  default: x\n",
+                "bad.yaml:1:10: 'targets' must be a non-empty list"},
+        BadCase{"UnknownKind",
+                "targets:\n  - name: x\n    kind: magic\npolicy:\n  default: x\n",
+                "bad.yaml:3:11: unknown target kind 'magic'"},
+        BadCase{"MissingModel", "targets:\n  - name: x\n    kind: local\npolicy:\n  default: x\n",
+                "bad.yaml:2:5: missing required key 'model'"},
+        BadCase{"DuplicateName",
+                "targets:\n  - {name: a, kind: local, model: m}\n  - {name: a, kind: local, model: "
+                "m}\npolicy:\n  default: a\n",
+                "bad.yaml:3:12: duplicate target name 'a'"},
+        BadCase{"AutoIsReserved",
+                "targets:\n  - {name: auto, kind: local, model: m}\npolicy:\n  default: auto\n",
+                "must be non-empty and not \"auto\""},
+        BadCase{"BadBaseUrl",
+                "targets:\n  - {name: r, kind: openai_compatible, model: m, base_url: ftp://x}\n"
+                "policy:\n  default: r\n",
+                "bad.yaml:2:60: 'base_url' must start with http:// or https://"},
+        BadCase{"WrongType",
+                "targets:\n  - {name: a, kind: local, model: m, threads: many}\npolicy:\n"
+                "  default: a\n",
+                "bad.yaml:2:47: 'threads' must be an integer"},
+        BadCase{"OutOfRange",
+                "targets:\n  - {name: a, kind: local, model: m, slots: 0}\npolicy:\n"
+                "  default: a\n",
+                "'slots' must be between 1 and 256, not 0"},
+        BadCase{"NegativePrice",
+                "targets:\n  - {name: a, kind: local, model: m, price: {input_per_million: -1}}\n"
+                "policy:\n  default: a\n",
+                "'input_per_million' must be between 0"},
+        BadCase{"MissingPolicy", "targets:\n  - {name: a, kind: local, model: m}\n",
+                "bad.yaml:1:1: missing required key 'policy'"},
+        BadCase{"PolicyUnknownTarget",
+                "targets:\n  - {name: a, kind: local, model: m}\npolicy:\n  default: b\n",
+                "bad.yaml:4:12:"},
+        BadCase{"YamlSyntax", "targets: [\n  - oops: {\n", "bad.yaml:"},
+        BadCase{"NotAMap", "- just\n- a list\n", "bad.yaml:1:1: the config must be a YAML map"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) { return info.param.name; });
+
+TEST(ConfigTest, MissingFileIsNotFound) {
+  absl::StatusOr<Config> config = LoadConfigFile("/nonexistent/switchyard.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr("/nonexistent/switchyard.yaml"));
+}
+
+}  // namespace
+}  // namespace switchyard::gateway

@@ -1,0 +1,145 @@
+// The OpenAI wire format at the edge: what is accepted, what is refused (naming the field), and
+// the exact shape of what is sent back.
+#include "gateway/openai_codec.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace switchyard::gateway {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+TEST(OpenAiCodecTest, ParsesAFullRequest) {
+  absl::StatusOr<InboundRequest> request = ParseChatCompletionRequest(R"({
+    "model": "gpt-4o",
+    "messages": [
+      {"role": "developer", "content": "Be brief."},
+      {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
+      {"role": "assistant", "content": null}
+    ],
+    "max_completion_tokens": 50, "temperature": 0.5, "top_p": 0.9, "seed": 42,
+    "stop": ["\n\n", "END"], "stream": true, "stream_options": {"include_usage": true},
+    "user": "u-1", "n": 1, "metadata": {"sensitivity": "confidential"}
+  })");
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->requested_model, "gpt-4o");
+  ASSERT_EQ(request->chat.messages.size(), 3u);
+  EXPECT_EQ(request->chat.messages[0].role, "system");  // developer is OpenAI's new name
+  EXPECT_EQ(request->chat.messages[1].content, "Hello there");
+  EXPECT_EQ(request->chat.messages[2].content, "");
+  EXPECT_EQ(request->chat.max_tokens, 50);
+  EXPECT_FLOAT_EQ(*request->chat.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(*request->chat.top_p, 0.9f);
+  EXPECT_EQ(request->chat.seed, 42u);
+  EXPECT_THAT(request->chat.stop, ::testing::ElementsAre("\n\n", "END"));
+  EXPECT_TRUE(request->stream);
+  EXPECT_TRUE(request->include_usage);
+  EXPECT_EQ(request->chat.user, "u-1");
+  EXPECT_EQ(request->metadata.at("sensitivity"), "confidential");
+}
+
+TEST(OpenAiCodecTest, DefaultsWhenFieldsAreAbsent) {
+  absl::StatusOr<InboundRequest> request =
+      ParseChatCompletionRequest(R"({"messages":[{"role":"user","content":"hi"}]})");
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(request->requested_model, "auto");
+  EXPECT_FALSE(request->chat.max_tokens.has_value());
+  EXPECT_FALSE(request->chat.temperature.has_value());
+  EXPECT_FALSE(request->stream);
+  EXPECT_TRUE(request->chat.stop.empty());
+}
+
+TEST(OpenAiCodecTest, RefusesBadFieldsByName) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"messages":[{"role":"user","content":"x"}],"model":5})", "'model' must be a string"},
+      {R"({"messages":[{"role":"user"}],"stop":[1]})", "'stop' must be a string or a list"},
+      {R"({"messages":[{"role":"user"}],"stop":["a","b","c","d","e"]})", "at most 4"},
+      {R"({"messages":[{"role":"user"}],"stop":[""]})", "empty strings"},
+      {R"({"messages":[{"role":"user"}],"max_tokens":0})", "'max_tokens' must be a positive"},
+      {R"({"messages":[{"role":"user"}],"max_tokens":1.5})", "'max_tokens' must be an integer"},
+      {R"({"messages":[{"role":"user"}],"top_p":2})", "'top_p' must be between 0 and 1"},
+      {R"({"messages":[{"role":"user"}],"n":2})", "'n' must be 1"},
+      {R"({"messages":[{"role":"user"}],"seed":"x"})", "'seed' must be an integer"},
+      {R"({"messages":[{"role":"user"}],"metadata":{"a":1}})", "'metadata.a' must be a string"},
+      {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})",
+       "'messages[0].content[0].type' 'image_url' is not supported"},
+      {R"({"messages":[{"content":"x"}]})", "'messages[0].role' must be a string"},
+      {R"({"messages":[1]})", "'messages[0]' must be an object"},
+      {R"({"messages":[{"role":"user"}],"stream_options":{"include_usage":1}})",
+       "'stream_options.include_usage'"},
+  };
+  for (const auto& [body, message] : cases) {
+    absl::StatusOr<InboundRequest> request = ParseChatCompletionRequest(body);
+    ASSERT_FALSE(request.ok()) << body;
+    EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(request.status().message()), HasSubstr(message)) << body;
+  }
+}
+
+TEST(OpenAiCodecTest, InvalidJsonAndUtf8NameThePosition) {
+  absl::StatusOr<InboundRequest> truncated = ParseChatCompletionRequest(R"({"messages": [)");
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_THAT(std::string(truncated.status().message()), HasSubstr("not valid JSON"));
+  EXPECT_THAT(std::string(truncated.status().message()), HasSubstr("line 1, column 15"));
+
+  absl::StatusOr<InboundRequest> bad_utf8 =
+      ParseChatCompletionRequest("{\"messages\":[{\"role\":\"user\",\"content\":\"\xc3\x28\"}]}");
+  ASSERT_FALSE(bad_utf8.ok());
+  EXPECT_THAT(std::string(bad_utf8.status().message()), HasSubstr("UTF-8"));
+}
+
+TEST(OpenAiCodecTest, CompletionJsonHasOpenAiShapeAndOrder) {
+  backends::Completion completion;
+  completion.finish_reason = backends::FinishReason::kLength;
+  completion.usage = {5, 7};
+  const std::string text = ChatCompletionJson("chatcmpl-1", "local", 1700000000, "Hi \"there\"",
+                                              completion);
+  EXPECT_EQ(text,
+            R"({"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"local",)"
+            R"("choices":[{"index":0,"message":{"role":"assistant","content":"Hi \"there\""},)"
+            R"("logprobs":null,"finish_reason":"length"}],)"
+            R"("usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}})");
+}
+
+TEST(OpenAiCodecTest, ChunkEventsAreSseFramed) {
+  const std::string first = ChatChunkEvent("id", "m", 1, "Hel", true, nullptr);
+  ASSERT_TRUE(first.starts_with("data: "));
+  ASSERT_TRUE(first.ends_with("\n\n"));
+  json chunk = json::parse(first.substr(6));
+  EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+  EXPECT_EQ(chunk["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(chunk["choices"][0]["delta"]["content"], "Hel");
+  EXPECT_TRUE(chunk["choices"][0]["finish_reason"].is_null());
+  EXPECT_FALSE(chunk.contains("usage"));
+
+  backends::Completion done;
+  done.usage = {1, 2};
+  json last = json::parse(ChatChunkEvent("id", "m", 1, "", false, &done).substr(6));
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(last["choices"][0]["delta"].empty());
+  EXPECT_EQ(last["usage"]["total_tokens"], 3);
+
+  json usage = json::parse(ChatUsageEvent("id", "m", 1, {4, 5}).substr(6));
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 5);
+}
+
+TEST(OpenAiCodecTest, InvalidUtf8FromABackendIsReplacedNotThrown) {
+  backends::Completion completion;
+  const std::string text = ChatCompletionJson("id", "m", 1, "bad \xff byte", completion);
+  json parsed = json::parse(text);
+  EXPECT_THAT(parsed["choices"][0]["message"]["content"].get<std::string>(), HasSubstr("bad "));
+}
+
+TEST(OpenAiCodecTest, ErrorJsonUsesTheStatusTable) {
+  json error = json::parse(ErrorJson(absl::NotFoundError("model 'x' does not exist")));
+  EXPECT_EQ(error["error"]["message"], "model 'x' does not exist");
+  EXPECT_EQ(error["error"]["type"], "not_found_error");
+  EXPECT_TRUE(error["error"]["param"].is_null());
+}
+
+}  // namespace
+}  // namespace switchyard::gateway

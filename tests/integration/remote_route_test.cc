@@ -1,0 +1,141 @@
+// The real backends end to end: the llama.cpp engine on stories260K.gguf and the libcurl
+// OpenAI-compatible client against an in-repo mock upstream, behind the real HTTP server.
+// Proves that a request the policy keeps local never reaches the remote upstream.
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "gateway/config.h"
+#include "gateway/server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/mocks/mock_upstream.h"
+#include "tests/support/http_client.h"
+
+namespace switchyard::gateway {
+namespace {
+
+using ::switchyard::testing::HttpPost;
+using ::switchyard::testing::HttpResult;
+using ::switchyard::testing::SseData;
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+class RemoteRouteTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<mocks::MockUpstream>> upstream = mocks::MockUpstream::Start();
+    ASSERT_TRUE(upstream.ok()) << upstream.status();
+    upstream_ = *std::move(upstream);
+    setenv("SWITCHYARD_TEST_UPSTREAM_KEY", "sk-test-secret-key-123", 1);
+    const std::string yaml = R"(
+listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+models: { dirs: [")" + std::string(SWITCHYARD_SHARED_MODELS) + R"("] }
+targets:
+  - { name: local, kind: local, model: stories260K.gguf, threads: 1, slots: 2, max_tokens: 16 }
+  - name: frontier
+    kind: openai_compatible
+    base_url: )" + upstream_->base_url() + R"(
+    model: frontier-large
+    api_key_env: SWITCHYARD_TEST_UPSTREAM_KEY
+    timeouts: { connect_seconds: 2, first_byte_seconds: 5, idle_seconds: 5, total_seconds: 10 }
+policy:
+  default: frontier
+  rules:
+    - name: keep-sensitive-local
+      when:
+        keywords: [confidential, password]
+        patterns: ['\b\d{3}-\d{2}-\d{4}\b']
+      route: local
+)";
+    absl::StatusOr<Config> config = ParseConfig(yaml, "remote_route_test.yaml", "");
+    ASSERT_TRUE(config.ok()) << config.status();
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(*std::move(config));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    url_ = "http://127.0.0.1:" + std::to_string(server_->http_port()) + "/v1/chat/completions";
+  }
+
+  static std::string Body(const std::string& text, bool stream = false) {
+    return json{{"model", "auto"},
+                {"stream", stream},
+                {"temperature", 0},
+                {"max_tokens", 12},
+                {"messages", {{{"role", "user"}, {"content", text}}}}}
+        .dump();
+  }
+
+  std::unique_ptr<mocks::MockUpstream> upstream_;
+  std::unique_ptr<Server> server_;
+  std::string url_;
+};
+
+TEST_F(RemoteRouteTest, RoutineRequestGoesToTheUpstreamWithTheRightWireFormat) {
+  HttpResult result = HttpPost(url_, Body("Summarise the plot of Hamlet"));
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(result.headers["x-switchyard-target"], "frontier");
+  json body = json::parse(result.body);
+  EXPECT_EQ(body["choices"][0]["message"]["content"], "Hello, world!");
+  EXPECT_EQ(body["usage"]["prompt_tokens"], 7);
+
+  ASSERT_EQ(upstream_->request_count(), 1u);
+  const mocks::RecordedRequest request = upstream_->requests()[0];
+  EXPECT_EQ(request.method, "POST");
+  EXPECT_EQ(request.target, "/v1/chat/completions");
+  EXPECT_EQ(request.Header("authorization"), "Bearer sk-test-secret-key-123");
+  json sent = json::parse(request.body);
+  EXPECT_EQ(sent["model"], "frontier-large");
+  EXPECT_EQ(sent["max_tokens"], 12);
+  EXPECT_EQ(sent["messages"][0]["content"], "Summarise the plot of Hamlet");
+}
+
+TEST_F(RemoteRouteTest, StreamingRequestRelaysUpstreamDeltas) {
+  HttpResult result = HttpPost(url_, Body("Tell me a joke", /*stream=*/true));
+  ASSERT_EQ(result.status, 200) << result.body;
+  std::vector<std::string> events = SseData(result.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    json chunk = json::parse(events[i]);
+    if (chunk["choices"][0]["delta"].contains("content")) {
+      text += chunk["choices"][0]["delta"]["content"].get<std::string>();
+    }
+  }
+  EXPECT_EQ(text, "Hello, world!");
+}
+
+TEST_F(RemoteRouteTest, SensitiveRequestsNeverReachTheUpstream) {
+  for (const std::string text : {"This is CONFIDENTIAL: Q3 numbers", "my password is hunter2",
+                                 "SSN 123-45-6789 please check"}) {
+    for (bool stream : {false, true}) {
+      HttpResult result = HttpPost(url_, Body(text, stream));
+      ASSERT_EQ(result.status, 200) << result.body;
+      EXPECT_EQ(result.headers["x-switchyard-target"], "local") << text;
+      EXPECT_EQ(result.headers["x-switchyard-rule"], "keep-sensitive-local") << text;
+    }
+  }
+  // Naming the remote target does not let sensitive text out either.
+  json named = json::parse(Body("confidential memo"));
+  named["model"] = "frontier";
+  HttpResult result = HttpPost(url_, named.dump());
+  ASSERT_EQ(result.status, 200);
+  EXPECT_EQ(result.headers["x-switchyard-target"], "local");
+  EXPECT_EQ(upstream_->request_count(), 0u);
+}
+
+TEST_F(RemoteRouteTest, UpstreamFailureIs502AndKeyNeverLeaks) {
+  mocks::Behaviour failing;
+  failing.kind = mocks::Behaviour::Kind::kHttpError;
+  failing.http_status = 500;
+  failing.error_message = "backend exploded (key sk-test-secret-key-123)";
+  upstream_->SetBehaviour(failing);
+  HttpResult result = HttpPost(url_, Body("hello"));
+  EXPECT_EQ(result.status, 502);
+  EXPECT_THAT(result.body, HasSubstr("500"));
+  EXPECT_THAT(result.body, ::testing::Not(HasSubstr("sk-test-secret-key-123")));
+}
+
+}  // namespace
+}  // namespace switchyard::gateway

@@ -1,0 +1,533 @@
+// The real gateway (HTTP + gRPC servers, config, policy, metrics) on loopback port 0, with
+// scripted backends standing in for the engine and the providers.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "gateway/config.h"
+#include "gateway/server.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "switchyard/v1/switchyard.grpc.pb.h"
+#include "tests/support/fake_backend.h"
+#include "tests/support/http_client.h"
+#include "tests/support/subprocess.h"
+
+namespace switchyard::gateway {
+namespace {
+
+using ::switchyard::testing::FakeBackend;
+using ::switchyard::testing::Script;
+using ::switchyard::testing::HttpGet;
+using ::switchyard::testing::HttpOptions;
+using ::switchyard::testing::HttpPost;
+using ::switchyard::testing::HttpResult;
+using ::switchyard::testing::SseData;
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+constexpr char kConfig[] = R"EOF(
+listeners:
+  http: 127.0.0.1:0
+  grpc: 127.0.0.1:0
+limits:
+  max_body_bytes: 4096
+  drain_timeout_seconds: 10
+targets:
+  - name: local
+    kind: local
+    model: stories260K.gguf
+  - name: cloud
+    kind: openai_compatible
+    base_url: http://127.0.0.1:9/v1
+    model: gpt-test
+policy:
+  default: cloud
+  rules:
+    - name: keep-sensitive-local
+      description: Confidential material stays on this host
+      when:
+        keywords: [confidential]
+      route: local
+    - name: block-forbidden
+      when:
+        keywords: [forbidden]
+      deny: "forbidden topics are refused"
+)EOF";
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<Config> config = ParseConfig(kConfig, "test.yaml", "");
+    ASSERT_TRUE(config.ok()) << config.status();
+    local_ = std::make_shared<FakeBackend>(Script({"Once", " upon", " a time"}));
+    cloud_ = std::make_shared<FakeBackend>(Script({"Hello", ", ", "world"}));
+    ServerOptions options;
+    options.backend_factory = [this](const TargetConfig& target, const Config&)
+        -> absl::StatusOr<std::shared_ptr<backends::Backend>> {
+      if (target.name == "local") return std::shared_ptr<backends::Backend>(local_);
+      return std::shared_ptr<backends::Backend>(cloud_);
+    };
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(*std::move(config), options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    base_ = "http://127.0.0.1:" + std::to_string(server_->http_port());
+  }
+
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  HttpResult Chat(const std::string& body, HttpOptions options = {}) {
+    return HttpPost(base_ + "/v1/chat/completions", body, options);
+  }
+
+  std::unique_ptr<v1::Switchyard::Stub> Stub() {
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->grpc_port()),
+                                       grpc::InsecureChannelCredentials());
+    return v1::Switchyard::NewStub(channel);
+  }
+
+  static std::string UserMessage(const std::string& text, const std::string& extra = "") {
+    return json{{"model", "auto"}, {"messages", {{{"role", "user"}, {"content", text}}}}}
+               .dump()
+               .insert(1, extra);
+  }
+
+  std::shared_ptr<FakeBackend> local_;
+  std::shared_ptr<FakeBackend> cloud_;
+  std::unique_ptr<Server> server_;
+  std::string base_;
+};
+
+TEST_F(ServerTest, ListeningLineNamesBothPorts) {
+  EXPECT_EQ(server_->ListeningLine(),
+            "listening http=127.0.0.1:" + std::to_string(server_->http_port()) +
+                " grpc=127.0.0.1:" + std::to_string(server_->grpc_port()));
+  EXPECT_NE(server_->http_port(), 0);
+  EXPECT_NE(server_->grpc_port(), 0);
+}
+
+TEST_F(ServerTest, HealthzAndModels) {
+  HttpResult health = HttpGet(base_ + "/healthz");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(json::parse(health.body)["status"], "ok");
+
+  HttpResult models = HttpGet(base_ + "/v1/models");
+  ASSERT_EQ(models.status, 200);
+  json body = json::parse(models.body);
+  EXPECT_EQ(body["object"], "list");
+  ASSERT_EQ(body["data"].size(), 3u);
+  EXPECT_EQ(body["data"][0]["id"], "auto");
+  EXPECT_EQ(body["data"][1]["id"], "local");
+  EXPECT_EQ(body["data"][1]["locality"], "local");
+  EXPECT_EQ(body["data"][2]["id"], "cloud");
+  EXPECT_EQ(body["data"][2]["locality"], "remote");
+}
+
+TEST_F(ServerTest, NonStreamingChatGoesToDefaultTarget) {
+  HttpResult result = Chat(UserMessage("Say hello", R"("max_tokens":7,"temperature":0,)"));
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(result.headers["x-switchyard-target"], "cloud");
+  EXPECT_EQ(result.headers["x-switchyard-rule"], "default");
+  EXPECT_THAT(result.headers["x-switchyard-policy-version"], HasSubstr("sha256:"));
+  EXPECT_THAT(result.headers["content-type"], HasSubstr("application/json"));
+  json body = json::parse(result.body);
+  EXPECT_EQ(body["object"], "chat.completion");
+  EXPECT_THAT(body["id"].get<std::string>(), ::testing::StartsWith("chatcmpl-"));
+  EXPECT_EQ(body["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(body["choices"][0]["message"]["content"], "Hello, world");
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(body["usage"]["prompt_tokens"], 3);
+  EXPECT_EQ(body["usage"]["completion_tokens"], 3);
+  EXPECT_EQ(body["usage"]["total_tokens"], 6);
+
+  ASSERT_EQ(cloud_->requests().size(), 1u);
+  const backends::ChatRequest& sent = cloud_->requests()[0];
+  EXPECT_EQ(sent.max_tokens, 7);
+  EXPECT_EQ(sent.temperature, 0.0f);
+  ASSERT_EQ(sent.messages.size(), 1u);
+  EXPECT_EQ(sent.messages[0].content, "Say hello");
+  EXPECT_EQ(local_->started(), 0);
+}
+
+TEST_F(ServerTest, SensitiveRequestStaysLocal) {
+  HttpResult result = Chat(UserMessage("This is CONFIDENTIAL: the merger plan"));
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(result.headers["x-switchyard-target"], "local");
+  EXPECT_EQ(result.headers["x-switchyard-rule"], "keep-sensitive-local");
+  EXPECT_EQ(json::parse(result.body)["choices"][0]["message"]["content"], "Once upon a time");
+  EXPECT_EQ(cloud_->started(), 0);
+  EXPECT_EQ(local_->started(), 1);
+}
+
+TEST_F(ServerTest, SensitiveRequestStaysLocalEvenWhenRemoteTargetNamed) {
+  std::string body = json{{"model", "cloud"},
+                          {"messages", {{{"role", "user"}, {"content", "confidential numbers"}}}}}
+                         .dump();
+  HttpResult result = Chat(body);
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(result.headers["x-switchyard-target"], "local");
+  EXPECT_EQ(cloud_->started(), 0);
+}
+
+TEST_F(ServerTest, NamedTargetIsUsedWhenPolicyAllows) {
+  std::string body = json{{"model", "local"},
+                          {"messages", {{{"role", "user"}, {"content", "a story please"}}}}}
+                         .dump();
+  HttpResult result = Chat(body);
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(result.headers["x-switchyard-target"], "local");
+}
+
+TEST_F(ServerTest, DeniedRequestIs403WithPolicyMessage) {
+  HttpResult result = Chat(UserMessage("tell me about forbidden things"));
+  EXPECT_EQ(result.status, 403);
+  EXPECT_EQ(result.headers["x-switchyard-rule"], "block-forbidden");
+  json body = json::parse(result.body);
+  EXPECT_EQ(body["error"]["type"], "permission_error");
+  EXPECT_THAT(body["error"]["message"].get<std::string>(),
+              HasSubstr("forbidden topics are refused"));
+  EXPECT_EQ(cloud_->started() + local_->started(), 0);
+}
+
+TEST_F(ServerTest, StreamingChatIsOpenAiSse) {
+  HttpResult result = Chat(UserMessage("Say hello", R"("stream":true,)"));
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_THAT(result.headers["content-type"], HasSubstr("text/event-stream"));
+  EXPECT_EQ(result.headers["x-switchyard-target"], "cloud");
+  std::vector<std::string> events = SseData(result.body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text;
+  json first = json::parse(events.front());
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    json chunk = json::parse(events[i]);
+    EXPECT_EQ(chunk["id"], first["id"]);
+    if (chunk["choices"][0]["delta"].contains("content")) {
+      text += chunk["choices"][0]["delta"]["content"].get<std::string>();
+    }
+  }
+  EXPECT_EQ(text, "Hello, world");
+  json last = json::parse(events[events.size() - 2]);
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(last["usage"]["completion_tokens"], 3);
+}
+
+TEST_F(ServerTest, StreamingWithIncludeUsageSendsUsageChunk) {
+  HttpResult result =
+      Chat(UserMessage("hi", R"("stream":true,"stream_options":{"include_usage":true},)"));
+  ASSERT_EQ(result.status, 200);
+  std::vector<std::string> events = SseData(result.body);
+  ASSERT_GE(events.size(), 2u);
+  json usage_chunk = json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage_chunk["choices"].empty());
+  EXPECT_EQ(usage_chunk["usage"]["total_tokens"], 6);
+}
+
+TEST_F(ServerTest, BadRequestsGetPreciseErrors) {
+  struct Case {
+    std::string body;
+    long status;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"{not json", 400, "not valid JSON"},
+      {"[1,2]", 400, "must be a JSON object"},
+      {R"({"model":"auto"})", 400, "'messages' is required"},
+      {R"({"messages":"hi"})", 400, "'messages' must be a list"},
+      {R"({"messages":[]})", 400, "at least one message"},
+      {R"({"messages":[{"role":"robot","content":"x"}]})", 400, "messages[0].role"},
+      {R"({"messages":[{"role":"user","content":5}]})", 400, "messages[0].content"},
+      {R"({"messages":[{"role":"user","content":"x"}],"max_tokens":"ten"})", 400,
+       "'max_tokens' must be an integer"},
+      {R"({"messages":[{"role":"user","content":"x"}],"temperature":9})", 400,
+       "'temperature' must be between 0 and 2"},
+      {R"({"messages":[{"role":"user","content":"x"}],"stream":"yes"})", 400, "'stream'"},
+      {R"({"messages":[{"role":"user","content":"x"}],"model":"gpt-9"})", 404,
+       "model 'gpt-9' does not exist"},
+      {"{\"messages\":[{\"role\":\"user\",\"content\":\"bad \xff\xfe utf8\"}]}", 400,
+       "not valid JSON"},
+  };
+  for (const Case& c : cases) {
+    HttpResult result = Chat(c.body);
+    EXPECT_EQ(result.status, c.status) << c.body;
+    json body = json::parse(result.body, nullptr, false);
+    ASSERT_FALSE(body.is_discarded()) << result.body;
+    EXPECT_THAT(body["error"]["message"].get<std::string>(), HasSubstr(c.message)) << c.body;
+  }
+  EXPECT_EQ(cloud_->started() + local_->started(), 0);
+}
+
+TEST_F(ServerTest, OversizedBodyIs413) {
+  std::string big = UserMessage(std::string(8192, 'a'));
+  HttpResult result = Chat(big);
+  EXPECT_EQ(result.status, 413);
+  EXPECT_THAT(result.body, HasSubstr("exceeds the limit of 4096 bytes"));
+}
+
+TEST_F(ServerTest, UnknownPathAndMethod) {
+  EXPECT_EQ(HttpGet(base_ + "/v2/nothing").status, 404);
+  EXPECT_EQ(HttpGet(base_ + "/v1/chat/completions").status, 405);
+}
+
+TEST_F(ServerTest, UpstreamErrorsMapTo502And504) {
+  cloud_->set_script(Script({}, {}, absl::UnavailableError("upstream returned HTTP 500")));
+  HttpResult bad_gateway = Chat(UserMessage("hi"));
+  EXPECT_EQ(bad_gateway.status, 502);
+  EXPECT_EQ(json::parse(bad_gateway.body)["error"]["type"], "upstream_error");
+
+  cloud_->set_script(Script({}, {}, absl::DeadlineExceededError("upstream timed out")));
+  HttpResult timeout = Chat(UserMessage("hi"));
+  EXPECT_EQ(timeout.status, 504);
+}
+
+TEST_F(ServerTest, StreamBrokenMidwayEndsWithErrorEventNotDone) {
+  cloud_->set_script(Script({"partial"}, {}, absl::UnavailableError("connection reset")));
+  HttpResult result = Chat(UserMessage("hi", R"("stream":true,)"));
+  ASSERT_EQ(result.status, 200);
+  std::vector<std::string> events = SseData(result.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_NE(events.back(), "[DONE]");
+  json last = json::parse(events.back());
+  EXPECT_THAT(last["error"]["message"].get<std::string>(), HasSubstr("connection reset"));
+}
+
+TEST_F(ServerTest, ClientDisconnectCancelsBackendWork) {
+  cloud_->set_script(Script(std::vector<std::string>(200, "tok"), std::chrono::milliseconds(20)));
+  HttpOptions options;
+  int pieces = 0;
+  options.on_data = [&pieces](const std::string&) { return ++pieces < 3; };
+  HttpResult result = Chat(UserMessage("long story", R"("stream":true,)"), options);
+  EXPECT_EQ(result.status, 0);  // we aborted
+  for (int i = 0; i < 200 && cloud_->cancelled() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(cloud_->cancelled(), 1);
+}
+
+TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  // libcurl reuses connections per easy handle only; several requests in a row must all work
+  // whether or not they share a connection, and the server must not mix responses.
+  for (int i = 0; i < 5; ++i) {
+    HttpResult result = Chat(UserMessage("hi " + std::to_string(i)));
+    ASSERT_EQ(result.status, 200);
+  }
+  EXPECT_EQ(cloud_->started(), 5);
+}
+
+TEST_F(ServerTest, GrpcChatStreamExplainAndList) {
+  auto stub = Stub();
+  v1::ChatRequest request;
+  request.add_messages()->set_content("hello there");
+  request.mutable_messages(0)->set_role("user");
+
+  {
+    grpc::ClientContext context;
+    v1::ChatResponse response;
+    grpc::Status status = stub->Chat(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.content(), "Hello, world");
+    EXPECT_EQ(response.finish_reason(), "stop");
+    EXPECT_EQ(response.usage().total_tokens(), 6);
+    EXPECT_EQ(response.decision().target(), "cloud");
+    EXPECT_EQ(response.decision().rule(), "default");
+    EXPECT_EQ(response.decision().locality(), "remote");
+    EXPECT_THAT(response.id(), ::testing::StartsWith("chatcmpl-"));
+  }
+  {
+    grpc::ClientContext context;
+    auto reader = stub->StreamChat(&context, request);
+    v1::ChatChunk chunk;
+    std::string text;
+    std::vector<v1::ChatChunk> chunks;
+    while (reader->Read(&chunk)) chunks.push_back(chunk);
+    ASSERT_TRUE(reader->Finish().ok());
+    ASSERT_GE(chunks.size(), 2u);
+    EXPECT_TRUE(chunks.front().has_decision());
+    EXPECT_EQ(chunks.front().decision().target(), "cloud");
+    for (const v1::ChatChunk& c : chunks) text += c.delta();
+    EXPECT_EQ(text, "Hello, world");
+    EXPECT_EQ(chunks.back().finish_reason(), "stop");
+    EXPECT_EQ(chunks.back().usage().completion_tokens(), 3);
+  }
+  {
+    v1::ChatRequest sensitive = request;
+    sensitive.mutable_messages(0)->set_content("confidential roadmap");
+    grpc::ClientContext context;
+    v1::ExplainResponse response;
+    ASSERT_TRUE(stub->Explain(&context, sensitive, &response).ok());
+    EXPECT_EQ(response.decision().target(), "local");
+    EXPECT_EQ(response.decision().rule(), "keep-sensitive-local");
+    EXPECT_EQ(local_->started(), 0);  // Explain does not execute
+  }
+  {
+    v1::ChatRequest denied = request;
+    denied.mutable_messages(0)->set_content("forbidden");
+    grpc::ClientContext context;
+    v1::ExplainResponse response;
+    ASSERT_TRUE(stub->Explain(&context, denied, &response).ok());
+    EXPECT_TRUE(response.decision().denied());
+    EXPECT_EQ(response.decision().rule(), "block-forbidden");
+  }
+  {
+    grpc::ClientContext context;
+    v1::ListModelsResponse response;
+    ASSERT_TRUE(stub->ListModels(&context, v1::ListModelsRequest(), &response).ok());
+    ASSERT_EQ(response.models_size(), 3);
+    EXPECT_EQ(response.models(1).id(), "local");
+    EXPECT_EQ(response.models(2).model(), "gpt-test");
+  }
+}
+
+TEST_F(ServerTest, GrpcErrorsUseCanonicalCodes) {
+  auto stub = Stub();
+  {
+    grpc::ClientContext context;
+    v1::ChatResponse response;
+    grpc::Status status = stub->Chat(&context, v1::ChatRequest(), &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("messages"));
+  }
+  {
+    v1::ChatRequest request;
+    request.set_model("nope");
+    request.add_messages()->set_role("user");
+    grpc::ClientContext context;
+    v1::ChatResponse response;
+    EXPECT_EQ(stub->Chat(&context, request, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    v1::ChatRequest request;
+    auto* message = request.add_messages();
+    message->set_role("user");
+    message->set_content("forbidden");
+    grpc::ClientContext context;
+    auto reader = stub->StreamChat(&context, request);
+    v1::ChatChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    cloud_->set_script(Script({}, {}, absl::UnavailableError("upstream down")));
+    v1::ChatRequest request;
+    auto* message = request.add_messages();
+    message->set_role("user");
+    message->set_content("hi");
+    grpc::ClientContext context;
+    v1::ChatResponse response;
+    EXPECT_EQ(stub->Chat(&context, request, &response).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
+}
+
+TEST_F(ServerTest, GrpcCancelCancelsBackendWork) {
+  cloud_->set_script(Script(std::vector<std::string>(500, "x"), std::chrono::milliseconds(10)));
+  auto stub = Stub();
+  v1::ChatRequest request;
+  auto* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("long");
+  grpc::ClientContext context;
+  auto reader = stub->StreamChat(&context, request);
+  v1::ChatChunk chunk;
+  ASSERT_TRUE(reader->Read(&chunk));  // the decision
+  ASSERT_TRUE(reader->Read(&chunk));  // a first delta
+  context.TryCancel();
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  for (int i = 0; i < 200 && cloud_->cancelled() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(cloud_->cancelled(), 1);
+}
+
+TEST_F(ServerTest, GrpcHealthServiceIsServing) {
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  grpc::ClientContext context;
+  grpc::ByteBuffer response;
+  // grpc.health.v1.Health/Check with an empty HealthCheckRequest; SERVING is field 1 = 1.
+  grpc::GenericStub generic(channel);
+  grpc::Slice empty("");
+  grpc::ByteBuffer request(&empty, 1);  // an empty HealthCheckRequest (service "")
+  grpc::Status status;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                    &response, [&](grpc::Status s) {
+                      std::lock_guard<std::mutex> lock(mu);
+                      status = s;
+                      done = true;
+                      cv.notify_one();
+                    });
+  std::unique_lock<std::mutex> lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; }));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+}
+
+TEST_F(ServerTest, MetricsCountRequestsAndPassPromtool) {
+  ASSERT_EQ(Chat(UserMessage("hi")).status, 200);
+  ASSERT_EQ(Chat(UserMessage("confidential")).status, 200);
+  ASSERT_EQ(Chat(UserMessage("forbidden")).status, 403);
+  ASSERT_EQ(Chat("{broken").status, 400);
+
+  HttpResult metrics = HttpGet(base_ + "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_THAT(metrics.headers["content-type"], HasSubstr("text/plain; version=0.0.4"));
+  const std::string& text = metrics.body;
+  EXPECT_THAT(text, HasSubstr("switchyard_requests_total{target=\"cloud\",rule=\"default\","
+                              "locality=\"remote\",outcome=\"ok\"} 1"));
+  EXPECT_THAT(text, HasSubstr("switchyard_requests_total{target=\"local\","
+                              "rule=\"keep-sensitive-local\",locality=\"local\",outcome=\"ok\"} 1"));
+  EXPECT_THAT(text, HasSubstr("switchyard_requests_rejected_total{rule=\"block-forbidden\","
+                              "outcome=\"denied\"} 1"));
+  EXPECT_THAT(text, HasSubstr("switchyard_requests_rejected_total{rule=\"\","
+                              "outcome=\"invalid_request\"} 1"));
+  EXPECT_THAT(text, HasSubstr("switchyard_tokens_prompt_total{target=\"cloud\"} 3"));
+  EXPECT_THAT(text, HasSubstr("switchyard_tokens_completion_total{target=\"local\"} 3"));
+  EXPECT_THAT(text, HasSubstr("switchyard_request_duration_seconds_count{target=\"cloud\","
+                              "outcome=\"ok\"} 1"));
+  EXPECT_THAT(text, HasSubstr("switchyard_build_info{version="));
+
+  if (access("/usr/bin/promtool", X_OK) != 0) GTEST_SKIP() << "promtool not installed";
+  testing::RunResult check = testing::RunCommand({"/usr/bin/promtool", "check", "metrics"}, text);
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
+TEST_F(ServerTest, ShutdownDrainsInFlightRequests) {
+  cloud_->set_script(Script({"slow", " answer"}, std::chrono::milliseconds(300)));
+  HttpResult result;
+  std::thread client([&] { result = Chat(UserMessage("take your time")); });
+  for (int i = 0; i < 200 && cloud_->started() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  server_->Shutdown();
+  client.join();
+  EXPECT_EQ(result.status, 200) << result.error;
+  EXPECT_EQ(json::parse(result.body)["choices"][0]["message"]["content"], "slow answer");
+  server_.reset();
+}
+
+}  // namespace
+}  // namespace switchyard::gateway
