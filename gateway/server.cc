@@ -78,24 +78,27 @@ std::string Server::ListeningLine() const {
 void Server::Shutdown() {
   if (stopped_) return;
   stopped_ = true;
-  http_->BeginDrain();
+  // Start() may have failed halfway; tear down only what was built.
+  if (http_) http_->BeginDrain();
   const auto deadline = std::chrono::system_clock::now() +
                         std::chrono::duration_cast<std::chrono::system_clock::duration>(
                             std::chrono::duration<double>(drain_timeout_seconds_));
   // gRPC waits for its own in-flight calls until the deadline, then cancels the rest.
-  grpc_server_->Shutdown(deadline);
-  while ((gateway_->in_flight() > 0 || http_->active_exchanges() > 0) &&
-         std::chrono::system_clock::now() < deadline) {
+  if (grpc_server_) grpc_server_->Shutdown(deadline);
+  auto busy = [this] {
+    return (gateway_ && gateway_->in_flight() > 0) || (http_ && http_->active_exchanges() > 0);
+  };
+  while (busy() && std::chrono::system_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  if (gateway_->in_flight() > 0) {
+  if (gateway_ && gateway_->in_flight() > 0) {
     Log(LogLevel::kWarning, "drain timeout: ", gateway_->in_flight(),
         " requests still in flight are being cut off");
   }
   io_.stop();
   for (std::thread& thread : threads_) thread.join();
   threads_.clear();
-  grpc_server_->Wait();
+  if (grpc_server_) grpc_server_->Wait();
 }
 
 }  // namespace switchyard::gateway

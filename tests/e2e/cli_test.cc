@@ -162,7 +162,7 @@ TEST_F(ServeTest, DefaultConfigServesDeterministicStoriesOverHttpAndGrpc) {
   EXPECT_THAT(grpc.err, HasSubstr("target=local"));
 
   HttpResult metrics = HttpGet(http_ + "/metrics");
-  EXPECT_THAT(metrics.body, HasSubstr("switchyard_tokens_completion_total{target=\"local\"} 72"));
+  EXPECT_THAT(metrics.body, HasSubstr("switchyard_tokens_completion_total{target=\"local\"} 96"));
 
   child_->Signal(SIGTERM);
   EXPECT_EQ(child_->Wait(30), 0) << child_->err();
