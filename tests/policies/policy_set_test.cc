@@ -1,7 +1,9 @@
 #include "policies/policy_set.h"
 
+#include <atomic>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -444,6 +446,36 @@ TEST(PolicySetTest, LargeDictionary) {
   EXPECT_EQ(decision.level, "restricted");
   ASSERT_EQ(decision.findings.size(), 1u);
   EXPECT_EQ(decision.findings[0].start, 6u);
+}
+
+// Classify runs on many gateway threads at once; each keeps its own Hyperscan scratch.
+TEST(PolicySetTest, ClassifyIsThreadSafe) {
+  auto set = Load(kSensitivityPolicy);
+  ASSERT_TRUE(set.ok()) << set.status();
+  const std::vector<std::string> texts = {"mail bob@acme.io", "about blue heron",
+                                          "key AKIAQ3EGRTNDVB2YOBXR", "hello",
+                                          "pay 4111 1111 1111 1111"};
+  std::vector<Decision> want;
+  for (const std::string& text : texts) {
+    RequestFeatures request;
+    request.texts = {text};
+    want.push_back((*set)->Classify(request));
+  }
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        const size_t k = static_cast<size_t>(i + t) % texts.size();
+        RequestFeatures request;
+        request.texts = {texts[k]};
+        const Decision got = (*set)->Classify(request);
+        if (got.target != want[k].target || got.findings != want[k].findings) ++mismatches;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(
