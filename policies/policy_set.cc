@@ -1,6 +1,7 @@
 #include "policies/policy_set.h"
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <utility>
 
@@ -45,6 +46,8 @@ struct Rule {
   std::optional<int> min_level;
   std::optional<int> max_level;
   std::vector<std::pair<std::string, std::vector<std::string>>> metadata;
+  std::optional<double> min_estimated_usd;
+  std::optional<double> max_estimated_usd;
   bool deny = false;
   std::string deny_message;
   TargetInfo target;
@@ -53,7 +56,11 @@ struct Rule {
   bool has_content_test() const {
     return keyword_group >= 0 || pattern_group >= 0 || !findings.empty();
   }
-  bool is_content_rule() const { return has_content_test() || min_level.has_value(); }
+  // The rules a pinned request still yields to: about its content, or a floor on its
+  // sensitivity or price (a budget cap applies whichever model the caller named).
+  bool is_content_rule() const {
+    return has_content_test() || min_level.has_value() || min_estimated_usd.has_value();
+  }
 };
 
 }  // namespace internal
@@ -61,6 +68,7 @@ struct Rule {
 namespace {
 
 using internal::Group;
+using internal::CostModel;
 using internal::Rule;
 
 constexpr std::string_view kDefaultLevels[] = {"public", "internal", "confidential", "restricted"};
@@ -313,7 +321,7 @@ absl::Status ParseWhen(Loader& loader, const YAML::Node& when, Rule& rule) {
   POLICY_RETURN_IF_ERROR(yaml.ExpectMap(
       when, absl::StrCat("the 'when' of rule '", rule.name, "'"),
       {"keywords", "patterns", "findings", "min_level", "max_level", "model", "tenant",
-       "metadata"}));
+       "metadata", "min_estimated_usd", "max_estimated_usd"}));
 
   POLICY_ASSIGN_OR_RETURN(keywords, loader.Strings(when, "keywords", /*scalar_ok=*/false));
   if (!keywords.empty()) rule.keyword_group = loader.AddTerms(keywords, "");
@@ -351,6 +359,17 @@ absl::Status ParseWhen(Loader& loader, const YAML::Node& when, Rule& rule) {
     return yaml.Error(when["max_level"], absl::StrCat("rule '", rule.name,
                                                       "' can never match: min_level is above "
                                                       "max_level"));
+  }
+
+  POLICY_ASSIGN_OR_RETURN(min_usd, yaml.Double(when, "min_estimated_usd", 0, 1e9));
+  rule.min_estimated_usd = min_usd;
+  POLICY_ASSIGN_OR_RETURN(max_usd, yaml.Double(when, "max_estimated_usd", 0, 1e9));
+  rule.max_estimated_usd = max_usd;
+  if (min_usd && max_usd && *min_usd > *max_usd) {
+    return yaml.Error(when["max_estimated_usd"],
+                      absl::StrCat("rule '", rule.name,
+                                   "' can never match: min_estimated_usd is above "
+                                   "max_estimated_usd"));
   }
 
   POLICY_ASSIGN_OR_RETURN(models, loader.Strings(when, "model", /*scalar_ok=*/true));
@@ -422,6 +441,19 @@ absl::StatusOr<Rule> ParseRule(Loader& loader, const YAML::Node& node) {
   return rule;
 }
 
+absl::Status ParseCost(const YamlReader& yaml, const YAML::Node& cost, CostModel& out) {
+  if (!cost) return absl::OkStatus();
+  POLICY_RETURN_IF_ERROR(yaml.ExpectMap(
+      cost, "cost", {"expected_completion_tokens", "bytes_per_token", "message_overhead_tokens"}));
+  POLICY_ASSIGN_OR_RETURN(completion, yaml.Int(cost, "expected_completion_tokens", 0, 10'000'000));
+  out.expected_completion_tokens = completion.value_or(out.expected_completion_tokens);
+  POLICY_ASSIGN_OR_RETURN(bytes, yaml.Double(cost, "bytes_per_token", 0.5, 64));
+  out.bytes_per_token = bytes.value_or(out.bytes_per_token);
+  POLICY_ASSIGN_OR_RETURN(overhead, yaml.Int(cost, "message_overhead_tokens", 0, 1000));
+  out.message_overhead_tokens = overhead.value_or(out.message_overhead_tokens);
+  return absl::OkStatus();
+}
+
 bool MetadataMatches(const Rule& rule, const std::map<std::string, std::string>* metadata) {
   for (const auto& [key, values] : rule.metadata) {
     if (metadata == nullptr) return false;
@@ -445,10 +477,11 @@ absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::FromYaml(
   Loader loader{YamlReader{std::string(file)}, targets};
   const YamlReader& yaml = loader.yaml;
   POLICY_RETURN_IF_ERROR(
-      yaml.ExpectMap(node, "policy", {"default", "sensitivity", "clearance", "rules"}));
+      yaml.ExpectMap(node, "policy", {"default", "sensitivity", "clearance", "cost", "rules"}));
   std::shared_ptr<PolicySet> set(new PolicySet());
   set->version_ = std::string(version);
   set->targets_ = targets;
+  POLICY_RETURN_IF_ERROR(ParseCost(yaml, node["cost"], set->cost_model_));
 
   POLICY_RETURN_IF_ERROR(ParseSensitivity(loader, node["sensitivity"]));
 
@@ -508,6 +541,22 @@ absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::FromYaml(
   set->tenant_levels_ = std::move(loader.tenant_levels);
   set->groups_ = std::move(loader.groups);
   return set;
+}
+
+int PolicySet::TargetIndex(std::string_view name) const {
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    if (targets_[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+double PolicySet::RuleCostUsd(const Rule& rule, const CostEstimate& cost,
+                              const TargetInfo* pinned) const {
+  // A route rule is priced on its target; a deny rule on where the request would otherwise go.
+  const std::string& name =
+      !rule.deny ? rule.target.name : (pinned != nullptr ? pinned->name : default_target_.name);
+  const int index = TargetIndex(name);
+  return index < 0 ? 0 : cost.targets[index].estimated_usd;
 }
 
 const TargetInfo* PolicySet::FindTarget(std::string_view name) const {
@@ -583,6 +632,34 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
   decision.level_rank = level;
   decision.level = levels_[level];
 
+  CostEstimate& cost = decision.cost;
+  if (request.prompt_tokens.has_value()) {
+    cost.prompt_tokens = std::max<int64_t>(0, *request.prompt_tokens);
+    cost.prompt_tokens_exact = true;
+  } else {
+    for (std::string_view text : request.texts) {
+      cost.prompt_tokens += static_cast<int64_t>(
+                                std::ceil(static_cast<double>(text.size()) /
+                                          cost_model_.bytes_per_token)) +
+                            cost_model_.message_overhead_tokens;
+    }
+  }
+  cost.completion_tokens = request.max_tokens.has_value() && *request.max_tokens > 0
+                               ? *request.max_tokens
+                               : cost_model_.expected_completion_tokens;
+  cost.targets.reserve(targets_.size());
+  for (const TargetInfo& info : targets_) {
+    cost.targets.push_back(
+        {info.name,
+         (static_cast<double>(cost.prompt_tokens) * info.input_usd_per_million +
+          static_cast<double>(cost.completion_tokens) * info.output_usd_per_million) /
+             1e6,
+         cost.prompt_tokens, cost.completion_tokens});
+  }
+
+  const TargetInfo* pinned =
+      request.requested_model == "auto" ? nullptr : FindTarget(request.requested_model);
+
   auto matches = [&](const Rule& rule) {
     if (!rule.models.empty() &&
         std::find(rule.models.begin(), rule.models.end(), request.requested_model) ==
@@ -592,6 +669,11 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
     if (rule.min_level && level < *rule.min_level) return false;
     if (rule.max_level && level > *rule.max_level) return false;
     if (!MetadataMatches(rule, request.metadata)) return false;
+    if (rule.min_estimated_usd || rule.max_estimated_usd) {
+      const double usd = RuleCostUsd(rule, cost, pinned);
+      if (rule.min_estimated_usd && usd < *rule.min_estimated_usd) return false;
+      if (rule.max_estimated_usd && usd > *rule.max_estimated_usd) return false;
+    }
     if (!rule.has_content_test()) return true;
     if (rule.keyword_group >= 0 && group_hit[rule.keyword_group]) return true;
     if (rule.pattern_group >= 0 && group_hit[rule.pattern_group]) return true;
@@ -603,8 +685,6 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
     return false;
   };
 
-  const TargetInfo* pinned =
-      request.requested_model == "auto" ? nullptr : FindTarget(request.requested_model);
   const TargetInfo* target = nullptr;
   for (const Rule& rule : rules_) {
     // A pinned request only yields to rules about its content or about the model it named.
@@ -639,6 +719,7 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
   }
   decision.target = target->name;
   decision.locality = target->locality;
+  cost.estimated_usd = cost.targets[TargetIndex(target->name)].estimated_usd;
   return decision;
 }
 

@@ -69,8 +69,10 @@
 #ifndef SWITCHYARD_POLICIES_POLICY_SET_H_
 #define SWITCHYARD_POLICIES_POLICY_SET_H_
 
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,6 +89,10 @@ enum class Locality { kLocal, kRemote };
 struct TargetInfo {
   std::string name;
   Locality locality = Locality::kLocal;
+  // Price in USD per million tokens (the gateway config's `price: {input_per_million,
+  // output_per_million}`); 0 when the target is free or unpriced (a local model).
+  double input_usd_per_million = 0;
+  double output_usd_per_million = 0;
 };
 
 // The facts about one request that rules can test. Built by the gateway; views must outlive the
@@ -98,6 +104,29 @@ struct RequestFeatures {
   std::string_view requested_model = "auto";
   // Caller-declared labels.
   const std::map<std::string, std::string>* metadata = nullptr;
+  // The exact prompt size in tokens when the gateway could count it (a local tokenizer); without
+  // it the policy estimates: ceil(bytes / 4) per message plus 4 tokens of per-message overhead
+  // (both tunable under `cost:`).
+  std::optional<int64_t> prompt_tokens;
+  // The request's completion limit (`max_tokens`); without it the policy expects
+  // `cost.expected_completion_tokens` (256 unless configured).
+  std::optional<int32_t> max_tokens;
+};
+
+// The estimated price of serving one request on one target.
+struct TargetCost {
+  std::string target;
+  double estimated_usd = 0;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+struct CostEstimate {
+  int64_t prompt_tokens = 0;      // exact when RequestFeatures::prompt_tokens was given
+  bool prompt_tokens_exact = false;
+  int64_t completion_tokens = 0;  // max_tokens, or the policy's expected_completion_tokens
+  double estimated_usd = 0;       // on the chosen target; 0 when denied
+  std::vector<TargetCost> targets;  // every configured target, in configuration order
 };
 
 struct Decision {
@@ -111,9 +140,17 @@ struct Decision {
   int level_rank = 0;          // its index in PolicySet::levels()
   // What the detectors found, ordered by message and start; spans only, never values.
   std::vector<Finding> findings;
+  // Token counts and the estimated price on every target.
+  CostEstimate cost;
 };
 
 namespace internal {
+// How Classify counts tokens (the `cost:` section).
+struct CostModel {
+  int64_t expected_completion_tokens = 256;
+  double bytes_per_token = 4;
+  int64_t message_overhead_tokens = 4;
+};
 struct Rule;
 struct Group;
 }  // namespace internal
@@ -150,7 +187,13 @@ class PolicySet {
   const TargetInfo* FindTarget(std::string_view name) const;
   int Clearance(std::string_view target) const;
 
+  int TargetIndex(std::string_view name) const;
+  // The estimated price of `request` on the target a rule's `*_estimated_usd` tests.
+  double RuleCostUsd(const internal::Rule& rule, const CostEstimate& cost,
+                     const TargetInfo* pinned) const;
+
   std::string version_;
+  internal::CostModel cost_model_;
   TargetInfo default_target_;
   std::vector<TargetInfo> targets_;
   std::vector<int> clearance_;  // per targets_ entry

@@ -577,5 +577,181 @@ policy:
     }),
     [](const auto& info) { return info.param.name; });
 
+// Prices in USD per million tokens (input, output): local is free, gpt-4o dear, claude cheaper.
+const std::vector<TargetInfo>& PricedTargets() {
+  static const auto* targets = new std::vector<TargetInfo>{
+      {"local", Locality::kLocal, 0, 0},
+      {"gpt-4o", Locality::kRemote, 2.5, 10},
+      {"claude", Locality::kRemote, 1, 5},
+  };
+  return *targets;
+}
+
+absl::StatusOr<std::shared_ptr<const PolicySet>> LoadPriced(std::string_view text) {
+  auto root = ParseYaml(text, "policy.yaml");
+  if (!root.ok()) return root.status();
+  return PolicySet::FromYaml((*root)["policy"], "policy.yaml", PricedTargets(), "v1");
+}
+
+TEST(CostTest, EstimatesTokensFromBytes) {
+  auto set = LoadPriced("policy: { default: gpt-4o }");
+  ASSERT_TRUE(set.ok()) << set.status();
+  const std::string system(100, 'a');  // 25 tokens + 4
+  const std::string user(9, 'b');      // 3 tokens + 4
+  RequestFeatures request;
+  request.texts = {system, user};
+  const Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.cost.prompt_tokens, 36);
+  EXPECT_FALSE(decision.cost.prompt_tokens_exact);
+  EXPECT_EQ(decision.cost.completion_tokens, 256);
+  ASSERT_EQ(decision.cost.targets.size(), 3u);
+  EXPECT_EQ(decision.cost.targets[0].target, "local");
+  EXPECT_DOUBLE_EQ(decision.cost.targets[0].estimated_usd, 0);
+  EXPECT_EQ(decision.cost.targets[1].target, "gpt-4o");
+  EXPECT_DOUBLE_EQ(decision.cost.targets[1].estimated_usd, (36 * 2.5 + 256 * 10) / 1e6);
+  EXPECT_EQ(decision.cost.targets[1].prompt_tokens, 36);
+  EXPECT_EQ(decision.cost.targets[1].completion_tokens, 256);
+  EXPECT_DOUBLE_EQ(decision.cost.targets[2].estimated_usd, (36 * 1.0 + 256 * 5) / 1e6);
+  EXPECT_DOUBLE_EQ(decision.cost.estimated_usd, decision.cost.targets[1].estimated_usd);
+}
+
+TEST(CostTest, ExactTokensAndMaxTokensWin) {
+  auto set = LoadPriced(R"EOF(
+policy:
+  default: claude
+  cost: { expected_completion_tokens: 1000, bytes_per_token: 2, message_overhead_tokens: 0 }
+)EOF");
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"abcd"};
+  Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.cost.prompt_tokens, 2);
+  EXPECT_EQ(decision.cost.completion_tokens, 1000);
+  request.prompt_tokens = 4000;
+  request.max_tokens = 100;
+  decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.cost.prompt_tokens, 4000);
+  EXPECT_TRUE(decision.cost.prompt_tokens_exact);
+  EXPECT_EQ(decision.cost.completion_tokens, 100);
+  EXPECT_DOUBLE_EQ(decision.cost.estimated_usd, (4000 * 1.0 + 100 * 5) / 1e6);
+}
+
+TEST(CostTest, DeniedRequestCostsNothing) {
+  auto set = LoadPriced(R"EOF(
+policy:
+  default: claude
+  rules: [{ name: no, deny: "no" }]
+)EOF");
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"hello"};
+  const Decision decision = (*set)->Classify(request);
+  EXPECT_TRUE(decision.denied);
+  EXPECT_EQ(decision.cost.estimated_usd, 0);
+  EXPECT_EQ(decision.cost.targets.size(), 3u);  // still explained
+}
+
+constexpr std::string_view kCostPolicy = R"EOF(
+policy:
+  default: local
+  rules:
+    - name: too-dear
+      when: { min_estimated_usd: 0.5 }
+      deny: "over budget"
+    - name: cheap-to-frontier
+      when: { max_estimated_usd: 0.01 }
+      route: gpt-4o
+    - name: mid-to-claude
+      when: { max_estimated_usd: 0.05 }
+      route: claude
+)EOF";
+
+struct CostCase {
+  std::string name;
+  int64_t prompt_tokens;
+  int32_t max_tokens;
+  std::string want_target;  // empty when denied
+  std::string want_rule;
+};
+
+void PrintTo(const CostCase& c, std::ostream* os) { *os << c.name; }
+
+class CostRuleTest : public ::testing::TestWithParam<CostCase> {};
+
+TEST_P(CostRuleTest, Decides) {
+  auto set = LoadPriced(kCostPolicy);
+  ASSERT_TRUE(set.ok()) << set.status();
+  const CostCase& c = GetParam();
+  RequestFeatures request;
+  request.texts = {"hello"};
+  request.prompt_tokens = c.prompt_tokens;
+  request.max_tokens = c.max_tokens;
+  const Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.target, c.want_target);
+  EXPECT_EQ(decision.rule, c.want_rule);
+}
+
+// gpt-4o: 2.5 in, 10 out; claude: 1 in, 5 out; the deny rule prices the default (free) target.
+INSTANTIATE_TEST_SUITE_P(
+    Table, CostRuleTest,
+    ::testing::ValuesIn(std::vector<CostCase>{
+        {"SmallGoesFrontier", 1000, 500, "gpt-4o", "cheap-to-frontier"},      // $0.0075
+        {"AtTheCapInclusive", 2000, 500, "gpt-4o", "cheap-to-frontier"},      // $0.01
+        {"MediumGoesClaude", 10000, 2000, "claude", "mid-to-claude"},         // $0.045 / $0.02
+        {"LargeStaysLocal", 100000, 4000, "local", "default"},                // $0.12 on claude
+        {"DenyPricesDefaultTarget", 10000000, 4000, "local", "default"},      // local is free
+    }),
+    [](const auto& info) { return info.param.name; });
+
+TEST(CostTest, DenyRulePricesPinnedTarget) {
+  auto set = LoadPriced(kCostPolicy);
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"hello"};
+  request.requested_model = "gpt-4o";
+  request.prompt_tokens = 1'000'000;  // $2.50 on gpt-4o
+  const Decision decision = (*set)->Classify(request);
+  EXPECT_TRUE(decision.denied);
+  EXPECT_EQ(decision.rule, "too-dear");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cost, FromYamlErrorTest,
+    ::testing::ValuesIn(std::vector<ErrorCase>{
+        {"UnknownCostKey", R"EOF(
+policy:
+  default: local
+  cost: { expected_tokens: 10 }
+)EOF",
+         "policy.yaml:4:11: unknown key 'expected_tokens' in cost (allowed: "
+         "expected_completion_tokens, bytes_per_token, message_overhead_tokens)"},
+        {"NegativeCompletion", R"EOF(
+policy:
+  default: local
+  cost: { expected_completion_tokens: -1 }
+)EOF",
+         "policy.yaml:4:39: 'expected_completion_tokens' must be between 0 and 10000000, not -1"},
+        {"CostNotNumber", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      when: { max_estimated_usd: cheap }
+      route: local
+)EOF",
+         "policy.yaml:6:34: 'max_estimated_usd' must be a number"},
+        {"ImpossibleCost", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      when: { min_estimated_usd: 2, max_estimated_usd: 1 }
+      route: local
+)EOF",
+         "policy.yaml:6:56: rule 'r' can never match: min_estimated_usd is above "
+         "max_estimated_usd"},
+    }),
+    [](const auto& info) { return info.param.name; });
+
 }  // namespace
 }  // namespace switchyard::policies
