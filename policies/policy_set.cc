@@ -46,6 +46,9 @@ struct Rule {
   std::optional<int> min_level;
   std::optional<int> max_level;
   std::vector<std::pair<std::string, std::vector<std::string>>> metadata;
+  std::vector<DifficultyTier> difficulty_tiers;
+  std::optional<double> min_difficulty;
+  std::optional<double> max_difficulty;
   std::optional<double> min_estimated_usd;
   std::optional<double> max_estimated_usd;
   bool deny = false;
@@ -321,7 +324,8 @@ absl::Status ParseWhen(Loader& loader, const YAML::Node& when, Rule& rule) {
   POLICY_RETURN_IF_ERROR(yaml.ExpectMap(
       when, absl::StrCat("the 'when' of rule '", rule.name, "'"),
       {"keywords", "patterns", "findings", "min_level", "max_level", "model", "tenant",
-       "metadata", "min_estimated_usd", "max_estimated_usd"}));
+       "metadata", "min_estimated_usd", "max_estimated_usd", "difficulty", "min_difficulty",
+       "max_difficulty"}));
 
   POLICY_ASSIGN_OR_RETURN(keywords, loader.Strings(when, "keywords", /*scalar_ok=*/false));
   if (!keywords.empty()) rule.keyword_group = loader.AddTerms(keywords, "");
@@ -359,6 +363,31 @@ absl::Status ParseWhen(Loader& loader, const YAML::Node& when, Rule& rule) {
     return yaml.Error(when["max_level"], absl::StrCat("rule '", rule.name,
                                                       "' can never match: min_level is above "
                                                       "max_level"));
+  }
+
+  POLICY_ASSIGN_OR_RETURN(tiers, loader.Strings(when, "difficulty", /*scalar_ok=*/true));
+  for (const auto& [tier, node] : tiers) {
+    bool known = false;
+    for (DifficultyTier candidate :
+         {DifficultyTier::kEasy, DifficultyTier::kMedium, DifficultyTier::kHard}) {
+      if (TierName(candidate) == tier) {
+        rule.difficulty_tiers.push_back(candidate);
+        known = true;
+      }
+    }
+    if (!known) {
+      return yaml.Error(node, absl::StrCat("unknown difficulty tier '", tier,
+                                           "' (tiers: easy, medium, hard)"));
+    }
+  }
+  POLICY_ASSIGN_OR_RETURN(min_difficulty, yaml.Double(when, "min_difficulty", 0, 1));
+  rule.min_difficulty = min_difficulty;
+  POLICY_ASSIGN_OR_RETURN(max_difficulty, yaml.Double(when, "max_difficulty", 0, 1));
+  rule.max_difficulty = max_difficulty;
+  if (min_difficulty && max_difficulty && *min_difficulty > *max_difficulty) {
+    return yaml.Error(when["max_difficulty"],
+                      absl::StrCat("rule '", rule.name,
+                                   "' can never match: min_difficulty is above max_difficulty"));
   }
 
   POLICY_ASSIGN_OR_RETURN(min_usd, yaml.Double(when, "min_estimated_usd", 0, 1e9));
@@ -477,11 +506,14 @@ absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::FromYaml(
   Loader loader{YamlReader{std::string(file)}, targets};
   const YamlReader& yaml = loader.yaml;
   POLICY_RETURN_IF_ERROR(
-      yaml.ExpectMap(node, "policy", {"default", "sensitivity", "clearance", "cost", "rules"}));
+      yaml.ExpectMap(node, "policy",
+                     {"default", "sensitivity", "clearance", "cost", "difficulty", "rules"}));
   std::shared_ptr<PolicySet> set(new PolicySet());
   set->version_ = std::string(version);
   set->targets_ = targets;
   POLICY_RETURN_IF_ERROR(ParseCost(yaml, node["cost"], set->cost_model_));
+  POLICY_ASSIGN_OR_RETURN(difficulty, HeuristicDifficultyScorer::FromYaml(node["difficulty"], yaml));
+  set->difficulty_ = std::move(difficulty);
 
   POLICY_RETURN_IF_ERROR(ParseSensitivity(loader, node["sensitivity"]));
 
@@ -657,6 +689,10 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
          cost.prompt_tokens, cost.completion_tokens});
   }
 
+  decision.difficulty = difficulty_->Score(request, cost.prompt_tokens);
+  const double difficulty = decision.difficulty.score;
+  const DifficultyTier tier = decision.difficulty.tier;
+
   const TargetInfo* pinned =
       request.requested_model == "auto" ? nullptr : FindTarget(request.requested_model);
 
@@ -669,6 +705,13 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
     if (rule.min_level && level < *rule.min_level) return false;
     if (rule.max_level && level > *rule.max_level) return false;
     if (!MetadataMatches(rule, request.metadata)) return false;
+    if (!rule.difficulty_tiers.empty() &&
+        std::find(rule.difficulty_tiers.begin(), rule.difficulty_tiers.end(), tier) ==
+            rule.difficulty_tiers.end()) {
+      return false;
+    }
+    if (rule.min_difficulty && difficulty < *rule.min_difficulty) return false;
+    if (rule.max_difficulty && difficulty > *rule.max_difficulty) return false;
     if (rule.min_estimated_usd || rule.max_estimated_usd) {
       const double usd = RuleCostUsd(rule, cost, pinned);
       if (rule.min_estimated_usd && usd < *rule.min_estimated_usd) return false;

@@ -78,6 +78,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "policies/difficulty.h"
 #include "policies/finding.h"
 #include "yaml-cpp/yaml.h"
 
@@ -142,6 +143,8 @@ struct Decision {
   std::vector<Finding> findings;
   // Token counts and the estimated price on every target.
   CostEstimate cost;
+  // How hard the request looks (score in [0, 1], tier, and each feature's contribution).
+  DifficultyScore difficulty;
 };
 
 namespace internal {
@@ -194,6 +197,7 @@ class PolicySet {
 
   std::string version_;
   internal::CostModel cost_model_;
+  std::unique_ptr<const DifficultyScorer> difficulty_;
   TargetInfo default_target_;
   std::vector<TargetInfo> targets_;
   std::vector<int> clearance_;  // per targets_ entry

@@ -1,6 +1,7 @@
 #include "policies/policy_set.h"
 
 #include <atomic>
+#include <cmath>
 #include <map>
 #include <string>
 #include <thread>
@@ -750,6 +751,91 @@ policy:
 )EOF",
          "policy.yaml:6:56: rule 'r' can never match: min_estimated_usd is above "
          "max_estimated_usd"},
+    }),
+    [](const auto& info) { return info.param.name; });
+
+constexpr std::string_view kDifficultyPolicy = R"EOF(
+policy:
+  default: local
+  difficulty:
+    weights: { length: 0 }
+    tiers: { medium: 0.3, hard: 0.6 }
+  rules:
+    - name: hard-to-frontier
+      when: { difficulty: hard }
+      route: gpt-4o
+    - name: middling
+      when: { min_difficulty: 0.3, max_difficulty: 0.45 }
+      route: claude
+    - name: medium-or-hard
+      when: { difficulty: [medium, hard] }
+      route: gpt-4o
+)EOF";
+
+TEST(DifficultyRuleTest, RoutesOnTierAndScore) {
+  auto set = Load(kDifficultyPolicy);
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"hello there"};
+  Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.rule, "default");
+  EXPECT_EQ(decision.difficulty.tier, DifficultyTier::kEasy);
+  EXPECT_EQ(decision.difficulty.score, 0);
+
+  request.texts = {"Why?"};  // reasoning 1/3 x 1.2 + questions 1/4 x 0.4 = 0.5
+  decision = (*set)->Classify(request);
+  EXPECT_NEAR(decision.difficulty.score, 1 - std::exp(-0.5), 1e-9);
+  EXPECT_EQ(decision.difficulty.tier, DifficultyTier::kMedium);
+  EXPECT_EQ(decision.rule, "middling");
+
+  request.texts = {"Explain why, compare, contrast and prove."};  // 4/6 x 1.2 -> 0.55
+  decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.difficulty.tier, DifficultyTier::kMedium);
+  EXPECT_EQ(decision.rule, "medium-or-hard");
+
+  request.texts = {"Prove step by step, explain why, compare and contrast; derive it."};
+  decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.difficulty.tier, DifficultyTier::kHard);
+  EXPECT_EQ(decision.rule, "hard-to-frontier");
+  EXPECT_EQ(decision.target, "gpt-4o");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Difficulty, FromYamlErrorTest,
+    ::testing::ValuesIn(std::vector<ErrorCase>{
+        {"UnknownTier", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      when: { difficulty: [easy, extreme] }
+      route: local
+)EOF",
+         "policy.yaml:6:34: unknown difficulty tier 'extreme' (tiers: easy, medium, hard)"},
+        {"UnknownDifficultyKey", R"EOF(
+policy:
+  default: local
+  difficulty: { tier: {} }
+)EOF",
+         "policy.yaml:4:17: unknown key 'tier' in difficulty (did you mean 'tiers'?)"},
+        {"ScoreOutOfRange", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      when: { min_difficulty: 2 }
+      route: local
+)EOF",
+         "policy.yaml:6:31: 'min_difficulty' must be between 0 and 1, not 2"},
+        {"ImpossibleDifficulty", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      when: { min_difficulty: 0.8, max_difficulty: 0.2 }
+      route: local
+)EOF",
+         "policy.yaml:6:52: rule 'r' can never match: min_difficulty is above max_difficulty"},
     }),
     [](const auto& info) { return info.param.name; });
 

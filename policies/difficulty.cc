@@ -1,0 +1,299 @@
+#include "policies/difficulty.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "policies/absl_compat.h"
+#include "policies/policy_set.h"
+#include "policies/yaml_util.h"
+
+namespace switchyard::policies {
+namespace {
+
+// What a cue word counts towards. kStep/kBy/kAt/kLeast/kMost/kNo/kMore/kThan only count as part
+// of the phrases "step by step", "at least", "at most" and "no more than".
+enum class Cue : uint8_t {
+  kNone, kCode, kMath, kReasoning, kConstraint,
+  kStep, kBy, kAt, kLeast, kMost, kNo, kMore, kFewer, kThan,
+};
+
+struct CueWord {
+  std::string_view word;
+  Cue cue;
+};
+
+constexpr CueWord kCueWords[] = {
+    // Code: keywords of common languages and words that ask for programming work.
+    {"def", Cue::kCode}, {"return", Cue::kCode}, {"class", Cue::kCode},
+    {"function", Cue::kCode}, {"import", Cue::kCode}, {"include", Cue::kCode},
+    {"const", Cue::kCode}, {"void", Cue::kCode}, {"struct", Cue::kCode},
+    {"lambda", Cue::kCode}, {"async", Cue::kCode}, {"await", Cue::kCode},
+    {"printf", Cue::kCode}, {"println", Cue::kCode}, {"elif", Cue::kCode},
+    {"nullptr", Cue::kCode}, {"namespace", Cue::kCode}, {"func", Cue::kCode},
+    {"impl", Cue::kCode}, {"typedef", Cue::kCode}, {"std", Cue::kCode},
+    {"refactor", Cue::kCode}, {"debug", Cue::kCode}, {"compile", Cue::kCode},
+    {"regex", Cue::kCode}, {"algorithm", Cue::kCode}, {"recursion", Cue::kCode},
+    // Math.
+    {"integral", Cue::kMath}, {"derivative", Cue::kMath}, {"equation", Cue::kMath},
+    {"equations", Cue::kMath}, {"theorem", Cue::kMath}, {"lemma", Cue::kMath},
+    {"matrix", Cue::kMath}, {"eigenvalue", Cue::kMath}, {"eigenvalues", Cue::kMath},
+    {"polynomial", Cue::kMath}, {"probability", Cue::kMath}, {"solve", Cue::kMath},
+    {"calculate", Cue::kMath}, {"prime", Cue::kMath}, {"primes", Cue::kMath},
+    {"modulo", Cue::kMath}, {"logarithm", Cue::kMath}, {"sqrt", Cue::kMath},
+    {"integer", Cue::kMath}, {"integers", Cue::kMath}, {"inequality", Cue::kMath},
+    {"calculus", Cue::kMath}, {"induction", Cue::kMath},
+    // Multi-step reasoning.
+    {"prove", Cue::kReasoning}, {"proof", Cue::kReasoning}, {"why", Cue::kReasoning},
+    {"explain", Cue::kReasoning}, {"compare", Cue::kReasoning},
+    {"contrast", Cue::kReasoning}, {"derive", Cue::kReasoning},
+    {"analyze", Cue::kReasoning}, {"analyse", Cue::kReasoning},
+    {"justify", Cue::kReasoning}, {"evaluate", Cue::kReasoning},
+    {"tradeoff", Cue::kReasoning}, {"tradeoffs", Cue::kReasoning},
+    {"implications", Cue::kReasoning}, {"critique", Cue::kReasoning},
+    // Constraints.
+    {"must", Cue::kConstraint}, {"without", Cue::kConstraint}, {"exactly", Cue::kConstraint},
+    {"never", Cue::kConstraint}, {"ensure", Cue::kConstraint},
+    {"required", Cue::kConstraint}, {"requirements", Cue::kConstraint},
+    {"constraint", Cue::kConstraint}, {"constraints", Cue::kConstraint},
+    {"avoid", Cue::kConstraint},
+    // Phrase parts.
+    {"step", Cue::kStep}, {"by", Cue::kBy}, {"at", Cue::kAt}, {"least", Cue::kLeast},
+    {"most", Cue::kMost}, {"no", Cue::kNo}, {"more", Cue::kMore}, {"fewer", Cue::kFewer},
+    {"than", Cue::kThan},
+};
+
+constexpr size_t kMaxWord = 12;
+
+// Open-addressed table over kCueWords: most words of a prompt miss on an empty slot after one
+// hash, which keeps the pass cheap enough to run on every request.
+class CueTable {
+ public:
+  CueTable() {
+    slots_.fill(-1);
+    for (size_t i = 0; i < std::size(kCueWords); ++i) {
+      size_t slot = Hash(kCueWords[i].word);
+      while (slots_[slot] >= 0) slot = (slot + 1) & kMask;
+      slots_[slot] = static_cast<int16_t>(i);
+    }
+  }
+
+  Cue Find(std::string_view word) const {
+    for (size_t slot = Hash(word);; slot = (slot + 1) & kMask) {
+      const int16_t index = slots_[slot];
+      if (index < 0) return Cue::kNone;
+      if (kCueWords[index].word == word) return kCueWords[index].cue;
+    }
+  }
+
+ private:
+  static constexpr size_t kMask = 511;
+  static size_t Hash(std::string_view word) {
+    const auto first = static_cast<unsigned char>(word.front());
+    const auto second = static_cast<unsigned char>(word[word.size() > 1 ? 1 : 0]);
+    const auto last = static_cast<unsigned char>(word.back());
+    return (word.size() * 131 + first * 31 + second * 17 + last * 7) & kMask;
+  }
+  std::array<int16_t, kMask + 1> slots_;
+};
+
+struct Counts {
+  double fences = 0, code_words = 0, code_symbols = 0;
+  double latex = 0, dollars = 0, operators = 0, math_words = 0, digits = 0;
+  double reasoning = 0, constraints = 0, bullets = 0, questions = 0;
+  double bytes = 0;
+};
+
+void CountText(std::string_view text, const CueTable& table, Counts& counts) {
+  char word[kMaxWord];
+  size_t word_len = 0;
+  bool word_too_long = false;
+  Cue prev1 = Cue::kNone, prev2 = Cue::kNone;  // the two previous cue words (kNone: other)
+  bool line_start = true;                      // only whitespace since the last newline
+  size_t backticks = 0;
+
+  auto end_word = [&] {
+    if (word_len == 0 && !word_too_long) return;
+    Cue cue = Cue::kNone;
+    if (!word_too_long && word_len >= 2) cue = table.Find(std::string_view(word, word_len));
+    switch (cue) {
+      case Cue::kCode: ++counts.code_words; break;
+      case Cue::kMath: ++counts.math_words; break;
+      case Cue::kReasoning: ++counts.reasoning; break;
+      case Cue::kConstraint: ++counts.constraints; break;
+      case Cue::kStep:
+        if (prev1 == Cue::kBy && prev2 == Cue::kStep) ++counts.reasoning;
+        break;
+      case Cue::kLeast:
+      case Cue::kMost:
+        if (prev1 == Cue::kAt) ++counts.constraints;
+        break;
+      case Cue::kThan:
+        if ((prev1 == Cue::kMore || prev1 == Cue::kFewer) && prev2 == Cue::kNo) {
+          ++counts.constraints;
+        }
+        break;
+      default: break;
+    }
+    prev2 = prev1;
+    prev1 = cue;
+    word_len = 0;
+    word_too_long = false;
+  };
+
+  const size_t n = text.size();
+  for (size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') {
+      if (word_len < kMaxWord) {
+        word[word_len++] = static_cast<char>(c | 0x20);
+      } else {
+        word_too_long = true;
+      }
+      line_start = false;
+      if (backticks >= 3) ++counts.fences;
+      backticks = 0;
+      continue;
+    }
+    end_word();
+    if (c != '`') {
+      if (backticks >= 3) ++counts.fences;
+      backticks = 0;
+    }
+    switch (c) {
+      case '\n':
+        line_start = true;
+        continue;
+      case ' ':
+      case '\t':
+      case '\r':
+        continue;
+      case '`': ++backticks; break;
+      case '?': ++counts.questions; break;
+      case '{': case '}': case ';': ++counts.code_symbols; break;
+      case '=': case '^': case '+': case '<': case '>': ++counts.operators; break;
+      case '$': ++counts.dollars; break;
+      case '\\':
+        if (i + 1 < n && ((text[i + 1] | 0x20) >= 'a' && (text[i + 1] | 0x20) <= 'z')) {
+          ++counts.latex;
+        }
+        break;
+      default:
+        if (c >= '0' && c <= '9') {
+          ++counts.digits;
+          if (line_start) {  // "1. item" or "2) item"
+            size_t j = i;
+            while (j < n && text[j] >= '0' && text[j] <= '9') ++j;
+            if (j + 1 < n && (text[j] == '.' || text[j] == ')') && text[j + 1] == ' ') {
+              ++counts.bullets;
+            }
+          }
+        }
+        break;
+    }
+    if (line_start && (c == '-' || c == '*' || c == '+') && i + 1 < n && text[i + 1] == ' ') {
+      ++counts.bullets;
+    }
+    line_start = false;
+  }
+  end_word();
+  if (backticks >= 3) ++counts.fences;
+  counts.bytes += static_cast<double>(n);
+}
+
+// x / (x + half): 0 at 0, 1/2 at `half`, approaching 1.
+double Squash(double x, double half) { return x <= 0 ? 0 : x / (x + half); }
+
+}  // namespace
+
+std::string_view TierName(DifficultyTier tier) {
+  switch (tier) {
+    case DifficultyTier::kEasy: return "easy";
+    case DifficultyTier::kMedium: return "medium";
+    case DifficultyTier::kHard: return "hard";
+  }
+  return "easy";
+}
+
+std::array<double, HeuristicDifficultyScorer::kCount> HeuristicDifficultyScorer::Features(
+    const RequestFeatures& request, int64_t prompt_tokens) const {
+  static const CueTable* table = new CueTable();
+  Counts counts;
+  for (std::string_view text : request.texts) CountText(text, *table, counts);
+  std::array<double, kCount> f{};
+  f[kLength] = Squash(static_cast<double>(prompt_tokens), 1000);
+  f[kCode] = Squash(counts.fences + counts.code_words + counts.code_symbols / 4, 4);
+  const double digit_ratio = counts.bytes > 0 ? counts.digits / counts.bytes : 0;
+  f[kMath] = Squash(counts.latex + counts.math_words + (counts.operators + counts.dollars) / 2 +
+                        4 * digit_ratio,
+                    4);
+  f[kReasoning] = Squash(counts.reasoning, 2);
+  f[kConstraints] = Squash(counts.constraints + counts.bullets, 4);
+  f[kQuestions] = Squash(counts.questions, 3);
+  f[kDepth] = Squash(static_cast<double>(request.texts.size()) - 1, 6);
+  return f;
+}
+
+DifficultyScore HeuristicDifficultyScorer::Score(const RequestFeatures& request,
+                                                 int64_t prompt_tokens) const {
+  const std::array<double, kCount> f = Features(request, prompt_tokens);
+  DifficultyScore out;
+  out.contributions.reserve(kCount);
+  double sum = 0;
+  for (int i = 0; i < kCount; ++i) {
+    const double contribution = f[i] * options_.weights[i];
+    sum += contribution;
+    out.contributions.push_back({kFeatureNames[i], f[i], contribution});
+  }
+  out.score = 1 - std::exp(-sum);
+  out.tier = out.score >= options_.hard     ? DifficultyTier::kHard
+             : out.score >= options_.medium ? DifficultyTier::kMedium
+                                            : DifficultyTier::kEasy;
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<const HeuristicDifficultyScorer>>
+HeuristicDifficultyScorer::FromYaml(const YAML::Node& node, const YamlReader& yaml) {
+  Options options;
+  if (node) {
+    if (absl::Status status = yaml.ExpectMap(node, "difficulty", {"weights", "tiers"});
+        !status.ok()) {
+      return status;
+    }
+    if (const YAML::Node weights = node["weights"]) {
+      if (absl::Status status =
+              yaml.ExpectMap(weights, "difficulty weights",
+                             {kFeatureNames[0], kFeatureNames[1], kFeatureNames[2],
+                              kFeatureNames[3], kFeatureNames[4], kFeatureNames[5],
+                              kFeatureNames[6]});
+          !status.ok()) {
+        return status;
+      }
+      for (int i = 0; i < kCount; ++i) {
+        auto weight = yaml.Double(weights, kFeatureNames[i], 0, 100);
+        if (!weight.ok()) return weight.status();
+        if (weight->has_value()) options.weights[i] = **weight;
+      }
+    }
+    if (const YAML::Node tiers = node["tiers"]) {
+      if (absl::Status status = yaml.ExpectMap(tiers, "difficulty tiers", {"medium", "hard"});
+          !status.ok()) {
+        return status;
+      }
+      auto medium = yaml.Double(tiers, "medium", 0, 1);
+      if (!medium.ok()) return medium.status();
+      auto hard = yaml.Double(tiers, "hard", 0, 1);
+      if (!hard.ok()) return hard.status();
+      options.medium = medium->value_or(options.medium);
+      options.hard = hard->value_or(options.hard);
+      if (options.medium > options.hard) {
+        return yaml.Error(tiers, absl::StrCat("difficulty tier 'medium' (", options.medium,
+                                              ") must not be above 'hard' (", options.hard,
+                                              ")"));
+      }
+    }
+  }
+  return std::make_unique<const HeuristicDifficultyScorer>(options);
+}
+
+}  // namespace switchyard::policies
