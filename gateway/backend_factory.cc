@@ -6,7 +6,9 @@
 #include "absl/time/time.h"
 #include "backends/local/llama_backend.h"
 #include "backends/local/model_store.h"
+#include "backends/remote/anthropic_backend.h"
 #include "backends/remote/curl_loop.h"
+#include "backends/remote/gemini_backend.h"
 #include "backends/remote/openai_backend.h"
 
 namespace switchyard::gateway {
@@ -37,9 +39,8 @@ absl::StatusOr<std::shared_ptr<backends::Backend>> CreateLocal(const TargetConfi
   return std::shared_ptr<backends::Backend>(*std::move(backend));
 }
 
-absl::StatusOr<std::shared_ptr<backends::Backend>> CreateRemote(
-    const TargetConfig& target, std::shared_ptr<backends::CurlLoop> loop) {
-  backends::OpenAiOptions options;
+// The options every remote kind shares, from the target's config and the environment.
+absl::Status FillRemoteOptions(const TargetConfig& target, backends::RemoteOptions& options) {
   options.base_url = target.remote.base_url;
   options.model = target.remote.model;
   if (!target.remote.api_key_env.empty()) {
@@ -55,10 +56,35 @@ absl::StatusOr<std::shared_ptr<backends::Backend>> CreateRemote(
   options.timeouts.idle = Seconds(target.remote.idle_timeout_seconds);
   options.timeouts.total = Seconds(target.remote.total_timeout_seconds);
   options.ca_bundle_path = target.remote.ca_bundle;
-  absl::StatusOr<std::unique_ptr<backends::OpenAiBackend>> backend =
-      backends::OpenAiBackend::Create(std::move(options), std::move(loop));
+  return absl::OkStatus();
+}
+
+template <typename BackendT, typename OptionsT>
+absl::StatusOr<std::shared_ptr<backends::Backend>> CreateRemoteAs(
+    const TargetConfig& target, std::shared_ptr<backends::CurlLoop> loop) {
+  OptionsT options;
+  if (absl::Status filled = FillRemoteOptions(target, options); !filled.ok()) return filled;
+  absl::StatusOr<std::unique_ptr<BackendT>> backend =
+      BackendT::Create(std::move(options), std::move(loop));
   if (!backend.ok()) return backend.status();
   return std::shared_ptr<backends::Backend>(*std::move(backend));
+}
+
+absl::StatusOr<std::shared_ptr<backends::Backend>> CreateRemote(
+    const TargetConfig& target, std::shared_ptr<backends::CurlLoop> loop) {
+  switch (target.kind) {
+    case TargetKind::kAnthropic:
+      return CreateRemoteAs<backends::AnthropicBackend, backends::AnthropicOptions>(
+          target, std::move(loop));
+    case TargetKind::kGemini:
+      return CreateRemoteAs<backends::GeminiBackend, backends::GeminiOptions>(target,
+                                                                              std::move(loop));
+    case TargetKind::kOpenAiCompatible:
+    case TargetKind::kLocal:
+      break;
+  }
+  return CreateRemoteAs<backends::OpenAiBackend, backends::OpenAiOptions>(target,
+                                                                          std::move(loop));
 }
 
 }  // namespace

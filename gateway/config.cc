@@ -74,18 +74,20 @@ absl::Status ParseLocalTarget(const YamlReader& yaml, const YAML::Node& node,
   return absl::OkStatus();
 }
 
+// `default_base_url` is the provider's public API root; empty makes base_url required.
 absl::Status ParseRemoteTarget(const YamlReader& yaml, const YAML::Node& node,
-                               TargetConfig& target) {
+                               std::string_view default_base_url, TargetConfig& target) {
   SY_RETURN_IF_ERROR(yaml.ExpectMap(node, absl::StrCat("target '", target.name, "'"),
                                     {"name", "kind", "model", "base_url", "api_key_env", "price",
                                      "timeouts", "ca_bundle"}));
   RemoteTargetConfig& remote = target.remote;
   SY_ASSIGN_OR_RETURN(model, yaml.String(node, "model", /*required=*/true));
-  SY_ASSIGN_OR_RETURN(base_url, yaml.String(node, "base_url", /*required=*/true));
+  SY_ASSIGN_OR_RETURN(base_url,
+                      yaml.String(node, "base_url", /*required=*/default_base_url.empty()));
   SY_ASSIGN_OR_RETURN(api_key_env, yaml.String(node, "api_key_env"));
   SY_ASSIGN_OR_RETURN(ca_bundle, yaml.String(node, "ca_bundle"));
   remote.model = *model;
-  remote.base_url = *base_url;
+  remote.base_url = base_url.value_or(std::string(default_base_url));
   remote.api_key_env = api_key_env.value_or("");
   remote.ca_bundle = ca_bundle.value_or("");
   if (!remote.base_url.starts_with("http://") && !remote.base_url.starts_with("https://")) {
@@ -136,10 +138,18 @@ absl::Status ParseTargets(const YamlReader& yaml, const YAML::Node& root, Config
       SY_RETURN_IF_ERROR(ParseLocalTarget(yaml, node, target));
     } else if (*kind == "openai_compatible") {
       target.kind = TargetKind::kOpenAiCompatible;
-      SY_RETURN_IF_ERROR(ParseRemoteTarget(yaml, node, target));
+      SY_RETURN_IF_ERROR(ParseRemoteTarget(yaml, node, "", target));
+    } else if (*kind == "anthropic") {
+      target.kind = TargetKind::kAnthropic;
+      SY_RETURN_IF_ERROR(ParseRemoteTarget(yaml, node, "https://api.anthropic.com/v1", target));
+    } else if (*kind == "gemini") {
+      target.kind = TargetKind::kGemini;
+      SY_RETURN_IF_ERROR(ParseRemoteTarget(
+          yaml, node, "https://generativelanguage.googleapis.com/v1beta", target));
     } else {
-      return yaml.Error(node["kind"], absl::StrCat("unknown target kind '", *kind,
-                                                   "' (expected local or openai_compatible)"));
+      return yaml.Error(node["kind"],
+                        absl::StrCat("unknown target kind '", *kind,
+                                     "' (expected local, openai_compatible, anthropic or gemini)"));
     }
     SY_RETURN_IF_ERROR(ParsePrice(yaml, node, target.price));
     config.targets.push_back(std::move(target));
@@ -150,7 +160,17 @@ absl::Status ParseTargets(const YamlReader& yaml, const YAML::Node& root, Config
 }  // namespace
 
 std::string_view TargetKindName(TargetKind kind) {
-  return kind == TargetKind::kLocal ? "local" : "openai_compatible";
+  switch (kind) {
+    case TargetKind::kLocal:
+      return "local";
+    case TargetKind::kOpenAiCompatible:
+      return "openai_compatible";
+    case TargetKind::kAnthropic:
+      return "anthropic";
+    case TargetKind::kGemini:
+      return "gemini";
+  }
+  return "unknown";
 }
 
 const TargetConfig* Config::FindTarget(std::string_view name) const {

@@ -17,7 +17,7 @@
 
 namespace switchyard::gateway {
 
-enum class TargetKind { kLocal, kOpenAiCompatible };
+enum class TargetKind { kLocal, kOpenAiCompatible, kAnthropic, kGemini };
 
 std::string_view TargetKindName(TargetKind kind);
 
@@ -35,7 +35,8 @@ struct LocalTargetConfig {
 };
 
 struct RemoteTargetConfig {
-  std::string base_url;     // e.g. https://api.openai.com/v1
+  // e.g. https://api.openai.com/v1; defaults to the provider's own for anthropic and gemini
+  std::string base_url;
   std::string model;        // upstream model name
   std::string api_key_env;  // name of the environment variable holding the key; "" = no key
   double connect_timeout_seconds = 10;
@@ -50,7 +51,7 @@ struct TargetConfig {
   TargetKind kind = TargetKind::kLocal;
   Price price;
   LocalTargetConfig local;    // kind == kLocal
-  RemoteTargetConfig remote;  // kind == kOpenAiCompatible
+  RemoteTargetConfig remote;  // any other kind
 };
 
 struct ListenerConfig {

@@ -183,6 +183,35 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"NotAMap", "- just\n- a list\n", "bad.yaml:1:1: the config must be a YAML map"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return info.param.name; });
 
+TEST(ConfigTest, AnthropicAndGeminiTargetsDefaultTheirBaseUrls) {
+  auto config = ParseConfig(R"EOF(
+targets:
+  - {name: claude, kind: anthropic, model: claude-sonnet-4-5, api_key_env: ANTHROPIC_API_KEY}
+  - {name: gemini, kind: gemini, model: gemini-2.0-flash, timeouts: {idle_seconds: 7}}
+  - {name: proxied, kind: anthropic, model: m, base_url: "http://127.0.0.1:9/v1/"}
+policy:
+  default: claude
+)EOF",
+                            "t.yaml", "/");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->targets.size(), 3u);
+  EXPECT_EQ(config->targets[0].kind, TargetKind::kAnthropic);
+  EXPECT_EQ(TargetKindName(config->targets[0].kind), "anthropic");
+  EXPECT_EQ(config->targets[0].remote.base_url, "https://api.anthropic.com/v1");
+  EXPECT_EQ(config->targets[0].remote.api_key_env, "ANTHROPIC_API_KEY");
+  EXPECT_EQ(config->targets[1].kind, TargetKind::kGemini);
+  EXPECT_EQ(TargetKindName(config->targets[1].kind), "gemini");
+  EXPECT_EQ(config->targets[1].remote.base_url,
+            "https://generativelanguage.googleapis.com/v1beta");
+  EXPECT_EQ(config->targets[1].remote.idle_timeout_seconds, 7);
+  EXPECT_EQ(config->targets[2].remote.base_url, "http://127.0.0.1:9/v1");
+  // openai_compatible has no public default: the base_url stays required.
+  auto missing = ParseConfig(
+      "targets:\n  - {name: r, kind: openai_compatible, model: m}\npolicy:\n  default: r\n",
+      "t.yaml", "/");
+  EXPECT_THAT(missing.status().message(), HasSubstr("missing required key 'base_url'"));
+}
+
 TEST(ConfigTest, MissingFileIsNotFound) {
   absl::StatusOr<Config> config = LoadConfigFile("/nonexistent/switchyard.yaml");
   ASSERT_FALSE(config.ok());

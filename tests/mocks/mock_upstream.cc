@@ -45,6 +45,7 @@ std::string_view ReasonPhrase(int status) {
     case 500: return "Internal Server Error";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
+    case 529: return "Site Overloaded";
     default: return "Status";
   }
 }
@@ -54,6 +55,18 @@ std::string OpenAiErrorType(int status) {
   if (status == 401) return "invalid_api_key";
   if (status >= 500) return "server_error";
   return "invalid_request_error";
+}
+
+std::vector<std::pair<std::string, std::string>> RetryAfterHeader(const Behaviour& b) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (b.retry_after_seconds.has_value()) {
+    headers.emplace_back("Retry-After", std::to_string(*b.retry_after_seconds));
+  }
+  return headers;
+}
+
+int64_t CompletionTokens(const Behaviour& b) {
+  return b.completion_tokens >= 0 ? b.completion_tokens : static_cast<int64_t>(b.tokens.size());
 }
 
 // The OpenAI Chat Completions dialect.
@@ -69,11 +82,7 @@ void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& 
                     {"type", OpenAiErrorType(b.http_status)},
                     {"param", nullptr},
                     {"code", nullptr}}}};
-    std::vector<std::pair<std::string, std::string>> headers;
-    if (b.retry_after_seconds.has_value()) {
-      headers.emplace_back("Retry-After", std::to_string(*b.retry_after_seconds));
-    }
-    out.Send(b.http_status, "application/json", error.dump(), headers);
+    out.Send(b.http_status, "application/json", error.dump(), RetryAfterHeader(b));
     return;
   }
 
@@ -86,8 +95,7 @@ void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& 
   }
   const std::string model = body.value("model", std::string("mock-model"));
   const bool stream = body.value("stream", false) && !b.ignore_stream;
-  const int64_t completion_tokens =
-      b.completion_tokens >= 0 ? b.completion_tokens : static_cast<int64_t>(b.tokens.size());
+  const int64_t completion_tokens = CompletionTokens(b);
   Json usage = {{"prompt_tokens", b.prompt_tokens},
                 {"completion_tokens", completion_tokens},
                 {"total_tokens", b.prompt_tokens + completion_tokens}};
@@ -127,6 +135,11 @@ void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& 
       out.Reset();
       return;
     }
+    if (b.kind == Behaviour::Kind::kStreamError && sent == b.reset_after_tokens) {
+      Json error = {{"error", {{"message", b.error_message}, {"type", "server_error"}}}};
+      if (out.Write("data: " + error.dump() + "\n\n")) out.End();
+      return;
+    }
     if (b.kind == Behaviour::Kind::kMalformedSse && sent == 1) {
       if (!out.Write("data: {\"choices\": [{\"delta\": {\"content\": \"broken\n\n")) return;
     }
@@ -152,6 +165,265 @@ void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& 
     if (!out.Write("data: " + last.dump() + "\n\n")) return;
   }
   if (!out.Write("data: [DONE]\n\n")) return;
+  out.End();
+}
+
+std::string AnthropicErrorType(int status) {
+  switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 529: return "overloaded_error";
+    default: return status >= 500 ? "api_error" : "invalid_request_error";
+  }
+}
+
+Json AnthropicError(std::string_view type, std::string_view message) {
+  return {{"type", "error"}, {"error", {{"type", type}, {"message", message}}}};
+}
+
+std::string AnthropicStopReason(const std::string& finish_reason) {
+  if (finish_reason == "stop") return "end_turn";
+  if (finish_reason == "length") return "max_tokens";
+  return finish_reason;
+}
+
+// The Anthropic Messages dialect: POST /v1/messages, named SSE events when "stream": true.
+void ServeAnthropic(const RecordedRequest& request, const Behaviour& b, Responder& out) {
+  if (b.delay.count() > 0 && !out.Wait(b.delay)) return;
+  if (b.kind == Behaviour::Kind::kNeverAnswer) {
+    out.WaitForClose();
+    return;
+  }
+  if (b.kind == Behaviour::Kind::kHttpError) {
+    out.Send(b.http_status, "application/json",
+             AnthropicError(AnthropicErrorType(b.http_status), b.error_message).dump(),
+             RetryAfterHeader(b));
+    return;
+  }
+  Json body = Json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object()) {
+    out.Send(400, "application/json",
+             AnthropicError("invalid_request_error", "request body is not JSON").dump());
+    return;
+  }
+  if (!body.contains("max_tokens")) {
+    out.Send(400, "application/json",
+             AnthropicError("invalid_request_error", "max_tokens: Field required").dump());
+    return;
+  }
+  const std::string model = body.value("model", std::string("mock-model"));
+  const bool stream = body.value("stream", false) && !b.ignore_stream;
+  const int64_t output_tokens = CompletionTokens(b);
+  const std::string stop_reason = AnthropicStopReason(b.finish_reason);
+
+  if (!stream) {
+    std::string text;
+    for (const std::string& token : b.tokens) text += token;
+    Json message = {{"id", "msg_mock"},
+                    {"type", "message"},
+                    {"role", "assistant"},
+                    {"model", model},
+                    {"content", Json::array({{{"type", "text"}, {"text", text}}})},
+                    {"stop_reason", stop_reason},
+                    {"stop_sequence", nullptr},
+                    {"usage", {{"input_tokens", b.prompt_tokens}, {"output_tokens", output_tokens}}}};
+    out.Send(200, "application/json", message.dump());
+    return;
+  }
+
+  auto event = [](std::string_view name, const Json& data) {
+    return "event: " + std::string(name) + "\ndata: " + data.dump() + "\n\n";
+  };
+  if (!out.StartStream(200, "text/event-stream; charset=utf-8")) return;
+  Json start = {{"type", "message_start"},
+                {"message",
+                 {{"id", "msg_mock"},
+                  {"type", "message"},
+                  {"role", "assistant"},
+                  {"model", model},
+                  {"content", Json::array()},
+                  {"stop_reason", nullptr},
+                  {"stop_sequence", nullptr},
+                  {"usage", {{"input_tokens", b.prompt_tokens}, {"output_tokens", 1}}}}}};
+  if (!out.Write(event("message_start", start))) return;
+  if (!out.Write(event("content_block_start",
+                       {{"type", "content_block_start"},
+                        {"index", 0},
+                        {"content_block", {{"type", "text"}, {"text", ""}}}}))) {
+    return;
+  }
+  if (!out.Write(event("ping", {{"type", "ping"}}))) return;
+  int sent = 0;
+  for (const std::string& token : b.tokens) {
+    if (b.kind == Behaviour::Kind::kResetMidStream && sent == b.reset_after_tokens) {
+      out.Reset();
+      return;
+    }
+    if (b.kind == Behaviour::Kind::kStreamError && sent == b.reset_after_tokens) {
+      if (out.Write(event("error", AnthropicError("overloaded_error", b.error_message)))) out.End();
+      return;
+    }
+    if (b.kind == Behaviour::Kind::kMalformedSse && sent == 1) {
+      if (!out.Write("event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\n\n")) {
+        return;
+      }
+    }
+    if (b.unknown_event && sent == 1) {
+      if (!out.Write(event("future_event", {{"type", "future_event"}, {"detail", "x"}}))) return;
+    }
+    if (b.token_delay.count() > 0 && !out.Wait(b.token_delay)) return;
+    if (!out.Write(event("content_block_delta",
+                         {{"type", "content_block_delta"},
+                          {"index", 0},
+                          {"delta", {{"type", "text_delta"}, {"text", token}}}}))) {
+      return;
+    }
+    ++sent;
+  }
+  if (b.kind == Behaviour::Kind::kResetMidStream) {
+    out.Reset();
+    return;
+  }
+  if (!out.Write(event("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}))) {
+    return;
+  }
+  if (!out.Write(event("message_delta",
+                       {{"type", "message_delta"},
+                        {"delta", {{"stop_reason", stop_reason}, {"stop_sequence", nullptr}}},
+                        {"usage", {{"output_tokens", output_tokens}}}}))) {
+    return;
+  }
+  if (!out.Write(event("message_stop", {{"type", "message_stop"}}))) return;
+  out.End();
+}
+
+std::string GeminiStatus(int status) {
+  switch (status) {
+    case 400: return "INVALID_ARGUMENT";
+    case 401: return "UNAUTHENTICATED";
+    case 403: return "PERMISSION_DENIED";
+    case 404: return "NOT_FOUND";
+    case 429: return "RESOURCE_EXHAUSTED";
+    case 503: return "UNAVAILABLE";
+    case 504: return "DEADLINE_EXCEEDED";
+    default: return status >= 500 ? "INTERNAL" : "FAILED_PRECONDITION";
+  }
+}
+
+Json GeminiError(int status, std::string_view message) {
+  return {{"error", {{"code", status}, {"message", message}, {"status", GeminiStatus(status)}}}};
+}
+
+std::string GeminiFinishReason(const std::string& finish_reason) {
+  if (finish_reason == "stop") return "STOP";
+  if (finish_reason == "length") return "MAX_TOKENS";
+  return Lower(finish_reason) == finish_reason ? "OTHER" : finish_reason;
+}
+
+// The Gemini dialect: POST /v1beta/models/{model}:generateContent, and
+// :streamGenerateContent (SSE with ?alt=sse, else one JSON array of chunks).
+void ServeGemini(const RecordedRequest& request, const Behaviour& b, Responder& out) {
+  if (b.delay.count() > 0 && !out.Wait(b.delay)) return;
+  if (b.kind == Behaviour::Kind::kNeverAnswer) {
+    out.WaitForClose();
+    return;
+  }
+  if (b.kind == Behaviour::Kind::kHttpError) {
+    out.Send(b.http_status, "application/json", GeminiError(b.http_status, b.error_message).dump(),
+             RetryAfterHeader(b));
+    return;
+  }
+  const std::string path = request.target.substr(0, request.target.find('?'));
+  const size_t colon = path.rfind(':');
+  const std::string method = colon == std::string::npos ? "" : path.substr(colon + 1);
+  const bool sse = request.target.find("alt=sse") != std::string::npos;
+  Json body = Json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (method != "generateContent" && method != "streamGenerateContent") {
+    out.Send(404, "application/json", GeminiError(404, "method not found").dump());
+    return;
+  }
+  if (!body.is_object() || !body.contains("contents") || !body["contents"].is_array() ||
+      body["contents"].empty()) {
+    out.Send(400, "application/json",
+             GeminiError(400, "* GenerateContentRequest.contents: contents is not specified")
+                 .dump());
+    return;
+  }
+  const std::string model_version = path.substr(path.rfind('/') + 1, colon - path.rfind('/') - 1);
+  const int64_t candidates_tokens = CompletionTokens(b);
+  auto usage = [&](int64_t candidates) {
+    return Json{{"promptTokenCount", b.prompt_tokens},
+                {"candidatesTokenCount", candidates},
+                {"totalTokenCount", b.prompt_tokens + candidates}};
+  };
+  auto response = [&](Json parts, const std::string* finish, int64_t candidates) {
+    Json candidate = {{"content", {{"parts", std::move(parts)}, {"role", "model"}}}};
+    if (finish != nullptr) candidate["finishReason"] = *finish;
+    candidate["index"] = 0;
+    return Json{{"candidates", Json::array({std::move(candidate)})},
+                {"usageMetadata", usage(candidates)},
+                {"modelVersion", model_version}};
+  };
+  const std::string finish = GeminiFinishReason(b.finish_reason);
+
+  if (method == "generateContent" || b.ignore_stream) {
+    std::string text;
+    for (const std::string& token : b.tokens) text += token;
+    out.Send(200, "application/json",
+             response(Json::array({{{"text", text}}}), &finish, candidates_tokens).dump());
+    return;
+  }
+  if (!sse) {
+    Json chunks = Json::array();
+    for (size_t i = 0; i < b.tokens.size(); ++i) {
+      const bool last = i + 1 == b.tokens.size();
+      chunks.push_back(response(Json::array({{{"text", b.tokens[i]}}}), last ? &finish : nullptr,
+                                static_cast<int64_t>(i + 1)));
+    }
+    out.Send(200, "application/json", chunks.dump());
+    return;
+  }
+  if (!out.StartStream(200, "text/event-stream")) return;
+  int sent = 0;
+  for (size_t i = 0; i < b.tokens.size(); ++i) {
+    if (b.kind == Behaviour::Kind::kResetMidStream && sent == b.reset_after_tokens) {
+      out.Reset();
+      return;
+    }
+    if (b.kind == Behaviour::Kind::kStreamError && sent == b.reset_after_tokens) {
+      if (out.Write("data: " + GeminiError(503, b.error_message).dump() + "\r\n\r\n")) out.End();
+      return;
+    }
+    if (b.kind == Behaviour::Kind::kMalformedSse && sent == 1) {
+      if (!out.Write("data: {\"candidates\": [{\"content\r\n\r\n")) return;
+    }
+    if (b.unknown_event && sent == 1) {
+      Json parts = Json::array({{{"executableCode", {{"language", "PYTHON"}, {"code", "1"}}}}});
+      if (!out.Write("data: " + response(std::move(parts), nullptr, sent).dump() + "\r\n\r\n")) {
+        return;
+      }
+    }
+    if (b.token_delay.count() > 0 && !out.Wait(b.token_delay)) return;
+    // The last token's chunk carries the finish reason and the final usage, as Gemini's does.
+    const bool last = i + 1 == b.tokens.size() && b.kind != Behaviour::Kind::kResetMidStream;
+    const int64_t candidates = last ? candidates_tokens : static_cast<int64_t>(i + 1);
+    if (!out.Write("data: " +
+                   response(Json::array({{{"text", b.tokens[i]}}}), last ? &finish : nullptr,
+                            candidates)
+                       .dump() +
+                   "\r\n\r\n")) {
+      return;
+    }
+    ++sent;
+  }
+  if (b.kind == Behaviour::Kind::kResetMidStream) {
+    out.Reset();
+    return;
+  }
   out.End();
 }
 
@@ -403,6 +675,8 @@ absl::StatusOr<std::unique_ptr<MockUpstream>> MockUpstream::Start(uint16_t port)
   }
   state->port = state->acceptor.local_endpoint().port();
   state->handlers["/v1/chat/completions"] = HandlerFor(Dialect::kOpenAi);
+  state->handlers["/v1/messages"] = HandlerFor(Dialect::kAnthropic);
+  state->handlers["/v1beta/models/"] = HandlerFor(Dialect::kGemini);
   State* raw = state.get();
   state->accept_thread = std::thread([raw] { raw->AcceptLoop(); });
   return std::unique_ptr<MockUpstream>(new MockUpstream(std::move(state)));
@@ -430,6 +704,10 @@ std::string MockUpstream::base_url() const {
   return "http://127.0.0.1:" + std::to_string(state_->port) + "/v1";
 }
 
+std::string MockUpstream::gemini_base_url() const {
+  return "http://127.0.0.1:" + std::to_string(state_->port) + "/v1beta";
+}
+
 void MockUpstream::SetBehaviour(Behaviour behaviour) {
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->default_behaviour = std::move(behaviour);
@@ -449,6 +727,10 @@ MockUpstream::Handler MockUpstream::HandlerFor(Dialect dialect) {
   switch (dialect) {
     case Dialect::kOpenAi:
       return &ServeOpenAi;
+    case Dialect::kAnthropic:
+      return &ServeAnthropic;
+    case Dialect::kGemini:
+      return &ServeGemini;
   }
   return &ServeOpenAi;
 }

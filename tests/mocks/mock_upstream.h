@@ -2,10 +2,10 @@
 // provider's wire format, records every request it receives, and misbehaves on demand (errors,
 // delays, resets, malformed streams, silence).
 //
-// Dialects: each wire format is a Handler registered for a path prefix. The OpenAI Chat
-// Completions dialect is built in at "/v1/chat/completions"; Anthropic ("/v1/messages") and
-// Gemini ("/v1beta/models/") plug in the same way with AddHandler(), reusing Behaviour and
-// Responder, so faults are scripted identically for every provider.
+// Dialects: each wire format is a Handler registered for a path prefix. Built in: OpenAI Chat
+// Completions at "/v1/chat/completions", Anthropic Messages at "/v1/messages" and Gemini
+// generateContent / streamGenerateContent at "/v1beta/models/". More plug in with AddHandler(),
+// reusing Behaviour and Responder, so faults are scripted identically for every provider.
 //
 // Threads: one accept thread and one thread per connection; all public methods are thread-safe.
 // The destructor closes every connection and joins every thread, so a test never leaks a hang.
@@ -52,6 +52,10 @@ struct Behaviour {
     kMalformedSse,
     // Reads the request and never answers; waits until the client goes away.
     kNeverAnswer,
+    // Streams `reset_after_tokens` tokens, then the dialect's in-stream error event carrying
+    // `error_message` (Anthropic "event: error" overloaded_error, OpenAI and Gemini
+    // "data: {"error": ...}"), then ends the response normally.
+    kStreamError,
   };
   Kind kind = Kind::kOk;
   // The completion, token by token; a non-streamed answer is their concatenation.
@@ -70,6 +74,9 @@ struct Behaviour {
   int reset_after_tokens = 1;
   // Answer with one JSON body even when the request asks for a stream, as some servers do.
   bool ignore_stream = false;
+  // Anthropic: after the first token, an event of a type no client knows ("event: future_event").
+  // Gemini: a chunk whose only part is not text (executableCode).
+  bool unknown_event = false;
 };
 
 // Writes one response on one connection. Every method returns false once the client has gone
@@ -92,7 +99,7 @@ class Responder {
   virtual void Reset() = 0;
 };
 
-enum class Dialect { kOpenAi };
+enum class Dialect { kOpenAi, kAnthropic, kGemini };
 
 class MockUpstream {
  public:
@@ -108,6 +115,8 @@ class MockUpstream {
   uint16_t port() const;
   // "http://127.0.0.1:PORT/v1", the base_url an OpenAI-compatible client expects.
   std::string base_url() const;
+  // "http://127.0.0.1:PORT/v1beta", the base_url of the Gemini dialect.
+  std::string gemini_base_url() const;
 
   // The behaviour for every request that finds no queued one.
   void SetBehaviour(Behaviour behaviour);

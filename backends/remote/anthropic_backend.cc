@@ -1,0 +1,172 @@
+#include "backends/remote/anthropic_backend.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "nlohmann/json.hpp"
+
+namespace switchyard::backends {
+namespace {
+
+using Json = nlohmann::json;
+
+FinishReason MapStopReason(const Json& value) {
+  return value.is_string() && value.get<std::string>() == "max_tokens" ? FinishReason::kLength
+                                                                        : FinishReason::kStop;
+}
+
+// Reads input_tokens and output_tokens where present; absent fields keep their value, since a
+// stream reports them in different events.
+void ReadUsage(const Json& object, Usage* usage) {
+  if (!object.contains("usage") || !object["usage"].is_object()) return;
+  const Json& u = object["usage"];
+  if (u.contains("input_tokens") && u["input_tokens"].is_number_integer()) {
+    usage->prompt_tokens = u["input_tokens"].get<int64_t>();
+  }
+  if (u.contains("output_tokens") && u["output_tokens"].is_number_integer()) {
+    usage->completion_tokens = u["output_tokens"].get<int64_t>();
+  }
+}
+
+const Json* Field(const Json& object, const char* name, Json::value_t type) {
+  if (!object.is_object() || !object.contains(name) || object[name].type() != type) return nullptr;
+  return &object[name];
+}
+
+class AnthropicReader : public ResponseReader {
+ public:
+  absl::Status OnEvent(const SseEvent& event, std::string* text, bool* finished) override {
+    Json data = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
+    if (!data.is_object()) return MalformedStream("event data is not a JSON object");
+    // The data's "type" repeats the event name; the name decides when both are present.
+    std::string type = event.event;
+    if (type.empty()) type = data.value("type", "");
+    if (type == "message_start") {
+      const Json* message = Field(data, "message", Json::value_t::object);
+      if (message == nullptr) return MalformedStream("message_start without a message");
+      ReadUsage(*message, &completion_.usage);
+    } else if (type == "content_block_start") {
+      const Json* block = Field(data, "content_block", Json::value_t::object);
+      if (block != nullptr && block->value("type", "") == "text") {
+        if (const Json* t = Field(*block, "text", Json::value_t::string)) {
+          text->append(t->get_ref<const std::string&>());
+        }
+      }
+    } else if (type == "content_block_delta") {
+      const Json* delta = Field(data, "delta", Json::value_t::object);
+      if (delta == nullptr) return MalformedStream("content_block_delta without a delta");
+      if (delta->value("type", "") == "text_delta") {
+        const Json* t = Field(*delta, "text", Json::value_t::string);
+        if (t == nullptr) return MalformedStream("text_delta without text");
+        text->append(t->get_ref<const std::string&>());
+      }
+    } else if (type == "message_delta") {
+      if (const Json* delta = Field(data, "delta", Json::value_t::object)) {
+        if (delta->contains("stop_reason") && !(*delta)["stop_reason"].is_null()) {
+          completion_.finish_reason = MapStopReason((*delta)["stop_reason"]);
+        }
+      }
+      ReadUsage(data, &completion_.usage);
+    } else if (type == "message_stop") {
+      *finished = true;
+    } else if (type == "error") {
+      return UpstreamStreamError(event.data);
+    }
+    // ping, content_block_stop and event types added after this code was written carry no text.
+    return absl::OkStatus();
+  }
+
+  bool CompleteAtEnd() const override { return false; }
+
+  absl::Status OnBody(std::string_view raw, std::string* text) override {
+    Json body = Json::parse(raw, nullptr, /*allow_exceptions=*/false);
+    const Json* content = Field(body, "content", Json::value_t::array);
+    if (content == nullptr || body.value("type", "") != "message") {
+      return absl::UnavailableError("upstream returned an invalid Messages JSON");
+    }
+    for (const Json& block : *content) {
+      if (block.is_object() && block.value("type", "") == "text") {
+        if (const Json* t = Field(block, "text", Json::value_t::string)) {
+          text->append(t->get_ref<const std::string&>());
+        }
+      }
+    }
+    if (body.contains("stop_reason")) completion_.finish_reason = MapStopReason(body["stop_reason"]);
+    ReadUsage(body, &completion_.usage);
+    return absl::OkStatus();
+  }
+
+  Completion completion() const override { return completion_; }
+
+ private:
+  Completion completion_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AnthropicBackend>> AnthropicBackend::Create(
+    AnthropicOptions options, std::shared_ptr<CurlLoop> loop) {
+  if (absl::Status valid = ValidateRemoteOptions(options, loop.get()); !valid.ok()) return valid;
+  if (options.default_max_tokens <= 0) {
+    return absl::InvalidArgumentError("default_max_tokens must be positive");
+  }
+  return std::unique_ptr<AnthropicBackend>(
+      new AnthropicBackend(std::move(options), std::move(loop)));
+}
+
+AnthropicBackend::AnthropicBackend(AnthropicOptions options, std::shared_ptr<CurlLoop> loop)
+    : options_(std::move(options)),
+      url_(absl::StrCat(absl::StripSuffix(options_.base_url, "/"), "/messages")),
+      loop_(std::move(loop)) {}
+
+std::string AnthropicBackend::BuildRequestBody(const ChatRequest& request) const {
+  using OJson = nlohmann::ordered_json;
+  OJson body;
+  body["model"] = options_.model;
+  body["max_tokens"] = request.max_tokens.value_or(options_.default_max_tokens);
+  std::string system;
+  OJson messages = OJson::array();
+  for (const Message& message : request.messages) {
+    if (message.role == "system" || message.role == "developer") {
+      if (!system.empty()) system += "\n\n";
+      system += message.content;
+      continue;
+    }
+    // The API rejects empty text blocks.
+    if (message.content.empty()) continue;
+    const std::string role = message.role == "assistant" ? "assistant" : "user";
+    OJson block = {{"type", "text"}, {"text", message.content}};
+    if (!messages.empty() && messages.back()["role"] == role) {
+      messages.back()["content"].push_back(std::move(block));
+    } else {
+      messages.push_back({{"role", role}, {"content", OJson::array({std::move(block)})}});
+    }
+  }
+  if (!system.empty()) body["system"] = system;
+  body["messages"] = std::move(messages);
+  if (request.temperature.has_value()) body["temperature"] = ShortestDouble(*request.temperature);
+  if (request.top_p.has_value()) body["top_p"] = ShortestDouble(*request.top_p);
+  if (!request.stop.empty()) body["stop_sequences"] = request.stop;
+  if (!request.user.empty()) body["metadata"] = {{"user_id", request.user}};
+  body["stream"] = options_.stream;
+  return body.dump(-1, ' ', false, OJson::error_handler_t::replace);
+}
+
+std::unique_ptr<Call> AnthropicBackend::Start(ChatRequest request,
+                                              std::shared_ptr<ChatSink> sink) {
+  RemoteRequest remote;
+  remote.http = BaseHttpRequest(options_, url_);
+  remote.http.headers.push_back(absl::StrCat("anthropic-version: ", options_.api_version));
+  if (!options_.api_key.empty()) {
+    remote.http.headers.push_back(absl::StrCat("x-api-key: ", options_.api_key));
+  }
+  remote.http.body = BuildRequestBody(request);
+  remote.stream = options_.stream;
+  remote.api_key = options_.api_key;
+  remote.retry = options_.retry;
+  remote.new_reader = [] { return std::make_unique<AnthropicReader>(); };
+  return StartRemoteCall(loop_, std::move(remote), std::move(sink));
+}
+
+}  // namespace switchyard::backends

@@ -1,0 +1,352 @@
+#include "backends/remote/remote_call.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <optional>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "backends/sink_guard.h"
+#include "nlohmann/json.hpp"
+
+namespace switchyard::backends {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr size_t kMaxUpstreamMessageBytes = 300;
+
+absl::string_view Sv(std::string_view text) { return absl::string_view(text.data(), text.size()); }
+
+// Upstreams echo keys back (OpenAI's 401 names the key it got), so every text that reaches a
+// status message passes through here.
+std::string Redact(std::string text, const std::string& secret) {
+  if (!secret.empty()) absl::StrReplaceAll({{secret, "[redacted]"}}, &text);
+  return text;
+}
+
+absl::Status RedactStatus(const absl::Status& status, const std::string& secret) {
+  if (status.ok() || secret.empty() || !absl::StrContains(status.message(), secret)) return status;
+  return absl::Status(status.code(), Redact(std::string(status.message()), secret));
+}
+
+absl::Status StatusForHttp(int http_status, std::string_view body) {
+  std::string detail = TruncateUpstreamText(UpstreamErrorMessage(body));
+  std::string message = absl::StrCat("upstream returned HTTP ", http_status);
+  if (!detail.empty()) absl::StrAppend(&message, ": ", detail);
+  if (http_status == 429) return absl::ResourceExhaustedError(message);
+  if (http_status == 400 || http_status == 404 || http_status == 413 || http_status == 422) {
+    return absl::InvalidArgumentError(message);
+  }
+  if (http_status >= 400 && http_status < 500) return absl::FailedPreconditionError(message);
+  return absl::UnavailableError(message);
+}
+
+bool RetryableHttpStatus(int status) {
+  // 529 is Anthropic's "overloaded".
+  return status == 429 || status == 500 || status == 502 || status == 503 || status == 504 ||
+         status == 529;
+}
+
+// Jittered exponential backoff: half the capped exponential plus a random part of the other half,
+// so a burst of failed requests does not come back in lockstep.
+absl::Duration Backoff(const RetryOptions& retry, int failed_attempts) {
+  absl::Duration cap = retry.initial_backoff;
+  for (int i = 1; i < failed_attempts && cap < retry.max_backoff; ++i) cap *= 2;
+  cap = std::min(cap, retry.max_backoff);
+  thread_local std::minstd_rand rng(std::random_device{}());
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  return cap / 2 + cap / 2 * unit(rng);
+}
+
+// One client request across its attempts. Owns the retry decision and the id of the transfer in
+// flight, so Cancel() always reaches the current attempt.
+class Exchange : public std::enable_shared_from_this<Exchange> {
+ public:
+  Exchange(std::shared_ptr<SinkGuard> guard, std::shared_ptr<CurlLoop> loop,
+           RemoteRequest request)
+      : guard_(std::move(guard)),
+        loop_(std::move(loop)),
+        request_(std::move(request)),
+        started_(absl::Now()) {}
+
+  const std::shared_ptr<SinkGuard>& guard() const { return guard_; }
+  const RemoteRequest& request() const { return request_; }
+
+  void StartFirstAttempt() {
+    absl::MutexLock lock(&mu_);
+    StartAttempt(absl::ZeroDuration());
+  }
+
+  // Schedules another attempt if the policy allows; false means the caller reports the error.
+  // Called by a handler whose attempt failed before any delta reached the sink.
+  bool MaybeRetry(std::optional<absl::Duration> retry_after) {
+    absl::MutexLock lock(&mu_);
+    const RetryOptions& retry = request_.retry;
+    if (cancelled_ || guard_->finished() || attempts_ >= retry.max_attempts) return false;
+    absl::Duration delay = Backoff(retry, attempts_);
+    // The upstream knows its own rate limits better than our guess.
+    if (retry_after.has_value()) delay = std::max(delay, *retry_after);
+    if (absl::Now() + delay - started_ > retry.budget) return false;
+    StartAttempt(delay);
+    return true;
+  }
+
+  void Cancel() {
+    guard_->Cancel();
+    CurlLoop::TransferId id;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      id = current_;
+    }
+    loop_->Cancel(id);
+  }
+
+ private:
+  void StartAttempt(absl::Duration delay) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::shared_ptr<SinkGuard> guard_;
+  const std::shared_ptr<CurlLoop> loop_;
+  const RemoteRequest request_;
+  const absl::Time started_;
+  absl::Mutex mu_;
+  int attempts_ ABSL_GUARDED_BY(mu_) = 0;
+  CurlLoop::TransferId current_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Turns one attempt's transfer into sink calls, with the provider's reader doing the parsing.
+// Runs on the loop thread only.
+class RemoteHandler : public TransferHandler {
+ public:
+  explicit RemoteHandler(std::shared_ptr<Exchange> exchange)
+      : exchange_(std::move(exchange)),
+        guard_(exchange_->guard()),
+        reader_(exchange_->request().new_reader()) {}
+
+  void OnHead(const HttpResponseHead& head) override {
+    http_status_ = head.status;
+    // Some servers ignore a stream request and answer with one JSON body.
+    const std::string content_type =
+        absl::AsciiStrToLower(std::string(head.Header("content-type")));
+    sse_ = exchange_->request().stream && absl::StartsWith(content_type, "text/event-stream");
+    // Only the delta-seconds form; an HTTP date falls back to our own backoff.
+    int64_t seconds = 0;
+    std::string retry_after(head.Header("retry-after"));
+    if (absl::SimpleAtoi(retry_after, &seconds) && seconds >= 0) {
+      retry_after_ = absl::Seconds(seconds);
+    }
+  }
+
+  bool OnBody(std::string_view data) override {
+    // After the terminal event keep draining so the connection can be reused.
+    if (done_) return true;
+    // The caller cancelled: stop the transfer now rather than at the loop's next wake-up.
+    if (guard_->finished()) return false;
+    if (!sse_ || !Is2xx()) {
+      body_.append(data);
+      return true;
+    }
+    events_.clear();
+    if (absl::Status status = parser_.Feed(data, &events_); !status.ok()) {
+      const absl::string_view why = status.message();
+      return Fail(MalformedStream(std::string_view(why.data(), why.size())));
+    }
+    for (const SseEvent& event : events_) {
+      std::string text;
+      bool finished = false;
+      if (absl::Status status = reader_->OnEvent(event, &text, &finished); !status.ok()) {
+        return Fail(status);
+      }
+      if (!Deliver(text)) return false;
+      if (finished) {
+        Finish();
+        return true;
+      }
+    }
+    return true;
+  }
+
+  void OnComplete(const absl::Status& status) override {
+    if (done_) return;
+    if (!status.ok()) {
+      // Only failures before any response (refused, DNS, TLS, reset before the status line) are
+      // safe to repeat; after the status line the upstream may already be generating.
+      Fail(status, /*retryable=*/status.code() == absl::StatusCode::kUnavailable &&
+                       http_status_ == 0);
+      return;
+    }
+    if (!Is2xx()) {
+      Fail(StatusForHttp(http_status_, body_), RetryableHttpStatus(http_status_));
+      return;
+    }
+    if (sse_) {
+      // A half-read event means the stream was cut off, whatever the reader thinks.
+      if (reader_->CompleteAtEnd() && !parser_.HasPartialEvent()) {
+        Finish();
+      } else {
+        Fail(absl::UnavailableError("upstream stream ended before it was complete"));
+      }
+      return;
+    }
+    std::string text;
+    if (absl::Status parsed = reader_->OnBody(body_, &text); !parsed.ok()) {
+      Fail(parsed);
+      return;
+    }
+    if (Deliver(text)) Finish();
+  }
+
+ private:
+  bool Is2xx() const { return http_status_ >= 200 && http_status_ < 300; }
+
+  // Reports an error (or retries) and returns false so the loop aborts the transfer.
+  bool Fail(const absl::Status& status, bool retryable = false) {
+    done_ = true;
+    // Once a delta reached the client a retry would repeat text it has already seen.
+    if (retryable && !delivered_ && exchange_->MaybeRetry(retry_after_)) return false;
+    guard_->Done(RedactStatus(status, exchange_->request().api_key), Completion());
+    return false;
+  }
+
+  void Finish() {
+    done_ = true;
+    guard_->Done(absl::OkStatus(), reader_->completion());
+  }
+
+  bool Deliver(const std::string& text) {
+    if (text.empty()) return true;
+    delivered_ = true;
+    if (guard_->Delta(text)) return true;
+    done_ = true;
+    return false;
+  }
+
+  const std::shared_ptr<Exchange> exchange_;
+  const std::shared_ptr<SinkGuard> guard_;
+  const std::unique_ptr<ResponseReader> reader_;
+  int http_status_ = 0;
+  std::optional<absl::Duration> retry_after_;
+  // The response really is an event stream.
+  bool sse_ = false;
+  // Non-streaming or error bodies; bounded by the loop's max_body_bytes.
+  std::string body_;
+  SseParser parser_;
+  std::vector<SseEvent> events_;
+  // A delta reached the sink: from here on the attempt cannot be retried.
+  bool delivered_ = false;
+  // OnDone was delivered (or the sink refused more); ignore the rest of the transfer.
+  bool done_ = false;
+};
+
+void Exchange::StartAttempt(absl::Duration delay) {
+  ++attempts_;
+  current_ = loop_->Start(request_.http, std::make_shared<RemoteHandler>(shared_from_this()),
+                          delay);
+}
+
+class RemoteCall : public Call {
+ public:
+  explicit RemoteCall(std::shared_ptr<Exchange> exchange) : exchange_(std::move(exchange)) {}
+
+  // The guard gives the "no sink call after return" promise; the loop then drops the transfer,
+  // or the pending retry, at once.
+  void Cancel() override { exchange_->Cancel(); }
+
+ private:
+  const std::shared_ptr<Exchange> exchange_;
+};
+
+}  // namespace
+
+absl::Status ValidateRemoteOptions(const RemoteOptions& options, const CurlLoop* loop) {
+  if (loop == nullptr) return absl::InvalidArgumentError("a remote backend needs a CurlLoop");
+  if (!absl::StartsWith(options.base_url, "http://") &&
+      !absl::StartsWith(options.base_url, "https://")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base_url must start with http:// or https://, got \"", options.base_url,
+                     "\""));
+  }
+  if (options.model.empty()) return absl::InvalidArgumentError("model must not be empty");
+  if (options.max_body_bytes == 0) {
+    return absl::InvalidArgumentError("max_body_bytes must be positive");
+  }
+  return absl::OkStatus();
+}
+
+HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url) {
+  HttpRequest http;
+  http.url = std::move(url);
+  http.headers = {"Content-Type: application/json",
+                  options.stream ? "Accept: text/event-stream" : "Accept: application/json",
+                  "User-Agent: switchyard"};
+  http.streaming = options.stream;
+  http.timeouts = options.timeouts;
+  http.max_body_bytes = options.max_body_bytes;
+  http.ca_bundle_path = options.ca_bundle_path;
+  return http;
+}
+
+std::unique_ptr<Call> StartRemoteCall(const std::shared_ptr<CurlLoop>& loop, RemoteRequest request,
+                                      std::shared_ptr<ChatSink> sink) {
+  auto exchange = std::make_shared<Exchange>(std::make_shared<SinkGuard>(std::move(sink)), loop,
+                                             std::move(request));
+  exchange->StartFirstAttempt();
+  return std::make_unique<RemoteCall>(std::move(exchange));
+}
+
+double ShortestDouble(float value) {
+  char buffer[32];
+  auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  *end = '\0';
+  return std::strtod(buffer, nullptr);
+}
+
+std::string TruncateUpstreamText(std::string text) {
+  if (text.size() <= kMaxUpstreamMessageBytes) return text;
+  size_t cut = kMaxUpstreamMessageBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  text.resize(cut);
+  text.append("...");
+  return text;
+}
+
+std::string UpstreamErrorMessage(std::string_view body) {
+  Json parsed = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_object() && parsed.contains("error")) {
+    const Json& error = parsed["error"];
+    if (error.is_object() && error.contains("message") && error["message"].is_string()) {
+      std::string message = error["message"].get<std::string>();
+      // Anthropic's error.type ("overloaded_error") says more than its message does.
+      if (parsed.value("type", "") == "error" && error.contains("type") &&
+          error["type"].is_string()) {
+        return absl::StrCat(error["type"].get<std::string>(), ": ", message);
+      }
+      return message;
+    }
+    if (error.is_string()) return error.get<std::string>();
+  }
+  return std::string(absl::StripAsciiWhitespace(Sv(body)));
+}
+
+absl::Status UpstreamStreamError(std::string_view data) {
+  return absl::UnavailableError(
+      absl::StrCat("upstream stream error: ", TruncateUpstreamText(UpstreamErrorMessage(data))));
+}
+
+absl::Status MalformedStream(std::string_view why) {
+  return absl::UnavailableError(absl::StrCat("malformed upstream stream: ", Sv(why)));
+}
+
+}  // namespace switchyard::backends

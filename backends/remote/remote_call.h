@@ -1,0 +1,119 @@
+// What every provider adapter shares: options, retries, the transfer handling over the CurlLoop,
+// and the mapping of upstream HTTP errors to status codes. An adapter only builds its request
+// (URL, headers, JSON body) and supplies a ResponseReader that understands its wire format.
+//
+// Error mapping (the message names the upstream HTTP status and carries the upstream's own error
+// message, truncated, with the API key redacted):
+//   connect / TLS / network failure, stream cut off     -> kUnavailable
+//   upstream 5xx, invalid JSON or malformed SSE          -> kUnavailable
+//   response body over max_body_bytes                    -> kUnavailable
+//   any timeout (connect, first byte, idle, total)       -> kDeadlineExceeded
+//   upstream 429                                         -> kResourceExhausted
+//   upstream 400, 404, 413, 422 (the request is at fault)-> kInvalidArgument
+//   other 4xx (401, 403: our key or config is at fault)  -> kFailedPrecondition
+#ifndef SWITCHYARD_BACKENDS_REMOTE_REMOTE_CALL_H_
+#define SWITCHYARD_BACKENDS_REMOTE_REMOTE_CALL_H_
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "backends/backend.h"
+#include "backends/remote/curl_loop.h"
+#include "backends/remote/sse_parser.h"
+
+namespace switchyard::backends {
+
+// Retries with jittered exponential backoff. Only an attempt that failed before any delta reached
+// the sink is repeated, and only for upstream 429, 500, 502, 503, 504, 529 or a connection that
+// failed before a response began; a Retry-After (seconds) from the upstream lengthens the wait.
+struct RetryOptions {
+  // Attempts in all, the first included; 1 disables retries.
+  int max_attempts = 3;
+  absl::Duration initial_backoff = absl::Milliseconds(250);
+  absl::Duration max_backoff = absl::Seconds(4);
+  // No retry starts later than this after the request began (waits included); a Retry-After that
+  // does not fit ends the request with the upstream's error at once.
+  absl::Duration budget = absl::Seconds(15);
+};
+
+// The options every remote provider takes.
+struct RemoteOptions {
+  // The API root the provider's paths are appended to, e.g. "https://api.openai.com/v1"; http or
+  // https.
+  std::string base_url;
+  // The upstream model name.
+  std::string model;
+  // Sent in the provider's key header; empty sends none (local servers). The gateway resolves it
+  // from the environment variable named in its config. Never appears in a status or log.
+  std::string api_key;
+  HttpTimeouts timeouts;
+  size_t max_body_bytes = 8 << 20;
+  // PEM CA bundle for TLS verification; empty uses the system store.
+  std::string ca_bundle_path;
+  // Stream upstream (SSE). Off only for providers or proxies that cannot stream; the total
+  // timeout then applies.
+  bool stream = true;
+  RetryOptions retry;
+};
+
+// InvalidArgument naming the field at fault.
+absl::Status ValidateRemoteOptions(const RemoteOptions& options, const CurlLoop* loop);
+
+// Reads one attempt's response in one provider's wire format. A fresh reader serves each
+// attempt; it runs on the loop thread only.
+class ResponseReader {
+ public:
+  virtual ~ResponseReader() = default;
+  // One SSE event. Appends the text it carries for the client to `text`; sets `*finished` when the
+  // event completes the answer. An error fails the attempt with that status.
+  virtual absl::Status OnEvent(const SseEvent& event, std::string* text, bool* finished) = 0;
+  // The stream ended without an event that set `*finished`: whether what arrived is still a
+  // complete answer (some servers close after the last chunk without a terminal event).
+  virtual bool CompleteAtEnd() const = 0;
+  // A whole JSON body (a non-streamed answer, or a server that ignored the stream request).
+  virtual absl::Status OnBody(std::string_view body, std::string* text) = 0;
+  // Finish reason and usage gathered so far.
+  virtual Completion completion() const = 0;
+};
+
+// One client request as the transport sees it.
+struct RemoteRequest {
+  HttpRequest http;
+  // The answer was asked for as an event stream.
+  bool stream = true;
+  // Redacted from every status message.
+  std::string api_key;
+  RetryOptions retry;
+  std::function<std::unique_ptr<ResponseReader>()> new_reader;
+};
+
+// The HttpRequest fields every provider sets the same way from its options.
+HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url);
+
+// Runs `request` on `loop` with retries, feeding `sink`. Never blocks.
+std::unique_ptr<Call> StartRemoteCall(const std::shared_ptr<CurlLoop>& loop, RemoteRequest request,
+                                      std::shared_ptr<ChatSink> sink);
+
+// Shared wire helpers.
+
+// A float as the shortest decimal that reads back as the same float, so 0.7f goes upstream as 0.7
+// and not as the 0.699999988079071 its double widening would print.
+double ShortestDouble(float value);
+// Upstream text shown to clients, cut at a UTF-8 boundary so a proxy's HTML error page cannot
+// flood them.
+std::string TruncateUpstreamText(std::string text);
+// The message of an error body shaped {"error": {"message": ...}} (OpenAI, Anthropic, Gemini all
+// use that path), prefixed by Anthropic's error.type when present; else the raw body, trimmed.
+std::string UpstreamErrorMessage(std::string_view body);
+// kUnavailable "upstream stream error: <message>" for an error event inside a stream.
+absl::Status UpstreamStreamError(std::string_view data);
+absl::Status MalformedStream(std::string_view why);
+
+}  // namespace switchyard::backends
+
+#endif  // SWITCHYARD_BACKENDS_REMOTE_REMOTE_CALL_H_

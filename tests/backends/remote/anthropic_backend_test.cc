@@ -1,0 +1,280 @@
+// AnthropicBackend against the mock upstream speaking the Anthropic Messages wire format.
+#include "backends/remote/anthropic_backend.h"
+
+#include <stdlib.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/backends/remote/recording_sink.h"
+#include "tests/mocks/mock_upstream.h"
+
+namespace switchyard::backends {
+namespace {
+
+using ::switchyard::mocks::Behaviour;
+using ::switchyard::mocks::MockUpstream;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr char kApiKey[] = "sk-ant-test-SECRET-0123456789";
+
+ChatRequest SimpleRequest() {
+  ChatRequest request;
+  request.request_id = "chatcmpl-test";
+  request.messages = {{"user", "Say hello"}};
+  return request;
+}
+
+class AnthropicBackendTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    setenv("NO_PROXY", "127.0.0.1,localhost", 1);
+    setenv("no_proxy", "127.0.0.1,localhost", 1);
+  }
+
+  void SetUp() override {
+    auto mock = MockUpstream::Start();
+    ASSERT_TRUE(mock.ok()) << mock.status();
+    mock_ = std::move(*mock);
+    auto loop = CurlLoop::Create();
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    loop_ = std::move(*loop);
+  }
+
+  AnthropicOptions Options() const {
+    AnthropicOptions options;
+    options.base_url = mock_->base_url();
+    options.model = "claude-mock-1";
+    options.api_key = kApiKey;
+    options.timeouts.connect = absl::Seconds(2);
+    options.timeouts.first_byte = absl::Seconds(5);
+    options.timeouts.idle = absl::Seconds(5);
+    options.timeouts.total = absl::Seconds(10);
+    options.retry.max_attempts = 1;
+    return options;
+  }
+
+  std::shared_ptr<RecordingSink> Run(const AnthropicOptions& options,
+                                     ChatRequest request = SimpleRequest()) {
+    auto sink = std::make_shared<RecordingSink>();
+    auto backend = AnthropicBackend::Create(options, loop_);
+    EXPECT_TRUE(backend.ok()) << backend.status();
+    if (!backend.ok()) return sink;
+    std::unique_ptr<Call> call = (*backend)->Start(std::move(request), sink);
+    EXPECT_TRUE(sink->WaitDone()) << "no OnDone within the time limit";
+    EXPECT_EQ(sink->contract_violations(), 0);
+    return sink;
+  }
+
+  std::unique_ptr<MockUpstream> mock_;
+  std::shared_ptr<CurlLoop> loop_;
+};
+
+TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
+  ChatRequest request = SimpleRequest();
+  request.messages = {{"system", "Be brief."},   {"user", "Hi"},       {"user", "there"},
+                      {"assistant", "Hello."},   {"developer", "No."}, {"tool", "42"},
+                      {"user", "\xc3\xa9"}};
+  request.max_tokens = 64;
+  request.temperature = 0.7f;
+  request.top_p = 0.9f;
+  request.stop = {"END"};
+  request.seed = 42;
+  request.user = "user-1";
+  auto sink = Run(Options(), request);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  ASSERT_EQ(mock_->request_count(), 1u);
+  const auto recorded = mock_->requests()[0];
+  EXPECT_EQ(recorded.method, "POST");
+  EXPECT_EQ(recorded.target, "/v1/messages");
+  EXPECT_EQ(recorded.Header("x-api-key"), kApiKey);
+  EXPECT_EQ(recorded.Header("anthropic-version"), "2023-06-01");
+  EXPECT_EQ(recorded.Header("authorization"), "");
+  EXPECT_EQ(recorded.Header("content-type"), "application/json");
+  EXPECT_EQ(recorded.Header("accept"), "text/event-stream");
+  EXPECT_EQ(Json::parse(recorded.body), Json::parse(R"({
+    "model": "claude-mock-1",
+    "max_tokens": 64,
+    "system": "Be brief.\n\nNo.",
+    "messages": [
+      {"role": "user", "content": [{"type": "text", "text": "Hi"},
+                                   {"type": "text", "text": "there"}]},
+      {"role": "assistant", "content": [{"type": "text", "text": "Hello."}]},
+      {"role": "user", "content": [{"type": "text", "text": "42"},
+                                   {"type": "text", "text": "\u00e9"}]}],
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "stop_sequences": ["END"],
+    "metadata": {"user_id": "user-1"},
+    "stream": true
+  })")) << recorded.body;
+}
+
+TEST_F(AnthropicBackendTest, FillsInTheRequiredMaxTokens) {
+  AnthropicOptions options = Options();
+  options.default_max_tokens = 333;
+  options.stream = false;
+  options.api_key.clear();
+  auto sink = Run(options);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  const auto recorded = mock_->requests().at(0);
+  EXPECT_EQ(Json::parse(recorded.body), Json::parse(R"({
+    "model": "claude-mock-1", "max_tokens": 333,
+    "messages": [{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}],
+    "stream": false})"));
+  EXPECT_EQ(recorded.Header("x-api-key"), "");
+  EXPECT_EQ(recorded.Header("accept"), "application/json");
+}
+
+TEST_F(AnthropicBackendTest, NonStreamingGivesTextUsageAndStopReason) {
+  Behaviour behaviour;
+  behaviour.tokens = {"The", " answer", "."};
+  behaviour.prompt_tokens = 11;
+  behaviour.completion_tokens = 3;
+  behaviour.finish_reason = "length";
+  mock_->SetBehaviour(behaviour);
+  AnthropicOptions options = Options();
+  options.stream = false;
+  auto sink = Run(options);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("The answer."));
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 11);
+  EXPECT_EQ(sink->completion().usage.completion_tokens, 3);
+  EXPECT_EQ(sink->completion().finish_reason, FinishReason::kLength);
+}
+
+TEST_F(AnthropicBackendTest, StreamingForwardsEachDeltaAndUsageFromBothEvents) {
+  Behaviour behaviour;
+  behaviour.tokens = {"Once", " upon", " a", " time", " \xf0\x9f\x90\x89"};
+  behaviour.prompt_tokens = 9;
+  behaviour.completion_tokens = 6;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
+  // input_tokens from message_start, output_tokens from message_delta (not message_start's 1).
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 9);
+  EXPECT_EQ(sink->completion().usage.completion_tokens, 6);
+  EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
+}
+
+TEST_F(AnthropicBackendTest, StreamingMaxTokensIsLength) {
+  Behaviour behaviour;
+  behaviour.finish_reason = "length";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_EQ(sink->completion().finish_reason, FinishReason::kLength);
+}
+
+TEST_F(AnthropicBackendTest, UnknownEventTypesAreIgnored) {
+  Behaviour behaviour;
+  behaviour.unknown_event = true;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_EQ(sink->text(), "Hello, world!");
+}
+
+TEST_F(AnthropicBackendTest, ErrorJsonBecomesAPreciseError) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kHttpError;
+  behaviour.http_status = 401;
+  behaviour.error_message = "invalid x-api-key " + std::string(kApiKey);
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(sink->status().message(),
+              HasSubstr("upstream returned HTTP 401: authentication_error: invalid x-api-key"));
+  EXPECT_THAT(sink->status().message(), ::testing::Not(HasSubstr(kApiKey)));
+}
+
+TEST_F(AnthropicBackendTest, ErrorEventMidStreamIsAnError) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kStreamError;
+  behaviour.reset_after_tokens = 2;
+  behaviour.error_message = "Overloaded";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->status().message(),
+              HasSubstr("upstream stream error: overloaded_error: Overloaded"));
+  EXPECT_EQ(sink->text(), "Hello,");
+}
+
+TEST_F(AnthropicBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kResetMidStream;
+  behaviour.reset_after_tokens = 2;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+  EXPECT_EQ(sink->text(), "Hello,");
+}
+
+TEST_F(AnthropicBackendTest, MalformedEventIsAnError) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kMalformedSse;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->status().message(), HasSubstr("malformed upstream stream"));
+}
+
+TEST_F(AnthropicBackendTest, Retries429AfterRetryAfterAnd529) {
+  Behaviour limited;
+  limited.kind = Behaviour::Kind::kHttpError;
+  limited.http_status = 429;
+  limited.retry_after_seconds = 1;
+  mock_->EnqueueBehaviour(limited);
+  Behaviour overloaded = limited;
+  overloaded.http_status = 529;
+  overloaded.retry_after_seconds.reset();
+  mock_->EnqueueBehaviour(overloaded);
+  AnthropicOptions options = Options();
+  options.retry.max_attempts = 3;
+  options.retry.initial_backoff = absl::Milliseconds(20);
+  options.retry.budget = absl::Seconds(5);
+  const Clock::time_point start = Clock::now();
+  auto sink = Run(options);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_GE(Clock::now() - start, milliseconds(1000));
+  EXPECT_EQ(mock_->request_count(), 3u);
+  EXPECT_EQ(sink->text(), "Hello, world!");
+}
+
+TEST_F(AnthropicBackendTest, Http429WithoutRetriesIsResourceExhausted) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kHttpError;
+  behaviour.http_status = 429;
+  behaviour.error_message = "Number of request tokens has exceeded your rate limit";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(sink->status().message(), HasSubstr("rate_limit_error: Number of request tokens"));
+}
+
+TEST(AnthropicBackendCreateTest, RejectsBadOptions) {
+  auto loop = CurlLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  AnthropicOptions options;
+  options.base_url = "ftp://x";
+  options.model = "m";
+  EXPECT_EQ(AnthropicBackend::Create(options, *loop).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.base_url = "https://api.anthropic.com/v1";
+  options.default_max_tokens = 0;
+  EXPECT_EQ(AnthropicBackend::Create(options, *loop).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace switchyard::backends

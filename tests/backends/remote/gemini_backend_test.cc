@@ -1,0 +1,242 @@
+// GeminiBackend against the mock upstream speaking Gemini's generateContent wire format.
+#include "backends/remote/gemini_backend.h"
+
+#include <stdlib.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/backends/remote/recording_sink.h"
+#include "tests/mocks/mock_upstream.h"
+
+namespace switchyard::backends {
+namespace {
+
+using ::switchyard::mocks::Behaviour;
+using ::switchyard::mocks::MockUpstream;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr char kApiKey[] = "AIza-test-SECRET-0123456789";
+
+ChatRequest SimpleRequest() {
+  ChatRequest request;
+  request.request_id = "chatcmpl-test";
+  request.messages = {{"user", "Say hello"}};
+  return request;
+}
+
+class GeminiBackendTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    setenv("NO_PROXY", "127.0.0.1,localhost", 1);
+    setenv("no_proxy", "127.0.0.1,localhost", 1);
+  }
+
+  void SetUp() override {
+    auto mock = MockUpstream::Start();
+    ASSERT_TRUE(mock.ok()) << mock.status();
+    mock_ = std::move(*mock);
+    auto loop = CurlLoop::Create();
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    loop_ = std::move(*loop);
+  }
+
+  GeminiOptions Options() const {
+    GeminiOptions options;
+    options.base_url = mock_->gemini_base_url();
+    options.model = "gemini-mock-flash";
+    options.api_key = kApiKey;
+    options.timeouts.connect = absl::Seconds(2);
+    options.timeouts.first_byte = absl::Seconds(5);
+    options.timeouts.idle = absl::Seconds(5);
+    options.timeouts.total = absl::Seconds(10);
+    options.retry.max_attempts = 1;
+    return options;
+  }
+
+  std::shared_ptr<RecordingSink> Run(const GeminiOptions& options,
+                                     ChatRequest request = SimpleRequest()) {
+    auto sink = std::make_shared<RecordingSink>();
+    auto backend = GeminiBackend::Create(options, loop_);
+    EXPECT_TRUE(backend.ok()) << backend.status();
+    if (!backend.ok()) return sink;
+    std::unique_ptr<Call> call = (*backend)->Start(std::move(request), sink);
+    EXPECT_TRUE(sink->WaitDone()) << "no OnDone within the time limit";
+    EXPECT_EQ(sink->contract_violations(), 0);
+    return sink;
+  }
+
+  std::unique_ptr<MockUpstream> mock_;
+  std::shared_ptr<CurlLoop> loop_;
+};
+
+TEST_F(GeminiBackendTest, SendsTheExactStreamingBodyAndHeaders) {
+  ChatRequest request = SimpleRequest();
+  request.messages = {{"system", "Be brief."}, {"user", "Hi"},   {"user", "there"},
+                      {"assistant", "Hello."}, {"tool", "42"}, {"user", "\xc3\xa9"}};
+  request.max_tokens = 64;
+  request.temperature = 0.7f;
+  request.top_p = 0.9f;
+  request.stop = {"END"};
+  request.seed = 42;
+  auto sink = Run(Options(), request);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  ASSERT_EQ(mock_->request_count(), 1u);
+  const auto recorded = mock_->requests()[0];
+  EXPECT_EQ(recorded.method, "POST");
+  EXPECT_EQ(recorded.target, "/v1beta/models/gemini-mock-flash:streamGenerateContent?alt=sse");
+  EXPECT_EQ(recorded.Header("x-goog-api-key"), kApiKey);
+  EXPECT_EQ(recorded.Header("authorization"), "");
+  EXPECT_EQ(recorded.Header("content-type"), "application/json");
+  EXPECT_EQ(Json::parse(recorded.body), Json::parse(R"({
+    "contents": [
+      {"role": "user", "parts": [{"text": "Hi"}, {"text": "there"}]},
+      {"role": "model", "parts": [{"text": "Hello."}]},
+      {"role": "user", "parts": [{"text": "42"}, {"text": "\u00e9"}]}],
+    "systemInstruction": {"parts": [{"text": "Be brief."}]},
+    "generationConfig": {"maxOutputTokens": 64, "temperature": 0.7, "topP": 0.9,
+                         "stopSequences": ["END"], "seed": 42}
+  })")) << recorded.body;
+}
+
+TEST_F(GeminiBackendTest, NonStreamingUsesGenerateContent) {
+  Behaviour behaviour;
+  behaviour.tokens = {"The", " answer", "."};
+  behaviour.prompt_tokens = 11;
+  behaviour.completion_tokens = 3;
+  behaviour.finish_reason = "length";
+  mock_->SetBehaviour(behaviour);
+  GeminiOptions options = Options();
+  options.stream = false;
+  options.model = "models/gemini-mock-pro";
+  auto sink = Run(options);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  const auto recorded = mock_->requests().at(0);
+  EXPECT_EQ(recorded.target, "/v1beta/models/gemini-mock-pro:generateContent");
+  EXPECT_EQ(Json::parse(recorded.body),
+            Json::parse(R"({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]})"));
+  EXPECT_THAT(sink->deltas(), ElementsAre("The answer."));
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 11);
+  EXPECT_EQ(sink->completion().usage.completion_tokens, 3);
+  EXPECT_EQ(sink->completion().finish_reason, FinishReason::kLength);
+}
+
+TEST_F(GeminiBackendTest, StreamingForwardsEachChunkAndFinalUsage) {
+  Behaviour behaviour;
+  behaviour.tokens = {"Once", " upon", " a", " time", " \xf0\x9f\x90\x89"};
+  behaviour.prompt_tokens = 9;
+  behaviour.completion_tokens = 6;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 9);
+  EXPECT_EQ(sink->completion().usage.completion_tokens, 6);
+  EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
+}
+
+TEST_F(GeminiBackendTest, ChunksWithoutTextAreSkipped) {
+  Behaviour behaviour;
+  behaviour.unknown_event = true;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("Hello", ",", " world", "!"));
+}
+
+TEST_F(GeminiBackendTest, ErrorJsonBecomesAPreciseError) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kHttpError;
+  behaviour.http_status = 400;
+  behaviour.error_message = "API key not valid. Please pass a valid API key.";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(sink->status().message(),
+              HasSubstr("upstream returned HTTP 400: API key not valid. Please pass a valid"));
+}
+
+TEST_F(GeminiBackendTest, ErrorChunkMidStreamIsAnError) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kStreamError;
+  behaviour.reset_after_tokens = 1;
+  behaviour.error_message = "The model is overloaded.";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->status().message(), HasSubstr("upstream stream error: The model is overloaded."));
+  EXPECT_EQ(sink->text(), "Hello");
+}
+
+TEST_F(GeminiBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kResetMidStream;
+  behaviour.reset_after_tokens = 2;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+  EXPECT_EQ(sink->text(), "Hello,");
+}
+
+TEST_F(GeminiBackendTest, MalformedChunkIsAnError) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kMalformedSse;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->status().message(), HasSubstr("malformed upstream stream"));
+}
+
+TEST_F(GeminiBackendTest, HonoursRetryAfterOn429) {
+  Behaviour limited;
+  limited.kind = Behaviour::Kind::kHttpError;
+  limited.http_status = 429;
+  limited.retry_after_seconds = 1;
+  mock_->EnqueueBehaviour(limited);
+  GeminiOptions options = Options();
+  options.retry.max_attempts = 2;
+  options.retry.initial_backoff = absl::Milliseconds(20);
+  options.retry.budget = absl::Seconds(5);
+  const Clock::time_point start = Clock::now();
+  auto sink = Run(options);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_GE(Clock::now() - start, milliseconds(1000));
+  EXPECT_EQ(mock_->request_count(), 2u);
+}
+
+TEST_F(GeminiBackendTest, Http429WithoutRetriesIsResourceExhausted) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kHttpError;
+  behaviour.http_status = 429;
+  behaviour.error_message = "Resource has been exhausted (e.g. check quota).";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(sink->status().message(), HasSubstr("Resource has been exhausted"));
+}
+
+TEST(GeminiBackendCreateTest, RejectsAModelThatWouldChangeTheUrl) {
+  auto loop = CurlLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  GeminiOptions options;
+  options.base_url = "https://generativelanguage.googleapis.com/v1beta";
+  for (const char* model : {"", "a/b", "x?y", "m:generateContent", "models/"}) {
+    options.model = model;
+    EXPECT_EQ(GeminiBackend::Create(options, *loop).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << model;
+  }
+  options.model = "gemini-2.0-flash";
+  EXPECT_TRUE(GeminiBackend::Create(options, *loop).ok());
+}
+
+}  // namespace
+}  // namespace switchyard::backends
