@@ -62,7 +62,10 @@ absl::Status YamlReader::ExpectMap(const YAML::Node& node, std::string_view what
     std::string hint;
     size_t best = 3;
     for (std::string_view candidate : allowed) {
-      size_t distance = EditDistance(key, candidate);
+      // A key that is a prefix of an allowed one ("timeout" for "timeout_seconds") is a near miss
+      // however many characters are missing.
+      const bool prefix = candidate.size() > key.size() && candidate.starts_with(key);
+      size_t distance = prefix ? 1 : EditDistance(key, candidate);
       if (distance < best) {
         best = distance;
         hint = absl::StrCat(" (did you mean '", Sv(candidate), "'?)");
