@@ -78,6 +78,8 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, BackendF
   runtime->config = std::move(config);
   std::unique_ptr<Gateway> gateway(new Gateway());
   gateway->metrics_ = std::make_unique<GatewayMetrics>(runtime->config);
+  gateway->engine_metrics_ =
+      std::make_unique<EngineMetrics>(gateway->metrics_->registry(), runtime->backends);
   gateway->runtime_ = std::move(runtime);
   std::random_device random;
   gateway->id_prefix_ = (static_cast<uint64_t>(random()) << 32) ^ random();

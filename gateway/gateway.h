@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "backends/backend.h"
 #include "gateway/config.h"
+#include "gateway/engine_metrics.h"
 #include "gateway/gateway_metrics.h"
 #include "policies/policy_set.h"
 
@@ -80,6 +81,8 @@ class Gateway {
   mutable absl::Mutex mu_;
   std::shared_ptr<const Runtime> runtime_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<GatewayMetrics> metrics_;
+  // Declared after metrics_ so it detaches from the registry before the registry goes.
+  std::unique_ptr<EngineMetrics> engine_metrics_;
   std::atomic<int64_t> in_flight_{0};
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_prefix_ = 0;

@@ -42,10 +42,11 @@ struct RequestState {
 };
 
 struct Task {
-  enum class Kind { kStart, kCancel };
+  enum class Kind { kStart, kCancel, kSetObserver };
   Kind kind = Kind::kStart;
   std::shared_ptr<RequestState> state;
   ChatRequest request;  // kStart only
+  std::shared_ptr<EngineObserver> observer;  // kSetObserver only
   Clock::time_point enqueued;
 };
 
@@ -237,7 +238,8 @@ class LocalEngine {
         bos_(llama_vocab_bos(vocab_)),
         n_ctx_slot_(static_cast<int32_t>(llama_n_ctx_seq(ctx_.get()))),
         batch_(options.n_batch),
-        queue_(std::make_shared<TaskQueue>()) {
+        queue_(std::make_shared<TaskQueue>()),
+        observer_(options.observer) {
     slots_.resize(options.n_slots);
     for (int32_t i = 0; i < options.n_slots; ++i) slots_[i].seq_id = i;
     absl::MutexLock lock(&stats_mu_);
@@ -281,6 +283,13 @@ class LocalEngine {
     return stats_;
   }
 
+  void SetObserver(std::shared_ptr<EngineObserver> observer) {
+    Task task;
+    task.kind = Task::Kind::kSetObserver;
+    task.observer = std::move(observer);
+    queue_->Push(std::move(task));
+  }
+
   int32_t n_ctx_slot() const { return n_ctx_slot_; }
 
  private:
@@ -308,6 +317,7 @@ class LocalEngine {
     std::optional<Utf8Holdback> utf8;
     std::optional<StopMatcher> stops;
     Clock::time_point enqueued;
+    Clock::time_point last_token;  // when the previous completion token was sampled
   };
 
   struct Pending {
@@ -355,6 +365,10 @@ class LocalEngine {
   }
 
   void Handle(Task task) {
+    if (task.kind == Task::Kind::kSetObserver) {
+      observer_ = std::move(task.observer);
+      return;
+    }
     if (task.kind == Task::Kind::kStart) {
       // Requests about to take an idle slot do not count as waiting.
       const auto idle = std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) {
@@ -546,6 +560,7 @@ class LocalEngine {
       return;
     }
 
+    const Clock::time_point now = Clock::now();
     for (Slot& slot : slots_) {
       if (slot.n_in_batch == 0) continue;
       if (slot.state == SlotState::kGenerating) {
@@ -560,11 +575,15 @@ class LocalEngine {
                                                      slot.output_index);
       if (slot.state == SlotState::kPrompt) {
         slot.state = SlotState::kGenerating;
-        const double ttft = std::chrono::duration<double>(Clock::now() - slot.enqueued).count();
+        const double ttft = std::chrono::duration<double>(now - slot.enqueued).count();
+        if (observer_ != nullptr) observer_->OnFirstToken(ttft);
         absl::MutexLock lock(&stats_mu_);
         stats_.ttft_seconds_sum += ttft;
         ++stats_.ttft_seconds_count;
+      } else if (observer_ != nullptr) {
+        observer_->OnNextToken(std::chrono::duration<double>(now - slot.last_token).count());
       }
+      slot.last_token = now;
       OnToken(slot, token);
     }
   }
@@ -682,6 +701,7 @@ class LocalEngine {
 
   std::shared_ptr<TaskQueue> queue_;
   std::atomic<uint64_t> next_id_{1};
+  std::shared_ptr<EngineObserver> observer_;  // engine thread only
 
   mutable absl::Mutex stats_mu_;
   EngineStats stats_ ABSL_GUARDED_BY(stats_mu_);
@@ -766,6 +786,10 @@ std::optional<int64_t> LocalBackend::CountTokens(const std::vector<Message>& mes
 }
 
 EngineStats LocalBackend::Stats() const { return engine_->Stats(); }
+
+void LocalBackend::SetObserver(std::shared_ptr<EngineObserver> observer) {
+  engine_->SetObserver(std::move(observer));
+}
 
 int32_t LocalBackend::n_ctx_slot() const { return engine_->n_ctx_slot(); }
 

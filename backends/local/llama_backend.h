@@ -29,6 +29,7 @@
 #define SWITCHYARD_BACKENDS_LOCAL_LLAMA_BACKEND_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +41,17 @@
 #include "backends/local/model_store.h"
 
 namespace switchyard::backends {
+
+// Receives per-token timings for latency histograms. Methods run on the engine thread once per
+// sampled token, so they must be quick and must not call into the backend.
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  // A request's first completion token: seconds since Start() queued it (queueing + prompt).
+  virtual void OnFirstToken(double seconds) = 0;
+  // Every later token: seconds since the same request's previous token.
+  virtual void OnNextToken(double seconds) = 0;
+};
 
 struct LocalBackendOptions {
   // Path of the GGUF file (see ResolveModel in model_store.h to turn a name into a path).
@@ -65,6 +77,8 @@ struct LocalBackendOptions {
   float min_p = 0.05f;      // 0 disables
   // Seed for requests without one; unset means a fresh random seed per request.
   std::optional<uint32_t> default_seed;
+  // Optional; see EngineObserver. LocalBackend::SetObserver replaces it later.
+  std::shared_ptr<EngineObserver> observer;
 };
 
 // Counters for the gateway's /metrics; totals only grow. Names follow the metric names.
@@ -106,6 +120,9 @@ class LocalBackend : public Backend {
   std::optional<int64_t> CountTokens(const std::vector<Message>& messages) const override;
 
   EngineStats Stats() const;
+  // Replaces the observer (nullptr removes it). Takes effect at the engine's next step; the old
+  // observer may still be called until then, so it must stay valid on its own (it is shared).
+  void SetObserver(std::shared_ptr<EngineObserver> observer);
   // The file's metadata as read at Create (for model listings).
   const GgufInfo& model_info() const { return info_; }
   // Context per slot after llama.cpp's rounding: the most prompt + completion tokens a request
