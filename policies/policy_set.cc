@@ -53,7 +53,13 @@ struct Rule {
   std::optional<double> max_estimated_usd;
   bool deny = false;
   std::string deny_message;
-  TargetInfo target;
+  TargetInfo target;  // the first of `route`
+  // `route: x` or `route: [x, y]`: the ordered fallback list; `route: cheapest`: the candidates
+  // (every target when `candidates` is absent), in configuration order.
+  std::vector<TargetInfo> route;
+  std::vector<YAML::Mark> route_marks;  // where each was named, for load-time errors
+  bool cheapest = false;
+  bool implicit_candidates = false;  // `route: cheapest` without `candidates`
   const YAML::Node* node = nullptr;
 
   bool has_content_test() const {
@@ -430,7 +436,8 @@ absl::Status ParseWhen(Loader& loader, const YAML::Node& when, Rule& rule) {
 absl::StatusOr<Rule> ParseRule(Loader& loader, const YAML::Node& node) {
   const YamlReader& yaml = loader.yaml;
   POLICY_RETURN_IF_ERROR(
-      yaml.ExpectMap(node, "a rule", {"name", "description", "when", "route", "deny"}));
+      yaml.ExpectMap(node, "a rule", {"name", "description", "when", "route", "candidates",
+                                      "deny"}));
   Rule rule;
   POLICY_ASSIGN_OR_RETURN(name, yaml.String(node, "name", /*required=*/true));
   rule.name = *name;
@@ -456,9 +463,61 @@ absl::StatusOr<Rule> ParseRule(Loader& loader, const YAML::Node& node) {
     return yaml.Error(node, absl::StrCat("rule '", rule.name,
                                          "' needs an action: 'route' or 'deny'"));
   }
+  const YAML::Node candidates = node["candidates"];
   if (route) {
-    POLICY_ASSIGN_OR_RETURN(target, loader.Target(route, absl::StrCat("rule '", rule.name, "'")));
-    rule.target = std::move(target);
+    const std::string what = absl::StrCat("rule '", rule.name, "'");
+    // Reads a non-empty list of distinct targets: a repeated target would make the fallback
+    // chain loop back on itself.
+    auto read_list = [&](const YAML::Node& list, std::string_view key) -> absl::Status {
+      if (!list.IsSequence()) {
+        return yaml.Error(list, absl::StrCat("'", Sv(key), "' of rule '", rule.name,
+                                             "' must be a target or a list of targets"));
+      }
+      if (list.size() == 0) {
+        return yaml.Error(list, absl::StrCat("'", Sv(key), "' of rule '", rule.name,
+                                             "' must not be empty"));
+      }
+      for (const auto& item : list) {
+        POLICY_ASSIGN_OR_RETURN(target, loader.Target(item, what));
+        for (const TargetInfo& seen : rule.route) {
+          if (seen.name == target.name) {
+            return yaml.Error(item, absl::StrCat("rule '", rule.name, "' names '", target.name,
+                                                 "' twice in '", Sv(key),
+                                                 "': a fallback cycle"));
+          }
+        }
+        rule.route.push_back(std::move(target));
+        rule.route_marks.push_back(item.Mark());
+      }
+      return absl::OkStatus();
+    };
+    if (route.IsScalar() && route.Scalar() == "cheapest") {
+      rule.cheapest = true;
+      if (candidates) {
+        POLICY_RETURN_IF_ERROR(read_list(candidates, "candidates"));
+      } else {
+        rule.implicit_candidates = true;
+        for (const TargetInfo& target : loader.targets) {
+          rule.route.push_back(target);
+          rule.route_marks.push_back(route.Mark());
+        }
+      }
+    } else if (candidates) {
+      return yaml.Error(candidates, absl::StrCat("rule '", rule.name,
+                                                 "' has 'candidates' but its route is not "
+                                                 "'cheapest'"));
+    } else if (route.IsScalar()) {
+      POLICY_ASSIGN_OR_RETURN(target, loader.Target(route, what));
+      rule.route.push_back(std::move(target));
+      rule.route_marks.push_back(route.Mark());
+    } else {
+      POLICY_RETURN_IF_ERROR(read_list(route, "route"));
+    }
+    rule.target = rule.route.front();
+  } else if (candidates) {
+    return yaml.Error(candidates, absl::StrCat("rule '", rule.name,
+                                               "' has 'candidates' but its route is not "
+                                               "'cheapest'"));
   } else {
     POLICY_ASSIGN_OR_RETURN(message, yaml.String(node, "deny"));
     rule.deny = true;
@@ -493,6 +552,55 @@ bool MetadataMatches(const Rule& rule, const std::map<std::string, std::string>*
     }
   }
   return true;
+}
+
+// The lowest level a request matching `rule` can have, and the condition that guarantees it.
+std::pair<int, std::string> LevelFloor(const Rule& rule, const Loader& loader) {
+  const int top = static_cast<int>(loader.levels.size()) - 1;
+  int floor = loader.default_level;
+  std::string cause = absl::StrCat("default_level: ", loader.levels[floor]);
+  auto raise = [&](int level, std::string why) {
+    if (level > floor) {
+      floor = level;
+      cause = std::move(why);
+    }
+  };
+  if (rule.min_level) {
+    raise(*rule.min_level, absl::StrCat("min_level: ", loader.levels[*rule.min_level]));
+  }
+  // A content test made of findings alone guarantees a finding, and so that finding's level.
+  if (rule.keyword_group < 0 && rule.pattern_group < 0 && !rule.findings.empty()) {
+    int lowest = top;
+    bool any = false;
+    for (const std::string& wanted : rule.findings) {
+      for (const auto& [type, level] : loader.type_levels) {  // every enabled concrete type
+        if (!TypeMatches(type, wanted)) continue;
+        lowest = std::min(lowest, level);
+        any = true;
+      }
+    }
+    if (any) raise(lowest, absl::StrCat("findings: ", Quoted(rule.findings)));
+  }
+  for (const auto& [key, values] : rule.metadata) {
+    int lowest = top;
+    if (key == loader.metadata_key) {  // the caller's label raises the level to itself
+      for (const std::string& value : values) {
+        auto it = std::find(loader.levels.begin(), loader.levels.end(), value);
+        lowest = std::min(lowest, it == loader.levels.end()
+                                      ? top
+                                      : static_cast<int>(it - loader.levels.begin()));
+      }
+    } else if (key == "tenant") {
+      for (const std::string& value : values) {
+        auto it = loader.tenant_levels.find(value);
+        lowest = std::min(lowest, it == loader.tenant_levels.end() ? 0 : it->second);
+      }
+    } else {
+      continue;
+    }
+    raise(lowest, absl::StrCat(key, ": ", Quoted(values)));
+  }
+  return {floor, std::move(cause)};
 }
 
 }  // namespace
@@ -550,16 +658,39 @@ absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::FromYaml(
       if (!names.insert(rule.name).second) {
         return yaml.Error(item["name"], absl::StrCat("duplicate rule name '", rule.name, "'"));
       }
-      if (!rule.deny && rule.min_level &&
-          set->Clearance(rule.target.name) < *rule.min_level) {
-        return yaml.Error(item["route"],
-                          absl::StrCat("rule '", rule.name, "' sends level ",
-                                       loader.levels[*rule.min_level], " to '", rule.target.name,
-                                       "', which is cleared only up to ",
-                                       loader.levels[set->Clearance(rule.target.name)]));
-      }
       set->rules_.push_back(std::move(rule));
     }
+  }
+
+  // Sovereignty, proved at load time: every path a request can take to a target (each rule's
+  // route, fallbacks and candidates, and the default) must respect that target's clearance for
+  // the lowest level a request on that path can have.
+  std::vector<std::pair<YAML::Mark, std::string>> unsafe;
+  auto check = [&](std::string_view from, int floor, std::string_view cause,
+                   std::string_view hop, const TargetInfo& target, const YAML::Mark& mark) {
+    const int clearance = set->Clearance(target.name);
+    if (floor <= clearance) return;
+    unsafe.emplace_back(mark, absl::StrCat(Sv(from), " (", Sv(cause), ") → ", Sv(hop), "'",
+                                           target.name, "' (clearance ",
+                                           loader.levels[clearance], ")"));
+  };
+  check("default", loader.default_level,
+        absl::StrCat("default_level: ", loader.levels[loader.default_level]), "",
+        set->default_target_, node["default"].Mark());
+  for (const Rule& rule : set->rules_) {
+    // `route: cheapest` without `candidates` means every target cleared for the request.
+    if (rule.deny || rule.implicit_candidates) continue;
+    const auto [floor, cause] = LevelFloor(rule, loader);
+    for (size_t i = 0; i < rule.route.size(); ++i) {
+      const std::string_view hop = rule.cheapest ? "candidate " : i > 0 ? "fallback " : "";
+      check(absl::StrCat("rule '", rule.name, "'"), floor, cause, hop, rule.route[i],
+            rule.route_marks[i]);
+    }
+  }
+  if (!unsafe.empty()) {
+    std::string message = absl::StrCat("unsafe path: ", unsafe.front().second);
+    for (size_t i = 1; i < unsafe.size(); ++i) absl::StrAppend(&message, "; also ", unsafe[i].second);
+    return yaml.Error(unsafe.front().first, message);
   }
 
   auto scanner = Scanner::Build(loader.enabled_builtins, loader.terms, loader.regexes);
@@ -583,12 +714,22 @@ int PolicySet::TargetIndex(std::string_view name) const {
 }
 
 double PolicySet::RuleCostUsd(const Rule& rule, const CostEstimate& cost,
-                              const TargetInfo* pinned) const {
-  // A route rule is priced on its target; a deny rule on where the request would otherwise go.
-  const std::string& name =
-      !rule.deny ? rule.target.name : (pinned != nullptr ? pinned->name : default_target_.name);
-  const int index = TargetIndex(name);
-  return index < 0 ? 0 : cost.targets[index].estimated_usd;
+                              const TargetInfo* pinned, int level) const {
+  auto usd = [&](std::string_view name) {
+    const int index = TargetIndex(name);
+    return index < 0 ? 0 : cost.targets[index].estimated_usd;
+  };
+  // A deny rule is priced on where the request would otherwise go.
+  if (rule.deny) return usd(pinned != nullptr ? pinned->name : default_target_.name);
+  // A route on the target that would serve it: the first (or cheapest) one cleared.
+  std::optional<double> best;
+  for (const TargetInfo& target : rule.route) {
+    if (!MayReceive(target.name, level)) continue;
+    const double price = usd(target.name);
+    if (!rule.cheapest) return price;
+    if (!best || price < *best) best = price;
+  }
+  return best.value_or(usd(rule.target.name));
 }
 
 const TargetInfo* PolicySet::FindTarget(std::string_view name) const {
@@ -713,7 +854,7 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
     if (rule.min_difficulty && difficulty < *rule.min_difficulty) return false;
     if (rule.max_difficulty && difficulty > *rule.max_difficulty) return false;
     if (rule.min_estimated_usd || rule.max_estimated_usd) {
-      const double usd = RuleCostUsd(rule, cost, pinned);
+      const double usd = RuleCostUsd(rule, cost, pinned, level);
       if (rule.min_estimated_usd && usd < *rule.min_estimated_usd) return false;
       if (rule.max_estimated_usd && usd > *rule.max_estimated_usd) return false;
     }
@@ -728,7 +869,7 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
     return false;
   };
 
-  const TargetInfo* target = nullptr;
+  const Rule* fired = nullptr;
   for (const Rule& rule : rules_) {
     // A pinned request only yields to rules about its content or about the model it named.
     if (pinned != nullptr && !rule.is_content_rule() && rule.models.empty()) continue;
@@ -739,27 +880,46 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
       decision.reason = rule.deny_message;
       return decision;
     }
-    target = &rule.target;
+    fired = &rule;
     decision.reason = rule.description;
     break;
   }
-  if (target == nullptr) {
-    target = pinned != nullptr ? pinned : &default_target_;
+  std::vector<const TargetInfo*> chosen;
+  std::string refused;  // the planned targets that may not receive this level
+  auto consider = [&](const TargetInfo& candidate) {
+    if (MayReceive(candidate.name, level)) {
+      chosen.push_back(&candidate);
+    } else {
+      absl::StrAppend(&refused, refused.empty() ? "'" : ", '", candidate.name, "'");
+    }
+  };
+  if (fired != nullptr) {
+    for (const TargetInfo& candidate : fired->route) consider(candidate);
+    if (fired->cheapest) {
+      std::stable_sort(chosen.begin(), chosen.end(), [&](const TargetInfo* a, const TargetInfo* b) {
+        return cost.targets[TargetIndex(a->name)].estimated_usd <
+               cost.targets[TargetIndex(b->name)].estimated_usd;
+      });
+    }
+  } else {
     decision.rule = pinned != nullptr ? "requested" : "default";
+    consider(pinned != nullptr ? *pinned : default_target_);
   }
-  if (!MayReceive(target->name, level)) {
-    const std::string refused = target->name;
+  if (chosen.empty()) {
     if (MayReceive(default_target_.name, level)) {
-      target = &default_target_;
-      decision.reason = absl::StrCat("'", refused, "' may not receive ", levels_[level],
+      chosen.push_back(&default_target_);
+      decision.reason = absl::StrCat(refused, " may not receive ", levels_[level],
                                      " data; sent to the default target");
     } else {
       decision.denied = true;
-      decision.reason = absl::StrCat("no permitted target: '", refused, "' may not receive ",
+      decision.reason = absl::StrCat("no permitted target: ", refused, " may not receive ",
                                      levels_[level], " data");
       return decision;
     }
   }
+  const TargetInfo* target = chosen.front();
+  decision.targets.reserve(chosen.size());
+  for (const TargetInfo* info : chosen) decision.targets.push_back(info->name);
   decision.target = target->name;
   decision.locality = target->locality;
   cost.estimated_usd = cost.targets[TargetIndex(target->name)].estimated_usd;

@@ -131,7 +131,7 @@ struct CostEstimate {
 };
 
 struct Decision {
-  std::string target;  // empty when denied
+  std::string target;  // empty when denied; else targets[0]
   std::string rule;    // the rule that fired, "default" or "requested"
   Locality locality = Locality::kLocal;
   bool denied = false;
@@ -141,6 +141,10 @@ struct Decision {
   int level_rank = 0;          // its index in PolicySet::levels()
   // What the detectors found, ordered by message and start; spans only, never values.
   std::vector<Finding> findings;
+  // The targets the dispatcher may try, in order (a `route: [a, b]` fallback list, or the
+  // cleared candidates of `route: cheapest` from cheapest up); every one is cleared for `level`.
+  // Empty when denied.
+  std::vector<std::string> targets;
   // Token counts and the estimated price on every target.
   CostEstimate cost;
   // How hard the request looks (score in [0, 1], tier, and each feature's contribution).
@@ -193,7 +197,7 @@ class PolicySet {
   int TargetIndex(std::string_view name) const;
   // The estimated price of `request` on the target a rule's `*_estimated_usd` tests.
   double RuleCostUsd(const internal::Rule& rule, const CostEstimate& cost,
-                     const TargetInfo* pinned) const;
+                     const TargetInfo* pinned, int level) const;
 
   std::string version_;
   internal::CostModel cost_model_;

@@ -550,8 +550,8 @@ policy:
       when: { min_level: confidential }
       route: gpt-4o
 )EOF",
-         "policy.yaml:8:14: rule 'r' sends level confidential to 'gpt-4o', which is cleared only "
-         "up to internal"},
+         "policy.yaml:8:14: unsafe path: rule 'r' (min_level: confidential) → 'gpt-4o' "
+         "(clearance internal)"},
         {"ClearanceUnknownTarget", R"EOF(
 policy:
   default: local
@@ -838,6 +838,265 @@ policy:
          "policy.yaml:6:52: rule 'r' can never match: min_difficulty is above max_difficulty"},
     }),
     [](const auto& info) { return info.param.name; });
+
+constexpr std::string_view kRoutePolicy = R"EOF(
+policy:
+  default: local
+  sensitivity:
+    tenants: { acme: confidential }
+  clearance: { gpt-4o: internal, claude: public }
+  rules:
+    - name: reviews
+      when: { keywords: [review] }
+      route: [claude, gpt-4o, local]
+    - name: cheap
+      when: { keywords: [cheap] }
+      route: cheapest
+      candidates: [gpt-4o, claude]
+    - name: cheapest-anywhere
+      when: { keywords: [anywhere] }
+      route: cheapest
+)EOF";
+
+struct RouteCase {
+  std::string name;
+  std::string text;
+  std::map<std::string, std::string> metadata;
+  std::vector<std::string> want_targets;  // empty when denied
+  std::string want_rule;
+};
+
+void PrintTo(const RouteCase& c, std::ostream* os) { *os << c.name; }
+
+class RouteTest : public ::testing::TestWithParam<RouteCase> {};
+
+TEST_P(RouteTest, Decides) {
+  auto set = LoadPriced(kRoutePolicy);
+  ASSERT_TRUE(set.ok()) << set.status();
+  const RouteCase& c = GetParam();
+  RequestFeatures request;
+  request.texts = {c.text};
+  request.metadata = &c.metadata;
+  const Decision decision = (*set)->Classify(request);
+  EXPECT_THAT(decision.targets, ::testing::ElementsAreArray(c.want_targets));
+  EXPECT_EQ(decision.target, c.want_targets.empty() ? "" : c.want_targets.front());
+  EXPECT_EQ(decision.rule, c.want_rule);
+  EXPECT_EQ(decision.denied, c.want_targets.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, RouteTest,
+    ::testing::ValuesIn(std::vector<RouteCase>{
+        {"FallbackListInOrder", "review this", {}, {"claude", "gpt-4o", "local"}, "reviews"},
+        {"FallbackDropsUncleared", "review bob@acme.io", {}, {"gpt-4o", "local"}, "reviews"},
+        {"FallbackOnlyLocalLeft", "review", {{"tenant", "acme"}}, {"local"}, "reviews"},
+        {"CheapestFirst", "cheap please", {}, {"claude", "gpt-4o"}, "cheap"},
+        {"CheapestSkipsUncleared", "cheap bob@acme.io", {}, {"gpt-4o"}, "cheap"},
+        {"CheapestNoneClearedGoesDefault", "cheap", {{"tenant", "acme"}}, {"local"}, "cheap"},
+        {"CheapestAllTargets", "anywhere", {}, {"local", "claude", "gpt-4o"},
+         "cheapest-anywhere"},
+        {"PlainDefault", "hello", {}, {"local"}, "default"},
+    }),
+    [](const auto& info) { return info.param.name; });
+
+TEST(RouteTest, NoClearedTargetAndUnclearedDefaultDenies) {
+  auto set = LoadPriced(R"EOF(
+policy:
+  default: claude
+  clearance: { gpt-4o: internal, claude: public }
+  rules:
+    - { name: r, route: [claude, gpt-4o] }
+)EOF");
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"card 4111 1111 1111 1111"};
+  const Decision decision = (*set)->Classify(request);
+  EXPECT_TRUE(decision.denied);
+  EXPECT_TRUE(decision.targets.empty());
+  EXPECT_EQ(decision.reason,
+            "no permitted target: 'claude', 'gpt-4o' may not receive restricted data");
+}
+
+TEST(RouteTest, CostConditionUsesServingTarget) {
+  auto set = LoadPriced(R"EOF(
+policy:
+  default: local
+  rules:
+    - name: cheap-enough
+      when: { max_estimated_usd: 0.002 }
+      route: cheapest
+      candidates: [gpt-4o, claude]
+)EOF");
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"hi"};
+  request.prompt_tokens = 1000;
+  request.max_tokens = 100;  // claude $0.0015, gpt-4o $0.0035
+  Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.rule, "cheap-enough");
+  EXPECT_THAT(decision.targets, ::testing::ElementsAre("claude", "gpt-4o"));
+  EXPECT_DOUBLE_EQ(decision.cost.estimated_usd, 0.0015);
+  request.max_tokens = 200;  // claude $0.002... + just over
+  request.prompt_tokens = 1100;
+  EXPECT_EQ((*set)->Classify(request).rule, "default");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Routes, FromYamlErrorTest,
+    ::testing::ValuesIn(std::vector<ErrorCase>{
+        {"FallbackCycle", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      route: [gpt-4o, claude, gpt-4o]
+)EOF",
+         "policy.yaml:6:31: rule 'r' names 'gpt-4o' twice in 'route': a fallback cycle"},
+        {"FallbackUnknownTarget", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      route: [gpt-4o, gpt-5]
+)EOF",
+         "policy.yaml:6:23: rule 'r' names unknown target 'gpt-5' (targets: local, gpt-4o, "
+         "claude)"},
+        {"EmptyRoute", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      route: []
+)EOF",
+         "policy.yaml:6:14: 'route' of rule 'r' must not be empty"},
+        {"EmptyCandidates", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      route: cheapest
+      candidates: []
+)EOF",
+         "policy.yaml:7:19: 'candidates' of rule 'r' must not be empty"},
+        {"CandidatesWithoutCheapest", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      route: local
+      candidates: [local]
+)EOF",
+         "policy.yaml:7:19: rule 'r' has 'candidates' but its route is not 'cheapest'"},
+        {"RouteMap", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      route: { a: b }
+)EOF",
+         "policy.yaml:6:14: 'route' of rule 'r' must be a target or a list of targets"},
+    }),
+    [](const auto& info) { return info.param.name; });
+
+// Policies under which some path could carry a request above a target's clearance.
+INSTANTIATE_TEST_SUITE_P(
+    UnsafePaths, FromYamlErrorTest,
+    ::testing::ValuesIn(std::vector<ErrorCase>{
+        {"Fallback", R"EOF(
+policy:
+  default: local
+  clearance: { gpt-4o: internal }
+  rules:
+    - name: x
+      when: { min_level: confidential }
+      route: [local, gpt-4o]
+)EOF",
+         "policy.yaml:8:22: unsafe path: rule 'x' (min_level: confidential) → fallback 'gpt-4o' "
+         "(clearance internal)"},
+        {"CheapestCandidate", R"EOF(
+policy:
+  default: local
+  clearance: { gpt-4o: restricted }
+  rules:
+    - name: x
+      when: { min_level: internal }
+      route: cheapest
+      candidates: [gpt-4o, claude]
+)EOF",
+         "policy.yaml:9:28: unsafe path: rule 'x' (min_level: internal) → candidate 'claude' "
+         "(clearance public)"},
+        {"FindingsImplyLevel", R"EOF(
+policy:
+  default: local
+  clearance: { gpt-4o: confidential }
+  rules:
+    - name: secrets
+      when: { findings: [secret] }
+      route: gpt-4o
+)EOF",
+         "policy.yaml:8:14: unsafe path: rule 'secrets' (findings: secret) → 'gpt-4o' "
+         "(clearance confidential)"},
+        {"TenantFloor", R"EOF(
+policy:
+  default: local
+  sensitivity: { tenants: { acme: internal } }
+  clearance: { local: restricted }
+  rules:
+    - name: acme
+      when: { tenant: acme }
+      route: claude
+)EOF",
+         "policy.yaml:9:14: unsafe path: rule 'acme' (tenant: acme) → 'claude' (clearance "
+         "public)"},
+        {"CallerLabel", R"EOF(
+policy:
+  default: local
+  clearance: { gpt-4o: public }
+  rules:
+    - name: labelled
+      when: { metadata: { sensitivity: [internal, confidential] } }
+      route: gpt-4o
+)EOF",
+         "policy.yaml:8:14: unsafe path: rule 'labelled' (sensitivity: internal, confidential) → "
+         "'gpt-4o' (clearance public)"},
+        {"DefaultLevel", R"EOF(
+policy:
+  default: gpt-4o
+  sensitivity: { default_level: internal }
+  clearance: { gpt-4o: public }
+)EOF",
+         "policy.yaml:3:12: unsafe path: default (default_level: internal) → 'gpt-4o' "
+         "(clearance public)"},
+        {"EveryPathListed", R"EOF(
+policy:
+  default: local
+  clearance: { gpt-4o: internal }
+  rules:
+    - name: x
+      when: { min_level: restricted }
+      route: [gpt-4o, claude]
+)EOF",
+         "policy.yaml:8:15: unsafe path: rule 'x' (min_level: restricted) → 'gpt-4o' (clearance "
+         "internal); also rule 'x' (min_level: restricted) → fallback 'claude' (clearance "
+         "public)"},
+    }),
+    [](const auto& info) { return info.param.name; });
+
+// Rules whose conditions do not guarantee a level are safe: the run-time check filters them.
+TEST(UnsafePathTest, MixedContentTestIsNotAFloor) {
+  auto set = Load(R"EOF(
+policy:
+  default: local
+  clearance: { gpt-4o: internal }
+  rules:
+    - name: mixed
+      when: { findings: [secret], keywords: [hello] }
+      route: gpt-4o
+    - name: any
+      route: cheapest
+)EOF");
+  ASSERT_TRUE(set.ok()) << set.status();
+}
 
 }  // namespace
 }  // namespace switchyard::policies
