@@ -1,15 +1,17 @@
 #include "gateway/backend_factory.h"
 
+#include <chrono>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "backends/local/llama_backend.h"
+#include "backends/local/lazy_backend.h"
 #include "backends/local/model_store.h"
 #include "backends/remote/anthropic_backend.h"
 #include "backends/remote/curl_loop.h"
 #include "backends/remote/gemini_backend.h"
 #include "backends/remote/openai_backend.h"
+#include "gateway/log.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -19,23 +21,31 @@ absl::Duration Seconds(double seconds) {
   return seconds == 0 ? absl::InfiniteDuration() : absl::Seconds(seconds);
 }
 
-absl::StatusOr<std::shared_ptr<backends::Backend>> CreateLocal(const TargetConfig& target,
-                                                               const Config& config) {
-  std::vector<std::string> folders = config.model_dirs;
+absl::StatusOr<std::shared_ptr<backends::Backend>> CreateLocal(
+    const TargetConfig& target, const Config& config,
+    std::shared_ptr<backends::MemoryBudget> budget) {
+  backends::ManagedLocalOptions options;
+  options.model = target.local.model;
+  options.folders = config.model_dirs;
   for (std::string& folder : backends::ModelSearchFolders("", std::getenv("SWITCHYARD_MODELS"))) {
-    folders.push_back(std::move(folder));
+    options.folders.push_back(std::move(folder));
   }
-  absl::StatusOr<std::string> path = backends::ResolveModelPath(target.local.model, folders);
-  if (!path.ok()) return path.status();
-  backends::LocalBackendOptions options;
-  options.model_path = *path;
-  options.n_threads = target.local.threads;
-  options.n_ctx = target.local.context;
-  options.n_slots = target.local.slots;
-  options.default_max_tokens = target.local.max_tokens;
-  absl::StatusOr<std::unique_ptr<backends::LocalBackend>> backend =
-      backends::LocalBackend::Create(options);
+  options.engine.n_threads = target.local.threads;
+  options.engine.n_ctx = target.local.context;
+  options.engine.n_slots = target.local.slots;
+  options.engine.default_max_tokens = target.local.max_tokens;
+  options.load_at_start = !target.local.load_on_demand;
+  options.idle_unload = std::chrono::milliseconds(
+      static_cast<int64_t>(target.local.idle_unload_seconds * 1000));
+  options.budget = std::move(budget);
+  absl::StatusOr<std::unique_ptr<backends::ManagedLocalBackend>> backend =
+      backends::ManagedLocalBackend::Create(std::move(options));
   if (!backend.ok()) return backend.status();
+  if (const backends::ModelStatus status = (*backend)->status();
+      status.state == backends::ModelState::kFailed) {
+    // A budget refusal: the target answers 503 and /readyz stays 503, the rest serves.
+    Log(LogLevel::kError, "target '", target.name, "': ", status.error);
+  }
   return std::shared_ptr<backends::Backend>(*std::move(backend));
 }
 
@@ -92,9 +102,16 @@ absl::StatusOr<std::shared_ptr<backends::Backend>> CreateRemote(
 BackendFactory MakeDefaultBackendFactory() {
   // Created on first use, so a config without remote targets starts no libcurl thread.
   auto loop = std::make_shared<std::shared_ptr<backends::CurlLoop>>();
-  return [loop](const TargetConfig& target,
-                const Config& config) -> absl::StatusOr<std::shared_ptr<backends::Backend>> {
-    if (target.kind == TargetKind::kLocal) return CreateLocal(target, config);
+  // One budget for every local target this factory builds.
+  auto budget = std::make_shared<std::shared_ptr<backends::MemoryBudget>>();
+  return [loop, budget](const TargetConfig& target, const Config& config)
+             -> absl::StatusOr<std::shared_ptr<backends::Backend>> {
+    if (target.kind == TargetKind::kLocal) {
+      if (*budget == nullptr) {
+        *budget = std::make_shared<backends::MemoryBudget>(config.local_model_memory_bytes);
+      }
+      return CreateLocal(target, config, *budget);
+    }
     if (*loop == nullptr) {
       absl::StatusOr<std::shared_ptr<backends::CurlLoop>> created = backends::CurlLoop::Create();
       if (!created.ok()) return created.status();

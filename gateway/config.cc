@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -58,13 +59,22 @@ absl::Status ParseLocalTarget(const YamlReader& yaml, const YAML::Node& node,
                               TargetConfig& target) {
   SY_RETURN_IF_ERROR(yaml.ExpectMap(
       node, absl::StrCat("target '", target.name, "'"),
-      {"name", "kind", "model", "threads", "context", "slots", "max_tokens", "price"}));
+      {"name", "kind", "model", "threads", "context", "slots", "max_tokens", "load",
+       "idle_unload_seconds", "price"}));
   SY_ASSIGN_OR_RETURN(model, yaml.String(node, "model", /*required=*/true));
   SY_ASSIGN_OR_RETURN(threads, yaml.Int(node, "threads", 1, 256));
   SY_ASSIGN_OR_RETURN(context, yaml.Int(node, "context", 64, 1 << 20));
   SY_ASSIGN_OR_RETURN(slots, yaml.Int(node, "slots", 1, 256));
   SY_ASSIGN_OR_RETURN(max_tokens, yaml.Int(node, "max_tokens", 1, 1 << 20));
+  SY_ASSIGN_OR_RETURN(load, yaml.String(node, "load"));
+  SY_ASSIGN_OR_RETURN(idle_unload, yaml.Double(node, "idle_unload_seconds", 0, 86400 * 365));
   LocalTargetConfig& local = target.local;
+  if (load.has_value() && *load != "startup" && *load != "on_demand") {
+    return yaml.Error(node["load"],
+                      absl::StrCat("'load' must be startup or on_demand, not \"", *load, "\""));
+  }
+  local.load_on_demand = load.value_or("startup") == "on_demand";
+  local.idle_unload_seconds = idle_unload.value_or(0);
   local.model = *model;
   if (local.model.empty()) return yaml.Error(node["model"], "'model' must not be empty");
   local.threads = static_cast<int32_t>(threads.value_or(local.threads));
@@ -198,11 +208,15 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
   }
   if (const YAML::Node limits = root["limits"]) {
     SY_RETURN_IF_ERROR(
-        yaml.ExpectMap(limits, "limits", {"max_body_bytes", "drain_timeout_seconds"}));
+        yaml.ExpectMap(limits, "limits", {"max_body_bytes", "drain_timeout_seconds",
+                                          "local_model_memory_bytes"}));
     SY_ASSIGN_OR_RETURN(max_body, yaml.Int(limits, "max_body_bytes", 1024, int64_t{1} << 30));
     SY_ASSIGN_OR_RETURN(drain, yaml.Double(limits, "drain_timeout_seconds", 0, 3600));
     config.max_body_bytes = max_body.value_or(config.max_body_bytes);
     config.drain_timeout_seconds = drain.value_or(config.drain_timeout_seconds);
+    SY_ASSIGN_OR_RETURN(budget, yaml.Int(limits, "local_model_memory_bytes", 0,
+                                         std::numeric_limits<int64_t>::max()));
+    config.local_model_memory_bytes = static_cast<uint64_t>(budget.value_or(0));
   }
   if (const YAML::Node models = root["models"]) {
     SY_RETURN_IF_ERROR(yaml.ExpectMap(models, "models", {"dirs"}));

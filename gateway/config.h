@@ -32,6 +32,8 @@ struct LocalTargetConfig {
   int32_t context = 2048;
   int32_t slots = 4;
   int32_t max_tokens = 256;  // default when a request sets none
+  bool load_on_demand = false;     // `load: on_demand`: load at the first request, not at start
+  double idle_unload_seconds = 0;  // unload after this long without requests; 0 = never
 };
 
 struct RemoteTargetConfig {
@@ -66,6 +68,7 @@ struct Config {
   ListenerConfig grpc{"127.0.0.1", 50051};
   int64_t max_body_bytes = 1 << 20;
   double drain_timeout_seconds = 30;
+  uint64_t local_model_memory_bytes = 0;  // budget for loaded local model files; 0 = none
   std::vector<std::string> model_dirs;  // searched before $SWITCHYARD_MODELS
   std::vector<TargetConfig> targets;
   std::shared_ptr<const policies::PolicySet> policy;

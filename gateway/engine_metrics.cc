@@ -5,7 +5,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-#include "backends/local/llama_backend.h"
+#include "backends/local/lazy_backend.h"
 
 namespace switchyard::gateway {
 
@@ -78,26 +78,34 @@ EngineMetrics::EngineMetrics(
       "switchyard_engine_inter_token_seconds",
       "Time between two completion tokens of one request in the local engine.", {"target"},
       ExponentialBuckets(0.0005, 2, 14));
+  loaded_ = &registry.AddCallbackGauge(
+      "switchyard_engine_loaded", "1 while the target's model is loaded, 0 otherwise.",
+      {"target"});
   for (const StatsMetric& metric : kStatsMetrics) {
     families_.push_back(metric.counter
                             ? &registry.AddCallbackCounter(metric.name, metric.help, {"target"})
                             : &registry.AddCallbackGauge(metric.name, metric.help, {"target"}));
   }
   for (const auto& [name, backend] : backends) {
-    auto* local = dynamic_cast<backends::LocalBackend*>(backend.get());
+    auto* local = dynamic_cast<backends::ManagedLocalBackend*>(backend.get());
     if (local == nullptr) continue;
     targets_.push_back(name);
     const std::string_view labels[] = {name};
     // Weak: the registry must not keep an engine (and its thread) alive.
-    std::weak_ptr<backends::LocalBackend> weak(
-        std::shared_ptr<backends::LocalBackend>(backend, local));
+    std::weak_ptr<backends::ManagedLocalBackend> weak(
+        std::shared_ptr<backends::ManagedLocalBackend>(backend, local));
     for (size_t i = 0; i < families_.size(); ++i) {
       const StatsField field = kStatsMetrics[i].field;
       families_[i]->Set(labels, [weak, field] {
-        std::shared_ptr<backends::LocalBackend> engine = weak.lock();
+        std::shared_ptr<backends::ManagedLocalBackend> engine = weak.lock();
         return engine == nullptr ? 0.0 : field(engine->Stats());
       });
     }
+    loaded_->Set(labels, [weak] {
+      std::shared_ptr<backends::ManagedLocalBackend> engine = weak.lock();
+      return engine != nullptr && engine->status().state == backends::ModelState::kLoaded ? 1.0
+                                                                                         : 0.0;
+    });
     auto observer = std::make_shared<EngineTimingObserver>(ttft.WithLabels(labels),
                                                            inter_token.WithLabels(labels));
     local->SetObserver(observer);
@@ -110,6 +118,7 @@ EngineMetrics::~EngineMetrics() {
   for (const std::string& target : targets_) {
     const std::string_view labels[] = {target};
     for (CallbackFamily* family : families_) family->Remove(labels);
+    loaded_->Remove(labels);
   }
 }
 

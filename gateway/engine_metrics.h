@@ -20,7 +20,8 @@ class EngineTimingObserver;
 class EngineMetrics {
  public:
   // Registers the families on `registry` and one set of series per local backend in `backends`
-  // (found by dynamic_cast; other backends are skipped). The registry must outlive this object.
+  // (a ManagedLocalBackend, found by dynamic_cast; other backends are skipped). The registry
+  // must outlive this object.
   EngineMetrics(MetricsRegistry& registry,
                 const std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>>&
                     backends);
@@ -31,7 +32,8 @@ class EngineMetrics {
   EngineMetrics& operator=(const EngineMetrics&) = delete;
 
  private:
-  std::vector<CallbackFamily*> families_;
+  std::vector<CallbackFamily*> families_;  // one per EngineStats field, as kStatsMetrics
+  CallbackFamily* loaded_ = nullptr;
   std::vector<std::string> targets_;
   std::vector<std::shared_ptr<EngineTimingObserver>> observers_;
 };

@@ -14,6 +14,7 @@
 #include "boost/beast/http.hpp"
 #include "gateway/log.h"
 #include "gateway/openai_codec.h"
+#include "gateway/readiness.h"
 #include "gateway/status_map.h"
 
 namespace switchyard::gateway {
@@ -206,6 +207,10 @@ void HttpSession::Handle() {
   }
   if (path == "/healthz") {
     SendJson(http::status::ok, R"({"status":"ok"})");
+  } else if (path == "/readyz") {
+    const Readiness readiness = CheckReadiness(*gateway_.runtime());
+    SendJson(readiness.ready ? http::status::ok : http::status::service_unavailable,
+             readiness.json);
   } else if (path == "/v1/models") {
     SendJson(http::status::ok, ModelsJson(gateway_.runtime()->config, UnixSeconds()));
   } else if (path == "/metrics") {

@@ -26,6 +26,9 @@ const WireError& MapStatus(absl::StatusCode code) {
                                         "unimplemented"};
   static const WireError kUnavailable{502, "upstream_error", G::UNAVAILABLE, "upstream_error"};
   static const WireError kDeadline{504, "timeout_error", G::DEADLINE_EXCEEDED, "timeout"};
+  // A local model that is not loaded and cannot be now (memory budget, broken file): retry later.
+  static const WireError kModelUnavailable{503, "service_unavailable", G::UNAVAILABLE,
+                                           "model_unavailable"};
   static const WireError kInternal{500, "server_error", G::INTERNAL, "internal_error"};
   switch (code) {
     case C::kOk:
@@ -52,6 +55,8 @@ const WireError& MapStatus(absl::StatusCode code) {
       return kUnavailable;
     case C::kDeadlineExceeded:
       return kDeadline;
+    case C::kAborted:
+      return kModelUnavailable;
     default:
       return kInternal;
   }

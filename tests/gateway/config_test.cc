@@ -180,7 +180,21 @@ INSTANTIATE_TEST_SUITE_P(
                 "targets:\n  - {name: a, kind: local, model: m}\npolicy:\n  default: b\n",
                 "bad.yaml:4:12:"},
         BadCase{"YamlSyntax", "targets: [\n  - oops: {\n", "bad.yaml:"},
-        BadCase{"NotAMap", "- just\n- a list\n", "bad.yaml:1:1: the config must be a YAML map"}),
+        BadCase{"NotAMap", "- just\n- a list\n", "bad.yaml:1:1: the config must be a YAML map"},
+        BadCase{"BadLoadMode",
+                "targets:\n  - {name: a, kind: local, model: m, load: lazy}\npolicy:\n"
+                "  default: a\n",
+                "bad.yaml:2:44: 'load' must be startup or on_demand, not \"lazy\""},
+        BadCase{"NegativeIdleUnload",
+                "targets:\n  - {name: a, kind: local, model: m, idle_unload_seconds: -1}\n"
+                "policy:\n  default: a\n",
+                "'idle_unload_seconds' must be between 0"},
+        BadCase{"TypoInLimits",
+                std::string("limits:\n  local_model_memory: 10\n") + kTargets,
+                "bad.yaml:2:3: unknown key 'local_model_memory' in limits"},
+        BadCase{"NegativeBudget",
+                std::string("limits:\n  local_model_memory_bytes: -5\n") + kTargets,
+                "'local_model_memory_bytes' must be between 0"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return info.param.name; });
 
 TEST(ConfigTest, AnthropicAndGeminiTargetsDefaultTheirBaseUrls) {
@@ -210,6 +224,32 @@ policy:
       "targets:\n  - {name: r, kind: openai_compatible, model: m}\npolicy:\n  default: r\n",
       "t.yaml", "/");
   EXPECT_THAT(missing.status().message(), HasSubstr("missing required key 'base_url'"));
+}
+
+TEST(ConfigTest, LocalModelLifecycleKeys) {
+  absl::StatusOr<Config> config = ParseConfig(R"EOF(
+limits:
+  local_model_memory_bytes: 1000000
+targets:
+  - { name: eager, kind: local, model: a.gguf }
+  - { name: lazy, kind: local, model: b.gguf, load: on_demand, idle_unload_seconds: 1.5 }
+  - { name: pinned, kind: local, model: c.gguf, load: startup, idle_unload_seconds: 0 }
+policy:
+  default: eager
+)EOF",
+                                              "gw.yaml", "");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->local_model_memory_bytes, 1000000u);
+  ASSERT_EQ(config->targets.size(), 3u);
+  EXPECT_FALSE(config->targets[0].local.load_on_demand);
+  EXPECT_EQ(config->targets[0].local.idle_unload_seconds, 0);
+  EXPECT_TRUE(config->targets[1].local.load_on_demand);
+  EXPECT_EQ(config->targets[1].local.idle_unload_seconds, 1.5);
+  EXPECT_FALSE(config->targets[2].local.load_on_demand);
+
+  absl::StatusOr<Config> defaults = ParseConfig(kValid, "gw.yaml", "");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->local_model_memory_bytes, 0u);
 }
 
 TEST(ConfigTest, MissingFileIsNotFound) {
