@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "gateway/config.h"
 #include "gateway/log.h"
+#include "gateway/model_commands.h"
 #include "gateway/server.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -34,6 +35,14 @@ Usage:
                   [--temperature T] [--stream] [--explain] TEXT
       Send one chat message over gRPC (default 127.0.0.1:50051) and print the
       answer and the routing decision.
+  switchyard models [--config FILE]
+      List the GGUF files on the model search path: size, architecture,
+      quantisation, parameter count and context length.
+  switchyard pull URL --sha256 HEX [--dir DIR] [--config FILE]
+      Download a GGUF file into the model folder (--dir, else the first of
+      models.dirs, $SWITCHYARD_MODELS, ./models). An interrupted download resumes
+      from its .part file; the SHA-256 and the GGUF header are checked before the
+      file gets its final name.
   switchyard --version | --help
 
 Models are searched in the config's models.dirs, then in $SWITCHYARD_MODELS
@@ -261,6 +270,8 @@ int RunCli(int argc, char** argv) {
   if (command == "serve") return Serve(argc, argv);
   if (command == "check") return Check(argc, argv);
   if (command == "chat") return Chat(argc, argv);
+  if (command == "models") return ModelsCommand(argc, argv);
+  if (command == "pull") return PullCommand(argc, argv);
   return UsageError(absl::StrCat("unknown command '", command, "'"));
 }
 

@@ -12,6 +12,7 @@
 #include "boost/asio/strand.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "gateway/anthropic_codec.h"
 #include "gateway/log.h"
 #include "gateway/openai_codec.h"
 #include "gateway/readiness.h"
@@ -32,6 +33,9 @@ constexpr size_t kMaxPipelined = 64 * 1024;
 
 int64_t UnixSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 
+// The wire format a client speaks on this exchange; answers and errors use the same one.
+enum class ClientDialect { kOpenAi, kAnthropic };
+
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(tcp::socket&& socket, std::shared_ptr<HttpShared> shared)
@@ -49,7 +53,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void DoRead();
   void OnRead(beast::error_code ec, size_t bytes);
   void Handle();
-  void HandleChat();
+  void HandleChat(ClientDialect dialect);
 
   void SendJson(http::status status, std::string body);
   void SendError(const absl::Status& status);
@@ -77,6 +81,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool exchange_done_ = false;
   bool watching_ = false;
   bool client_gone_ = false;
+  ClientDialect dialect_ = ClientDialect::kOpenAi;
   InboundRequest inbound_;
   Routed routed_;
   std::unique_ptr<backends::Call> call_;
@@ -93,15 +98,17 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool stream_header_written_ = false;
 };
 
-// Feeds a backend's output to a session, hopping onto its strand.
+// Feeds a backend's output to a session in the client's dialect, hopping onto its strand.
 class HttpChatSink : public backends::ChatSink {
  public:
   HttpChatSink(std::shared_ptr<HttpSession> session, asio::any_io_executor executor,
-               const InboundRequest& request, std::string id, std::string model, int64_t created)
+               const InboundRequest& request, ClientDialect dialect, std::string id,
+               std::string model, int64_t created)
       : session_(std::move(session)),
         executor_(std::move(executor)),
         stream_(request.stream),
         include_usage_(request.include_usage),
+        dialect_(dialect),
         id_(std::move(id)),
         model_(std::move(model)),
         created_(created) {}
@@ -112,7 +119,13 @@ class HttpChatSink : public backends::ChatSink {
       return;
     }
     if (text.empty() && !first_) return;
-    std::string event = ChatChunkEvent(id_, model_, created_, text, first_, nullptr);
+    std::string event;
+    if (dialect_ == ClientDialect::kAnthropic) {
+      if (first_) event = MessageStartEvents(MessageId(id_), model_);
+      if (!text.empty()) event += MessageDeltaEvent(text);
+    } else {
+      event = ChatChunkEvent(id_, model_, created_, text, first_, nullptr);
+    }
     first_ = false;
     asio::post(executor_, [session = session_, event = std::move(event)]() mutable {
       session->OnDelta(std::move(event));
@@ -121,7 +134,10 @@ class HttpChatSink : public backends::ChatSink {
 
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
     std::string tail;
-    if (stream_ && status.ok()) {
+    if (stream_ && status.ok() && dialect_ == ClientDialect::kAnthropic) {
+      if (first_) tail += MessageStartEvents(MessageId(id_), model_);
+      tail += MessageEndEvents(completion);
+    } else if (stream_ && status.ok()) {
       if (first_) tail += ChatChunkEvent(id_, model_, created_, "", true, nullptr);
       tail += ChatChunkEvent(id_, model_, created_, "", false, &completion);
       if (include_usage_) tail += ChatUsageEvent(id_, model_, created_, completion.usage);
@@ -139,6 +155,7 @@ class HttpChatSink : public backends::ChatSink {
   asio::any_io_executor executor_;
   const bool stream_;
   const bool include_usage_;
+  const ClientDialect dialect_;
   const std::string id_;
   const std::string model_;
   const int64_t created_;
@@ -165,6 +182,7 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
   shared_->active_exchanges.fetch_add(1);
   exchange_done_ = false;
   keep_alive_ = false;
+  dialect_ = ClientDialect::kOpenAi;
   stream_.expires_never();
   if (ec == http::error::body_limit) {
     keep_alive_ = false;  // the rest of the oversized body is unread
@@ -196,7 +214,17 @@ void HttpSession::Handle() {
                          "method_not_allowed"));
       return;
     }
-    HandleChat();
+    HandleChat(ClientDialect::kOpenAi);
+    return;
+  }
+  if (path == "/v1/messages") {
+    dialect_ = ClientDialect::kAnthropic;
+    if (method != http::verb::post) {
+      SendJson(http::status::method_not_allowed,
+               AnthropicErrorJson("invalid_request_error", "use POST for /v1/messages"));
+      return;
+    }
+    HandleChat(ClientDialect::kAnthropic);
     return;
   }
   if (method != http::verb::get) {
@@ -226,8 +254,11 @@ void HttpSession::Handle() {
   }
 }
 
-void HttpSession::HandleChat() {
-  absl::StatusOr<InboundRequest> parsed = ParseChatCompletionRequest(request_.body());
+void HttpSession::HandleChat(ClientDialect dialect) {
+  dialect_ = dialect;
+  absl::StatusOr<InboundRequest> parsed = dialect == ClientDialect::kAnthropic
+                                              ? ParseMessagesRequest(request_.body())
+                                              : ParseChatCompletionRequest(request_.body());
   if (!parsed.ok()) {
     gateway_.RecordRejected(parsed.status(), nullptr);
     SendError(parsed.status());
@@ -248,8 +279,8 @@ void HttpSession::HandleChat() {
   stream_last_queued_ = false;
   stream_header_written_ = false;
   auto sink = std::make_shared<HttpChatSink>(shared_from_this(), stream_.get_executor(), inbound_,
-                                             inbound_.chat.request_id, routed_.decision.target,
-                                             created_);
+                                             dialect_, inbound_.chat.request_id,
+                                             routed_.decision.target, created_);
   call_ = gateway_.Dispatch(routed_, inbound_, std::move(sink));
   if (!exchange_done_ && !client_gone_) WatchClient();
 }
@@ -266,7 +297,9 @@ void HttpSession::OnChatDone(absl::Status status, backends::Completion completio
     if (!status.ok()) {
       // Midway failure: an explicit error event, and no [DONE], so no client mistakes it for a
       // complete answer.
-      text = absl::StrCat("data: ", ErrorJson(status), "\n\n");
+      text = dialect_ == ClientDialect::kAnthropic
+                 ? MessageErrorEvent(status)
+                 : absl::StrCat("data: ", ErrorJson(status), "\n\n");
     }
     QueueStreamBytes(std::move(text), true);
     return;
@@ -282,8 +315,12 @@ void HttpSession::OnChatDone(absl::Status status, backends::Completion completio
   auto response =
       std::make_shared<http::response<http::string_body>>(http::status::ok, request_.version());
   response->set(http::field::content_type, "application/json");
-  response->body() = ChatCompletionJson(inbound_.chat.request_id, routed_.decision.target,
-                                        created_, text, completion);
+  response->body() =
+      dialect_ == ClientDialect::kAnthropic
+          ? MessageJson(MessageId(inbound_.chat.request_id), routed_.decision.target, text,
+                        completion)
+          : ChatCompletionJson(inbound_.chat.request_id, routed_.decision.target, created_, text,
+                               completion);
   SendResponse(std::move(response));
 }
 
@@ -304,7 +341,8 @@ void HttpSession::SendJson(http::status status, std::string body) {
 }
 
 void HttpSession::SendError(const absl::Status& status) {
-  SendJson(static_cast<http::status>(MapStatus(status.code()).http_status), ErrorJson(status));
+  SendJson(static_cast<http::status>(MapStatus(status.code()).http_status),
+           dialect_ == ClientDialect::kAnthropic ? AnthropicErrorJson(status) : ErrorJson(status));
 }
 
 void HttpSession::SendResponse(std::shared_ptr<http::response<http::string_body>> response) {

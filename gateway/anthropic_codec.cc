@@ -1,0 +1,259 @@
+#include "gateway/anthropic_codec.h"
+
+#include <cstdint>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "gateway/status_map.h"
+#include "nlohmann/json.hpp"
+#include "policies/absl_compat.h"
+
+namespace switchyard::gateway {
+namespace {
+
+using nlohmann::json;
+// Responses keep Anthropic's field order (id, type, role, model, content, ...).
+using ordered = nlohmann::ordered_json;
+
+absl::Status FieldError(std::string_view field, std::string_view problem) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", policies::Sv(field), "' ", policies::Sv(problem)));
+}
+
+// A string, or a list of content blocks of which only text blocks are supported.
+absl::StatusOr<std::string> ParseContent(const json& content, std::string_view field) {
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) return FieldError(field, "must be a string or a list of content blocks");
+  std::string text;
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& block = content[i];
+    const std::string block_field = absl::StrCat(policies::Sv(field), "[", i, "]");
+    if (!block.is_object()) return FieldError(block_field, "must be an object");
+    auto type = block.find("type");
+    if (type == block.end() || !type->is_string()) {
+      return FieldError(absl::StrCat(block_field, ".type"), "must be a string");
+    }
+    if (*type != "text") {
+      return FieldError(absl::StrCat(block_field, ".type"),
+                        absl::StrCat("'", type->get<std::string>(),
+                                     "' is not supported; only text blocks are"));
+    }
+    auto block_text = block.find("text");
+    if (block_text == block.end() || !block_text->is_string()) {
+      return FieldError(absl::StrCat(block_field, ".text"), "must be a string");
+    }
+    text += block_text->get<std::string>();
+  }
+  return text;
+}
+
+absl::Status ParseNumber(const json& body, const char* key, double min, double max,
+                         std::optional<float>& out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return FieldError(key, "must be a number");
+  const double value = it->get<double>();
+  if (!(value >= min && value <= max)) {
+    return FieldError(key, absl::StrCat("must be between ", min, " and ", max));
+  }
+  out = static_cast<float>(value);
+  return absl::OkStatus();
+}
+
+std::string_view AnthropicErrorType(int http_status) {
+  switch (http_status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 504: return "timeout_error";
+    default: return http_status < 500 ? "invalid_request_error" : "api_error";
+  }
+}
+
+std::string Dump(const ordered& value) {
+  // Replace, never throw, on invalid UTF-8 from a backend: the client still gets valid JSON.
+  return value.dump(-1, ' ', false, ordered::error_handler_t::replace);
+}
+
+std::string Event(std::string_view name, const ordered& data) {
+  return absl::StrCat("event: ", policies::Sv(name), "\ndata: ", Dump(data), "\n\n");
+}
+
+}  // namespace
+
+absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
+  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    try {
+      json ignored = json::parse(body);
+    } catch (const json::parse_error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request body is not valid JSON (UTF-8): ", e.what()));
+    }
+    return absl::InvalidArgumentError("request body is not valid JSON");
+  }
+  if (!parsed.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+
+  InboundRequest request;
+  auto model = parsed.find("model");
+  if (model == parsed.end() || !model->is_string()) return FieldError("model", "must be a string");
+  request.requested_model = model->get<std::string>();
+  if (request.requested_model.empty()) request.requested_model = "auto";
+
+  auto max_tokens = parsed.find("max_tokens");
+  if (max_tokens == parsed.end()) return FieldError("max_tokens", "is required");
+  if (!max_tokens->is_number_integer()) return FieldError("max_tokens", "must be an integer");
+  const int64_t max_value = max_tokens->get<int64_t>();
+  if (max_value < 1 || max_value > std::numeric_limits<int32_t>::max()) {
+    return FieldError("max_tokens", "must be a positive integer");
+  }
+  request.chat.max_tokens = static_cast<int32_t>(max_value);
+
+  if (auto system = parsed.find("system"); system != parsed.end() && !system->is_null()) {
+    absl::StatusOr<std::string> text = ParseContent(*system, "system");
+    if (!text.ok()) return text.status();
+    if (!text->empty()) request.chat.messages.push_back({"system", *std::move(text)});
+  }
+  auto messages = parsed.find("messages");
+  if (messages == parsed.end()) return FieldError("messages", "is required");
+  if (!messages->is_array()) return FieldError("messages", "must be a list");
+  if (messages->empty()) return FieldError("messages", "must contain at least one message");
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& message = (*messages)[i];
+    const std::string field = absl::StrCat("messages[", i, "]");
+    if (!message.is_object()) return FieldError(field, "must be an object");
+    auto role = message.find("role");
+    if (role == message.end() || !role->is_string() ||
+        (*role != "user" && *role != "assistant")) {
+      return FieldError(absl::StrCat(field, ".role"), "must be \"user\" or \"assistant\"");
+    }
+    auto content = message.find("content");
+    if (content == message.end()) return FieldError(absl::StrCat(field, ".content"), "is required");
+    absl::StatusOr<std::string> text = ParseContent(*content, absl::StrCat(field, ".content"));
+    if (!text.ok()) return text.status();
+    request.chat.messages.push_back({role->get<std::string>(), *std::move(text)});
+  }
+
+  if (absl::Status s = ParseNumber(parsed, "temperature", 0, 1, request.chat.temperature);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ParseNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
+  if (auto top_k = parsed.find("top_k"); top_k != parsed.end() && !top_k->is_null()) {
+    // Accepted for compatibility; no backend samples by top_k through this interface.
+    if (!top_k->is_number_integer() || top_k->get<int64_t>() < 0) {
+      return FieldError("top_k", "must be a non-negative integer");
+    }
+  }
+  if (auto stop = parsed.find("stop_sequences"); stop != parsed.end() && !stop->is_null()) {
+    if (!stop->is_array()) return FieldError("stop_sequences", "must be a list of strings");
+    for (const json& item : *stop) {
+      if (!item.is_string() || item.get_ref<const std::string&>().empty()) {
+        return FieldError("stop_sequences", "must be a list of non-empty strings");
+      }
+      request.chat.stop.push_back(item.get<std::string>());
+    }
+  }
+  if (auto stream = parsed.find("stream"); stream != parsed.end() && !stream->is_null()) {
+    if (!stream->is_boolean()) return FieldError("stream", "must be true or false");
+    request.stream = stream->get<bool>();
+  }
+  if (auto metadata = parsed.find("metadata"); metadata != parsed.end() && !metadata->is_null()) {
+    if (!metadata->is_object()) return FieldError("metadata", "must be an object");
+    if (auto user = metadata->find("user_id"); user != metadata->end() && !user->is_null()) {
+      if (!user->is_string()) return FieldError("metadata.user_id", "must be a string");
+      request.chat.user = user->get<std::string>();
+    }
+  }
+  for (const char* unsupported : {"tools", "tool_choice"}) {
+    if (auto it = parsed.find(unsupported); it != parsed.end() && !it->is_null()) {
+      return FieldError(unsupported, "is not supported");
+    }
+  }
+  return request;
+}
+
+std::string_view StopReasonName(backends::FinishReason reason) {
+  return reason == backends::FinishReason::kLength ? "max_tokens" : "end_turn";
+}
+
+std::string MessageId(std::string_view request_id) {
+  constexpr std::string_view kChatPrefix = "chatcmpl-";
+  if (request_id.starts_with(kChatPrefix)) {
+    return absl::StrCat("msg_", policies::Sv(request_id.substr(kChatPrefix.size())));
+  }
+  return std::string(request_id);
+}
+
+std::string MessageJson(std::string_view id, std::string_view model, std::string_view content,
+                        const backends::Completion& completion) {
+  ordered message = {
+      {"id", id},
+      {"type", "message"},
+      {"role", "assistant"},
+      {"model", model},
+      {"content", ordered::array({ordered{{"type", "text"}, {"text", content}}})},
+      {"stop_reason", StopReasonName(completion.finish_reason)},
+      {"stop_sequence", nullptr},
+      {"usage",
+       {{"input_tokens", completion.usage.prompt_tokens},
+        {"output_tokens", completion.usage.completion_tokens}}},
+  };
+  return Dump(message);
+}
+
+std::string MessageStartEvents(std::string_view id, std::string_view model) {
+  // Usage is known only at the end; message_delta carries it (input_tokens included).
+  ordered start = {{"type", "message_start"},
+                   {"message",
+                    {{"id", id},
+                     {"type", "message"},
+                     {"role", "assistant"},
+                     {"model", model},
+                     {"content", ordered::array()},
+                     {"stop_reason", nullptr},
+                     {"stop_sequence", nullptr},
+                     {"usage", {{"input_tokens", 0}, {"output_tokens", 0}}}}}};
+  ordered block = {{"type", "content_block_start"},
+                   {"index", 0},
+                   {"content_block", {{"type", "text"}, {"text", ""}}}};
+  return absl::StrCat(Event("message_start", start), Event("content_block_start", block),
+                      Event("ping", ordered{{"type", "ping"}}));
+}
+
+std::string MessageDeltaEvent(std::string_view text) {
+  return Event("content_block_delta", ordered{{"type", "content_block_delta"},
+                                              {"index", 0},
+                                              {"delta", {{"type", "text_delta"}, {"text", text}}}});
+}
+
+std::string MessageEndEvents(const backends::Completion& completion) {
+  ordered delta = {
+      {"type", "message_delta"},
+      {"delta",
+       {{"stop_reason", StopReasonName(completion.finish_reason)}, {"stop_sequence", nullptr}}},
+      {"usage",
+       {{"input_tokens", completion.usage.prompt_tokens},
+        {"output_tokens", completion.usage.completion_tokens}}}};
+  return absl::StrCat(
+      Event("content_block_stop", ordered{{"type", "content_block_stop"}, {"index", 0}}),
+      Event("message_delta", delta), Event("message_stop", ordered{{"type", "message_stop"}}));
+}
+
+std::string MessageErrorEvent(const absl::Status& status) {
+  return absl::StrCat("event: error\ndata: ", AnthropicErrorJson(status), "\n\n");
+}
+
+std::string AnthropicErrorJson(std::string_view type, std::string_view message) {
+  return Dump(ordered{{"type", "error"}, {"error", {{"type", type}, {"message", message}}}});
+}
+
+std::string AnthropicErrorJson(const absl::Status& status) {
+  return AnthropicErrorJson(AnthropicErrorType(MapStatus(status.code()).http_status),
+                            policies::StdSv(status.message()));
+}
+
+}  // namespace switchyard::gateway
