@@ -750,6 +750,44 @@ bool PolicySet::MayReceive(std::string_view target, int level_rank) const {
   return level_rank <= Clearance(target);
 }
 
+void PolicySet::ExplainRejections(const Rule* fired, Decision& decision) const {
+  decision.rejected.reserve(targets_.size());
+  const std::string& level = levels_[decision.level_rank];
+  auto usd = [&](std::string_view name) {
+    const int index = TargetIndex(name);
+    return index < 0 || decision.cost.targets.empty() ? 0.0
+                                                       : decision.cost.targets[index].estimated_usd;
+  };
+  // Why a cleared target that is not on the decided route was passed over.
+  const std::string elsewhere =
+      fired != nullptr && fired->deny ? absl::StrCat("rule '", fired->name, "' denied the request")
+      : fired != nullptr              ? absl::StrCat("rule '", fired->name, "' fired first")
+      : decision.rule == "requested"  ? std::string("the request named another target")
+                                      : absl::StrCat("no rule matched; the default is '",
+                                                     default_target_.name, "'");
+  for (const TargetInfo& info : targets_) {
+    if (!decision.denied && info.name == decision.target) continue;
+    std::string reason;
+    if (!MayReceive(info.name, decision.level_rank)) {
+      reason = absl::StrCat("not cleared for ", level);
+    } else if (decision.denied) {
+      reason = elsewhere;
+    } else if (auto it = std::find(decision.targets.begin(), decision.targets.end(), info.name);
+               it != decision.targets.end()) {
+      const size_t position = static_cast<size_t>(it - decision.targets.begin()) + 1;
+      reason = fired != nullptr && fired->cheapest
+                   ? absl::StrCat("more expensive: ", usd(info.name), " USD vs ",
+                                  usd(decision.target), " USD (fallback ", position, ")")
+                   : absl::StrCat("fallback ", position, " of rule '", decision.rule, "'");
+    } else if (fired != nullptr && fired->cheapest) {
+      reason = absl::StrCat("not a candidate of rule '", fired->name, "'");
+    } else {
+      reason = elsewhere;
+    }
+    decision.rejected.push_back({info.name, std::move(reason)});
+  }
+}
+
 Decision PolicySet::Classify(const RequestFeatures& request) const {
   Decision decision;
   decision.policy_version = version_;
@@ -765,6 +803,9 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
       decision.level_rank = top;
       decision.level = levels_[top];
       decision.findings.clear();
+      for (const TargetInfo& info : targets_) {
+        decision.rejected.push_back({info.name, "the request could not be classified"});
+      }
       return decision;
     }
     for (Finding& finding : result.findings) {
@@ -875,12 +916,13 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
     if (pinned != nullptr && !rule.is_content_rule() && rule.models.empty()) continue;
     if (!matches(rule)) continue;
     decision.rule = rule.name;
+    fired = &rule;
     if (rule.deny) {
       decision.denied = true;
       decision.reason = rule.deny_message;
+      ExplainRejections(fired, decision);
       return decision;
     }
-    fired = &rule;
     decision.reason = rule.description;
     break;
   }
@@ -914,6 +956,7 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
       decision.denied = true;
       decision.reason = absl::StrCat("no permitted target: ", refused, " may not receive ",
                                      levels_[level], " data");
+      ExplainRejections(fired, decision);
       return decision;
     }
   }
@@ -923,6 +966,7 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
   decision.target = target->name;
   decision.locality = target->locality;
   cost.estimated_usd = cost.targets[TargetIndex(target->name)].estimated_usd;
+  ExplainRejections(fired, decision);
   return decision;
 }
 

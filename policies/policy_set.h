@@ -60,11 +60,21 @@
 //   condition are considered. The first of those that matches decides (it may keep the request
 //   local or deny it); otherwise the named target is used (rule "requested").
 //
+// Actions: `route: x`, `route: [x, y]` (an ordered fallback list), `route: cheapest` with
+// optional `candidates: [..]` (by estimated price, cheapest first), or `deny: "message"`.
+// Decision.targets is the ordered list the dispatcher may try, each target cleared.
+//
+// Cost and difficulty: every Decision carries the estimated price on every target (`cost:`
+// tunes the token estimate) and a difficulty score and tier (`difficulty:` tunes the
+// heuristic); rules test them with min/max_estimated_usd, difficulty, min/max_difficulty.
+//
 // Sovereignty (only when `clearance` is given): a target may receive requests up to its
 // clearance; local targets not listed may receive everything, remote targets not listed only
-// the lowest level. A rule whose `min_level` exceeds its route's clearance is a load error. When
-// the decided target may not receive the request's level, Classify falls back to the default
-// target if it may, and denies otherwise (Decision.rule keeps the rule, the reason says why).
+// the lowest level. At load time every path (route, fallbacks, explicit candidates, default)
+// whose guaranteed lowest level exceeds its target's clearance is an error naming the path.
+// At run time targets that may not receive the request's level are dropped; with none left
+// Classify falls back to the default target if it may, and denies otherwise (Decision.rule
+// keeps the rule, the reason says why).
 // A scan failure (out of memory) denies the request: an unscanned request never goes anywhere.
 #ifndef SWITCHYARD_POLICIES_POLICY_SET_H_
 #define SWITCHYARD_POLICIES_POLICY_SET_H_
@@ -130,6 +140,17 @@ struct CostEstimate {
   std::vector<TargetCost> targets;  // every configured target, in configuration order
 };
 
+// Why a configured target did not serve a request.
+struct Rejection {
+  std::string target;
+  // "not cleared for confidential", "rule 'x' fired first", "fallback 2 of rule 'x'",
+  // "more expensive: 0.0035 USD vs 0.0015 USD", "not a candidate of rule 'x'",
+  // "rule 'x' denied the request", "the request named 'y'", "no rule matched; the default is 'y'".
+  std::string reason;
+
+  friend bool operator==(const Rejection&, const Rejection&) = default;
+};
+
 struct Decision {
   std::string target;  // empty when denied; else targets[0]
   std::string rule;    // the rule that fired, "default" or "requested"
@@ -149,6 +170,9 @@ struct Decision {
   CostEstimate cost;
   // How hard the request looks (score in [0, 1], tier, and each feature's contribution).
   DifficultyScore difficulty;
+  // Every other configured target (all of them when denied), in configuration order, with why
+  // it was not chosen.
+  std::vector<Rejection> rejected;
 };
 
 namespace internal {
@@ -195,6 +219,8 @@ class PolicySet {
   int Clearance(std::string_view target) const;
 
   int TargetIndex(std::string_view name) const;
+  // Fills decision.rejected; `fired` is the rule that decided, if any.
+  void ExplainRejections(const internal::Rule* fired, Decision& decision) const;
   // The estimated price of `request` on the target a rule's `*_estimated_usd` tests.
   double RuleCostUsd(const internal::Rule& rule, const CostEstimate& cost,
                      const TargetInfo* pinned, int level) const;

@@ -1098,5 +1098,78 @@ policy:
   ASSERT_TRUE(set.ok()) << set.status();
 }
 
+struct ExplainCase {
+  std::string name;
+  std::string text;
+  std::map<std::string, std::string> metadata;
+  std::string model;
+  std::vector<Rejection> want;
+};
+
+void PrintTo(const ExplainCase& c, std::ostream* os) { *os << c.name; }
+
+class ExplainTest : public ::testing::TestWithParam<ExplainCase> {};
+
+TEST_P(ExplainTest, SaysWhyEveryOtherTargetLost) {
+  auto set = LoadPriced(R"EOF(
+policy:
+  default: local
+  sensitivity: { tenants: { acme: confidential } }
+  clearance: { gpt-4o: internal, claude: public }
+  rules:
+    - { name: block, when: { keywords: [forbidden] }, deny: "no" }
+    - name: reviews
+      when: { keywords: [review] }
+      route: [claude, gpt-4o]
+    - name: cheap
+      when: { keywords: [cheap] }
+      route: cheapest
+      candidates: [gpt-4o, claude]
+    - name: pricey
+      when: { keywords: [pricey] }
+      route: cheapest
+      candidates: [gpt-4o]
+)EOF");
+  ASSERT_TRUE(set.ok()) << set.status();
+  const ExplainCase& c = GetParam();
+  RequestFeatures request;
+  request.texts = {c.text};
+  request.metadata = &c.metadata;
+  request.requested_model = c.model;
+  request.prompt_tokens = 1000;
+  request.max_tokens = 100;  // claude 0.0015 USD, gpt-4o 0.0035 USD
+  EXPECT_THAT((*set)->Classify(request).rejected, ::testing::ElementsAreArray(c.want));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ExplainTest,
+    ::testing::ValuesIn(std::vector<ExplainCase>{
+        {"Default", "hello", {}, "auto",
+         {{"gpt-4o", "no rule matched; the default is 'local'"},
+          {"claude", "no rule matched; the default is 'local'"}}},
+        {"FallbackAndFiredFirst", "review it", {}, "auto",
+         {{"local", "rule 'reviews' fired first"}, {"gpt-4o", "fallback 2 of rule 'reviews'"}}},
+        {"NotCleared", "review bob@acme.io", {}, "auto",
+         {{"local", "rule 'reviews' fired first"}, {"claude", "not cleared for internal"}}},
+        {"MoreExpensive", "cheap", {}, "auto",
+         {{"local", "not a candidate of rule 'cheap'"},
+          {"gpt-4o", "more expensive: 0.0035 USD vs 0.0015 USD (fallback 2)"}}},
+        {"NotACandidate", "pricey", {}, "auto",
+         {{"local", "not a candidate of rule 'pricey'"},
+          {"claude", "not a candidate of rule 'pricey'"}}},
+        {"Denied", "forbidden", {}, "auto",
+         {{"local", "rule 'block' denied the request"},
+          {"gpt-4o", "rule 'block' denied the request"},
+          {"claude", "rule 'block' denied the request"}}},
+        {"DeniedNotCleared", "forbidden", {{"tenant", "acme"}}, "auto",
+         {{"local", "rule 'block' denied the request"},
+          {"gpt-4o", "not cleared for confidential"},
+          {"claude", "not cleared for confidential"}}},
+        {"Requested", "hello", {}, "claude",
+         {{"local", "the request named another target"},
+          {"gpt-4o", "the request named another target"}}},
+    }),
+    [](const auto& info) { return info.param.name; });
+
 }  // namespace
 }  // namespace switchyard::policies
