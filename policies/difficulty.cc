@@ -71,11 +71,19 @@ class CueTable {
  public:
   CueTable() {
     slots_.fill(-1);
+    static_assert(std::size(kCueWords) < kMask / 2);
     for (size_t i = 0; i < std::size(kCueWords); ++i) {
       size_t slot = Hash(kCueWords[i].word);
       while (slots_[slot] >= 0) slot = (slot + 1) & kMask;
       slots_[slot] = static_cast<int16_t>(i);
+      const std::string_view word = kCueWords[i].word;
+      first_letters_[word.size()] |= uint32_t{1} << (word.front() - 'a');
     }
+  }
+
+  // A cheap filter before Find: whether any cue word has this length and first letter.
+  bool MayHold(size_t len, unsigned char first) const {
+    return (first_letters_[len] >> ((first | 0x20) - 'a')) & 1;
   }
 
   Cue Find(std::string_view word) const {
@@ -95,6 +103,7 @@ class CueTable {
     return (word.size() * 131 + first * 31 + second * 17 + last * 7) & kMask;
   }
   std::array<int16_t, kMask + 1> slots_;
+  std::array<uint32_t, kMaxWord + 1> first_letters_{};
 };
 
 struct Counts {
@@ -104,99 +113,112 @@ struct Counts {
   double bytes = 0;
 };
 
-void CountText(std::string_view text, const CueTable& table, Counts& counts) {
-  char word[kMaxWord];
-  size_t word_len = 0;
-  bool word_too_long = false;
-  Cue prev1 = Cue::kNone, prev2 = Cue::kNone;  // the two previous cue words (kNone: other)
-  bool line_start = true;                      // only whitespace since the last newline
-  size_t backticks = 0;
+enum ByteClass : uint8_t { kOther, kLetter, kBlank, kNewline, kDigit, kSpecial };
 
-  auto end_word = [&] {
-    if (word_len == 0 && !word_too_long) return;
-    Cue cue = Cue::kNone;
-    if (!word_too_long && word_len >= 2) cue = table.Find(std::string_view(word, word_len));
-    switch (cue) {
-      case Cue::kCode: ++counts.code_words; break;
-      case Cue::kMath: ++counts.math_words; break;
-      case Cue::kReasoning: ++counts.reasoning; break;
-      case Cue::kConstraint: ++counts.constraints; break;
-      case Cue::kStep:
-        if (prev1 == Cue::kBy && prev2 == Cue::kStep) ++counts.reasoning;
+// One lookup per byte keeps the pass branch-light; only kSpecial bytes reach the switch.
+constexpr std::array<uint8_t, 256> MakeClasses() {
+  std::array<uint8_t, 256> classes{};
+  for (int c = 'a'; c <= 'z'; ++c) classes[c] = kLetter;
+  for (int c = 'A'; c <= 'Z'; ++c) classes[c] = kLetter;
+  for (int c = '0'; c <= '9'; ++c) classes[c] = kDigit;
+  classes[' '] = classes['\t'] = classes['\r'] = kBlank;
+  classes['\n'] = kNewline;
+  for (unsigned char c : std::string_view("`?{};=^+<>$\\-*")) classes[c] = kSpecial;
+  return classes;
+}
+constexpr std::array<uint8_t, 256> kClasses = MakeClasses();
+
+void CountText(std::string_view text, const CueTable& table, Counts& counts) {
+  Cue prev1 = Cue::kNone, prev2 = Cue::kNone;  // the two previous words' cues
+  bool line_start = true;                      // only blanks since the last newline
+  size_t backticks = 0;
+  const size_t n = text.size();
+  const auto* data = reinterpret_cast<const unsigned char*>(text.data());
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = data[i];
+    const uint8_t kind = kClasses[c];
+    if (backticks > 0 && c != '`') {
+      if (backticks >= 3) ++counts.fences;
+      backticks = 0;
+    }
+    if (kind == kLetter) {
+      const size_t start = i;
+      do ++i;
+      while (i < n && kClasses[data[i]] == kLetter);
+      const size_t len = i - start;
+      Cue cue = Cue::kNone;
+      if (len >= 2 && len <= kMaxWord && table.MayHold(len, data[start])) {
+        char word[kMaxWord];
+        for (size_t k = 0; k < len; ++k) word[k] = static_cast<char>(data[start + k] | 0x20);
+        cue = table.Find(std::string_view(word, len));
+      }
+      switch (cue) {
+        case Cue::kNone: break;
+        case Cue::kCode: ++counts.code_words; break;
+        case Cue::kMath: ++counts.math_words; break;
+        case Cue::kReasoning: ++counts.reasoning; break;
+        case Cue::kConstraint: ++counts.constraints; break;
+        case Cue::kStep:
+          if (prev1 == Cue::kBy && prev2 == Cue::kStep) ++counts.reasoning;
+          break;
+        case Cue::kLeast:
+        case Cue::kMost:
+          if (prev1 == Cue::kAt) ++counts.constraints;
+          break;
+        case Cue::kThan:
+          if ((prev1 == Cue::kMore || prev1 == Cue::kFewer) && prev2 == Cue::kNo) {
+            ++counts.constraints;
+          }
+          break;
+        default: break;
+      }
+      prev2 = prev1;
+      prev1 = cue;
+      line_start = false;
+      continue;
+    }
+    ++i;
+    switch (kind) {
+      case kBlank:
+        continue;
+      case kNewline:
+        line_start = true;
+        continue;
+      case kDigit:
+        ++counts.digits;
+        if (line_start) {  // "1. item" or "2) item"
+          size_t j = i;
+          while (j < n && kClasses[data[j]] == kDigit) ++j;
+          if (j + 1 < n && (data[j] == '.' || data[j] == ')') && data[j + 1] == ' ') {
+            ++counts.bullets;
+          }
+        }
         break;
-      case Cue::kLeast:
-      case Cue::kMost:
-        if (prev1 == Cue::kAt) ++counts.constraints;
-        break;
-      case Cue::kThan:
-        if ((prev1 == Cue::kMore || prev1 == Cue::kFewer) && prev2 == Cue::kNo) {
-          ++counts.constraints;
+      case kSpecial:
+        switch (c) {
+          case '`': ++backticks; break;
+          case '?': ++counts.questions; break;
+          case '{': case '}': case ';': ++counts.code_symbols; break;
+          case '=': case '^': case '<': case '>': ++counts.operators; break;
+          case '$': ++counts.dollars; break;
+          case '\\':
+            if (i < n && kClasses[data[i]] == kLetter) ++counts.latex;
+            break;
+          case '+': case '-': case '*':
+            if (line_start && i < n && data[i] == ' ') {
+              ++counts.bullets;
+            } else if (c == '+') {
+              ++counts.operators;
+            }
+            break;
+          default: break;
         }
         break;
       default: break;
     }
-    prev2 = prev1;
-    prev1 = cue;
-    word_len = 0;
-    word_too_long = false;
-  };
-
-  const size_t n = text.size();
-  for (size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') {
-      if (word_len < kMaxWord) {
-        word[word_len++] = static_cast<char>(c | 0x20);
-      } else {
-        word_too_long = true;
-      }
-      line_start = false;
-      if (backticks >= 3) ++counts.fences;
-      backticks = 0;
-      continue;
-    }
-    end_word();
-    if (c != '`') {
-      if (backticks >= 3) ++counts.fences;
-      backticks = 0;
-    }
-    switch (c) {
-      case '\n':
-        line_start = true;
-        continue;
-      case ' ':
-      case '\t':
-      case '\r':
-        continue;
-      case '`': ++backticks; break;
-      case '?': ++counts.questions; break;
-      case '{': case '}': case ';': ++counts.code_symbols; break;
-      case '=': case '^': case '+': case '<': case '>': ++counts.operators; break;
-      case '$': ++counts.dollars; break;
-      case '\\':
-        if (i + 1 < n && ((text[i + 1] | 0x20) >= 'a' && (text[i + 1] | 0x20) <= 'z')) {
-          ++counts.latex;
-        }
-        break;
-      default:
-        if (c >= '0' && c <= '9') {
-          ++counts.digits;
-          if (line_start) {  // "1. item" or "2) item"
-            size_t j = i;
-            while (j < n && text[j] >= '0' && text[j] <= '9') ++j;
-            if (j + 1 < n && (text[j] == '.' || text[j] == ')') && text[j + 1] == ' ') {
-              ++counts.bullets;
-            }
-          }
-        }
-        break;
-    }
-    if (line_start && (c == '-' || c == '*' || c == '+') && i + 1 < n && text[i + 1] == ' ') {
-      ++counts.bullets;
-    }
     line_start = false;
   }
-  end_word();
   if (backticks >= 3) ++counts.fences;
   counts.bytes += static_cast<double>(n);
 }

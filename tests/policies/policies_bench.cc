@@ -116,6 +116,21 @@ BENCHMARK(BM_Classify)
     ->Args({65536, 1})
     ->Unit(benchmark::kMicrosecond);
 
+// The difficulty heuristic's own pass (part of every Classify above).
+void BM_Difficulty(benchmark::State& state) {
+  static const std::vector<std::string> terms = Dictionary();
+  const std::string prompt = Prompt(terms, static_cast<size_t>(state.range(0)), true);
+  const HeuristicDifficultyScorer scorer{HeuristicDifficultyScorer::Options{}};
+  RequestFeatures request;
+  request.texts = {prompt};
+  for (auto _ : state) {
+    DifficultyScore score = scorer.Score(request, 1000);
+    benchmark::DoNotOptimize(score);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+BENCHMARK(BM_Difficulty)->ArgNames({"bytes"})->Arg(4096)->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 }  // namespace switchyard::policies
 
