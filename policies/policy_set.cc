@@ -620,7 +620,8 @@ absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::FromYaml(
   set->version_ = std::string(version);
   set->targets_ = targets;
   POLICY_RETURN_IF_ERROR(ParseCost(yaml, node["cost"], set->cost_model_));
-  POLICY_ASSIGN_OR_RETURN(difficulty, HeuristicDifficultyScorer::FromYaml(node["difficulty"], yaml));
+  POLICY_ASSIGN_OR_RETURN(difficulty,
+                          HeuristicDifficultyScorer::FromYaml(node["difficulty"], yaml));
   set->difficulty_ = std::move(difficulty);
 
   POLICY_RETURN_IF_ERROR(ParseSensitivity(loader, node["sensitivity"]));
@@ -689,7 +690,9 @@ absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::FromYaml(
   }
   if (!unsafe.empty()) {
     std::string message = absl::StrCat("unsafe path: ", unsafe.front().second);
-    for (size_t i = 1; i < unsafe.size(); ++i) absl::StrAppend(&message, "; also ", unsafe[i].second);
+    for (size_t i = 1; i < unsafe.size(); ++i) {
+      absl::StrAppend(&message, "; also ", unsafe[i].second);
+    }
     return yaml.Error(unsafe.front().first, message);
   }
 
