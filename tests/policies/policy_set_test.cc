@@ -2,6 +2,9 @@
 
 #include <atomic>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -1170,6 +1173,28 @@ INSTANTIATE_TEST_SUITE_P(
           {"gpt-4o", "the request named another target"}}},
     }),
     [](const auto& info) { return info.param.name; });
+
+// The language reference's opening example must stay a valid policy.
+TEST(ReadmeTest, ExampleLoads) {
+  const auto path =
+      std::filesystem::path(__FILE__).parent_path() / "../../policies/README.md";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path;
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string readme = text.str();
+  const size_t start = readme.find("policy:\n");
+  const size_t end = readme.find("```", start);
+  ASSERT_NE(start, std::string::npos);
+  auto set = LoadPriced(readme.substr(start, end - start));
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"Prove step by step why the algorithm terminates, compare two proofs, and "
+                   "explain the invariant; you must not assume the input is sorted."};
+  const Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.rule, "hard-questions") << decision.difficulty.score;
+  EXPECT_THAT(decision.targets, ::testing::ElementsAre("gpt-4o", "claude", "local"));
+}
 
 }  // namespace
 }  // namespace switchyard::policies
