@@ -82,6 +82,10 @@ class Backend {
   // Errors found before any work starts (e.g. a prompt too long) are still reported through
   // sink->OnDone, so callers have one path for failures.
   virtual std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) = 0;
+  // Whether the target takes requests now: false while a remote target's circuit breaker has
+  // ejected it after repeated upstream failures (a request then fails at once with kUnavailable),
+  // so a dispatcher can move on to a fallback without waiting. Cheap and thread-safe.
+  virtual bool Available() const { return true; }
   // Counts prompt tokens with this backend's tokenizer when it has one; nullopt otherwise.
   virtual std::optional<int64_t> CountTokens(const std::vector<Message>& messages) const {
     return std::nullopt;

@@ -116,9 +116,9 @@ absl::StatusOr<std::unique_ptr<AnthropicBackend>> AnthropicBackend::Create(
 }
 
 AnthropicBackend::AnthropicBackend(AnthropicOptions options, std::shared_ptr<CurlLoop> loop)
-    : options_(std::move(options)),
-      url_(absl::StrCat(absl::StripSuffix(options_.base_url, "/"), "/messages")),
-      loop_(std::move(loop)) {}
+    : RemoteBackend(std::move(loop), options.breaker),
+      options_(std::move(options)),
+      url_(absl::StrCat(absl::StripSuffix(options_.base_url, "/"), "/messages")) {}
 
 std::string AnthropicBackend::BuildRequestBody(const ChatRequest& request) const {
   using OJson = nlohmann::ordered_json;
@@ -166,7 +166,7 @@ std::unique_ptr<Call> AnthropicBackend::Start(ChatRequest request,
   remote.api_key = options_.api_key;
   remote.retry = options_.retry;
   remote.new_reader = [] { return std::make_unique<AnthropicReader>(); };
-  return StartRemoteCall(loop_, std::move(remote), std::move(sink));
+  return StartRemote(std::move(remote), std::move(sink));
 }
 
 }  // namespace switchyard::backends

@@ -37,7 +37,7 @@ struct AnthropicOptions : RemoteOptions {
   std::string api_version = "2023-06-01";
 };
 
-class AnthropicBackend : public Backend {
+class AnthropicBackend : public RemoteBackend {
  public:
   // Validates the options (InvalidArgument naming the field); `loop` must not be null.
   static absl::StatusOr<std::unique_ptr<AnthropicBackend>> Create(AnthropicOptions options,
@@ -53,7 +53,6 @@ class AnthropicBackend : public Backend {
 
   const AnthropicOptions options_;
   const std::string url_;
-  const std::shared_ptr<CurlLoop> loop_;
 };
 
 }  // namespace switchyard::backends

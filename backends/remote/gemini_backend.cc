@@ -112,7 +112,9 @@ absl::StatusOr<std::unique_ptr<GeminiBackend>> GeminiBackend::Create(
 
 GeminiBackend::GeminiBackend(GeminiOptions options, std::string url,
                              std::shared_ptr<CurlLoop> loop)
-    : options_(std::move(options)), url_(std::move(url)), loop_(std::move(loop)) {}
+    : RemoteBackend(std::move(loop), options.breaker),
+      options_(std::move(options)),
+      url_(std::move(url)) {}
 
 std::string GeminiBackend::BuildRequestBody(const ChatRequest& request) const {
   using OJson = nlohmann::ordered_json;
@@ -155,7 +157,7 @@ std::unique_ptr<Call> GeminiBackend::Start(ChatRequest request, std::shared_ptr<
   remote.api_key = options_.api_key;
   remote.retry = options_.retry;
   remote.new_reader = [] { return std::make_unique<GeminiReader>(); };
-  return StartRemoteCall(loop_, std::move(remote), std::move(sink));
+  return StartRemote(std::move(remote), std::move(sink));
 }
 
 }  // namespace switchyard::backends

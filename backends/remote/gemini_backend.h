@@ -32,7 +32,7 @@ namespace switchyard::backends {
 // bare model id ("gemini-2.0-flash"; a leading "models/" is accepted).
 using GeminiOptions = RemoteOptions;
 
-class GeminiBackend : public Backend {
+class GeminiBackend : public RemoteBackend {
  public:
   // Validates the options (InvalidArgument naming the field); `loop` must not be null.
   static absl::StatusOr<std::unique_ptr<GeminiBackend>> Create(GeminiOptions options,
@@ -48,7 +48,6 @@ class GeminiBackend : public Backend {
 
   const GeminiOptions options_;
   const std::string url_;
-  const std::shared_ptr<CurlLoop> loop_;
 };
 
 }  // namespace switchyard::backends

@@ -99,9 +99,9 @@ absl::StatusOr<std::unique_ptr<OpenAiBackend>> OpenAiBackend::Create(
 }
 
 OpenAiBackend::OpenAiBackend(OpenAiOptions options, std::shared_ptr<CurlLoop> loop)
-    : options_(std::move(options)),
-      url_(absl::StrCat(absl::StripSuffix(options_.base_url, "/"), "/chat/completions")),
-      loop_(std::move(loop)) {}
+    : RemoteBackend(std::move(loop), options.breaker),
+      options_(std::move(options)),
+      url_(absl::StrCat(absl::StripSuffix(options_.base_url, "/"), "/chat/completions")) {}
 
 std::string OpenAiBackend::BuildRequestBody(const ChatRequest& request) const {
   // ordered_json keeps the fields in the order the OpenAI reference lists them, which makes
@@ -137,7 +137,7 @@ std::unique_ptr<Call> OpenAiBackend::Start(ChatRequest request, std::shared_ptr<
   remote.api_key = options_.api_key;
   remote.retry = options_.retry;
   remote.new_reader = [] { return std::make_unique<OpenAiReader>(); };
-  return StartRemoteCall(loop_, std::move(remote), std::move(sink));
+  return StartRemote(std::move(remote), std::move(sink));
 }
 
 }  // namespace switchyard::backends

@@ -28,7 +28,7 @@ namespace switchyard::backends {
 // goes out as "Authorization: Bearer <key>".
 using OpenAiOptions = RemoteOptions;
 
-class OpenAiBackend : public Backend {
+class OpenAiBackend : public RemoteBackend {
  public:
   // Validates the options (InvalidArgument naming the field). `loop` is shared by all remote
   // backends of the process and must not be null.
@@ -45,7 +45,6 @@ class OpenAiBackend : public Backend {
 
   const OpenAiOptions options_;
   const std::string url_;
-  const std::shared_ptr<CurlLoop> loop_;
 };
 
 }  // namespace switchyard::backends

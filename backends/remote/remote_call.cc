@@ -214,6 +214,12 @@ class RemoteHandler : public TransferHandler {
   // Reports an error (or retries) and returns false so the loop aborts the transfer.
   bool Fail(const absl::Status& status, bool retryable = false) {
     done_ = true;
+    // Only the upstream's health counts: not the client's errors, not its cancellations.
+    const auto& breaker = exchange_->request().breaker;
+    if (breaker != nullptr && (status.code() == absl::StatusCode::kUnavailable ||
+                               status.code() == absl::StatusCode::kDeadlineExceeded)) {
+      breaker->RecordFailure();
+    }
     // Once a delta reached the client a retry would repeat text it has already seen.
     if (retryable && !delivered_ && exchange_->MaybeRetry(retry_after_)) return false;
     guard_->Done(RedactStatus(status, exchange_->request().api_key), Completion());
@@ -222,6 +228,7 @@ class RemoteHandler : public TransferHandler {
 
   void Finish() {
     done_ = true;
+    if (const auto& breaker = exchange_->request().breaker) breaker->RecordSuccess();
     guard_->Done(absl::OkStatus(), reader_->completion());
   }
 
@@ -300,6 +307,15 @@ HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url) {
 
 std::unique_ptr<Call> StartRemoteCall(const std::shared_ptr<CurlLoop>& loop, RemoteRequest request,
                                       std::shared_ptr<ChatSink> sink) {
+  if (request.breaker != nullptr && !request.breaker->Allow()) {
+    // Fail fast while the target is ejected; the sink still hears of it through OnDone.
+    auto guard = std::make_shared<SinkGuard>(std::move(sink));
+    guard->Done(absl::UnavailableError("upstream ejected by its circuit breaker after repeated "
+                                       "failures; retry later"),
+                Completion());
+    auto exchange = std::make_shared<Exchange>(std::move(guard), loop, std::move(request));
+    return std::make_unique<RemoteCall>(std::move(exchange));
+  }
   auto exchange = std::make_shared<Exchange>(std::make_shared<SinkGuard>(std::move(sink)), loop,
                                              std::move(request));
   exchange->StartFirstAttempt();

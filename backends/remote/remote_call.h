@@ -19,10 +19,12 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "backends/backend.h"
+#include "backends/remote/circuit_breaker.h"
 #include "backends/remote/curl_loop.h"
 #include "backends/remote/sse_parser.h"
 
@@ -59,6 +61,8 @@ struct RemoteOptions {
   // timeout then applies.
   bool stream = true;
   RetryOptions retry;
+  // Ejects the target after repeated upstream failures (see circuit_breaker.h).
+  CircuitBreakerOptions breaker;
 };
 
 // InvalidArgument naming the field at fault.
@@ -90,6 +94,9 @@ struct RemoteRequest {
   std::string api_key;
   RetryOptions retry;
   std::function<std::unique_ptr<ResponseReader>()> new_reader;
+  // Told every attempt's outcome; a request it does not allow fails at once with kUnavailable.
+  // Null: none.
+  std::shared_ptr<CircuitBreaker> breaker;
 };
 
 // The HttpRequest fields every provider sets the same way from its options.
@@ -98,6 +105,27 @@ HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url);
 // Runs `request` on `loop` with retries, feeding `sink`. Never blocks.
 std::unique_ptr<Call> StartRemoteCall(const std::shared_ptr<CurlLoop>& loop, RemoteRequest request,
                                       std::shared_ptr<ChatSink> sink);
+
+// What every provider adapter is as a Backend: a target with its own circuit breaker.
+class RemoteBackend : public Backend {
+ public:
+  // False while the circuit breaker has ejected the target.
+  bool Available() const override { return breaker_->state() != BreakerState::kOpen; }
+  const CircuitBreaker& breaker() const { return *breaker_; }
+
+ protected:
+  RemoteBackend(std::shared_ptr<CurlLoop> loop, const CircuitBreakerOptions& breaker)
+      : loop_(std::move(loop)), breaker_(std::make_shared<CircuitBreaker>(breaker)) {}
+
+  // StartRemoteCall on this target's loop, with its breaker.
+  std::unique_ptr<Call> StartRemote(RemoteRequest request, std::shared_ptr<ChatSink> sink) {
+    request.breaker = breaker_;
+    return StartRemoteCall(loop_, std::move(request), std::move(sink));
+  }
+
+  const std::shared_ptr<CurlLoop> loop_;
+  const std::shared_ptr<CircuitBreaker> breaker_;
+};
 
 // Shared wire helpers.
 
