@@ -10,7 +10,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "gateway/classify_command.h"
 #include "gateway/config.h"
+#include "gateway/config_watcher.h"
 #include "gateway/log.h"
 #include "gateway/model_commands.h"
 #include "gateway/server.h"
@@ -28,7 +30,8 @@ Usage:
       Run the gateway. Without --config it runs the embedded default (the local
       llama.cpp engine on stories260K.gguf, default policy, no API keys). Port 0
       picks a free port; the first log line names the bound addresses.
-      SIGINT/SIGTERM drain in-flight requests and exit 0.
+      SIGINT/SIGTERM drain in-flight requests and exit 0. SIGHUP, or a change
+      to the config file, reloads it (an invalid file is refused and logged).
   switchyard check --config FILE
       Validate a config file and its policy; errors print as file:line:column.
   switchyard chat [--grpc HOST:PORT] [--model NAME] [--max-tokens N]
@@ -43,6 +46,10 @@ Usage:
       models.dirs, $SWITCHYARD_MODELS, ./models). An interrupted download resumes
       from its .part file; the SHA-256 and the GGUF header are checked before the
       file gets its final name.
+  switchyard classify [--config FILE]
+      Decide requests offline: JSON Lines on stdin ({"messages":[...]} or
+      {"text":"..."}, optional "model" and "metadata"), one decision per line
+      on stdout (target, rule, policy_version, sensitivity level and findings).
   switchyard --version | --help
 
 Models are searched in the config's models.dirs, then in $SWITCHYARD_MODELS
@@ -142,6 +149,7 @@ int Serve(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -151,8 +159,25 @@ int Serve(int argc, char** argv) {
     return 1;
   }
   Log(LogLevel::kInfo, (*server)->ListeningLine());
+  // Reload on SIGHUP and when the file changes.
+  std::unique_ptr<ConfigWatcher> watcher;
+  if (config_path) {
+    watcher = std::make_unique<ConfigWatcher>(
+        *config_path, (*server)->gateway().runtime()->config.version,
+        std::chrono::milliseconds(1000),
+        [&server, path = *config_path] { (*server)->ReloadFromFile(path).IgnoreError(); });
+  }
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (true) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    if (config_path) {
+      (*server)->ReloadFromFile(*config_path).IgnoreError();
+    } else {
+      Log(LogLevel::kWarning, "SIGHUP ignored: the embedded default config has no file to reload");
+    }
+  }
+  watcher.reset();
   Log(LogLevel::kInfo, "received ", signal_number == SIGINT ? "SIGINT" : "SIGTERM",
       ", draining in-flight requests");
   (*server)->Shutdown();
@@ -175,6 +200,20 @@ int Check(int argc, char** argv) {
   std::cout << *path << ": ok (" << config->targets.size() << " targets, policy "
             << config->version << ")\n";
   return 0;
+}
+
+int Classify(int argc, char** argv) {
+  std::string error;
+  std::optional<Args> args = ParseArgs(argc, argv, 2, {"config"}, {}, error);
+  if (!args) return UsageError(error);
+  if (!args->positional.empty()) return UsageError("classify reads JSON Lines on stdin");
+  std::optional<std::string> path = Option(*args, "config");
+  absl::StatusOr<Config> config = path ? LoadConfigFile(*path) : DefaultConfig();
+  if (!config.ok()) {
+    std::cerr << config.status().message() << "\n";
+    return 1;
+  }
+  return RunClassify(*config, std::cin, std::cout);
 }
 
 int Chat(int argc, char** argv) {
@@ -270,6 +309,7 @@ int RunCli(int argc, char** argv) {
   if (command == "serve") return Serve(argc, argv);
   if (command == "check") return Check(argc, argv);
   if (command == "chat") return Chat(argc, argv);
+  if (command == "classify") return Classify(argc, argv);
   if (command == "models") return ModelsCommand(argc, argv);
   if (command == "pull") return PullCommand(argc, argv);
   return UsageError(absl::StrCat("unknown command '", command, "'"));

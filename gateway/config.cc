@@ -233,8 +233,10 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
   if (!policy) return yaml.Error(root, "missing required key 'policy'");
   std::vector<policies::TargetInfo> infos;
   for (const TargetConfig& target : config.targets) {
-    infos.push_back({target.name, target.kind == TargetKind::kLocal ? policies::Locality::kLocal
-                                                                     : policies::Locality::kRemote});
+    infos.push_back({target.name,
+                     target.kind == TargetKind::kLocal ? policies::Locality::kLocal
+                                                       : policies::Locality::kRemote,
+                     target.price.input_per_million, target.price.output_per_million});
   }
   SY_ASSIGN_OR_RETURN(policy_set, policies::PolicySet::FromYaml(policy, file, infos,
                                                                 config.version));

@@ -34,6 +34,8 @@ struct LocalTargetConfig {
   int32_t max_tokens = 256;  // default when a request sets none
   bool load_on_demand = false;     // `load: on_demand`: load at the first request, not at start
   double idle_unload_seconds = 0;  // unload after this long without requests; 0 = never
+
+  bool operator==(const LocalTargetConfig&) const = default;
 };
 
 struct RemoteTargetConfig {
@@ -46,6 +48,8 @@ struct RemoteTargetConfig {
   double idle_timeout_seconds = 60;
   double total_timeout_seconds = 600;  // non-streaming only
   std::string ca_bundle;               // "" = the system's
+
+  bool operator==(const RemoteTargetConfig&) const = default;
 };
 
 struct TargetConfig {

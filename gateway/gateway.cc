@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "backends/sink_guard.h"
 #include "gateway/log.h"
 #include "gateway/status_map.h"
 
@@ -63,7 +64,128 @@ class FailedCall : public backends::Call {
   void Cancel() override {}
 };
 
+// Failures worth another target: the target is down, overloaded or too slow. A request the
+// target refused as invalid would fail everywhere.
+bool ShouldFallBack(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable ||
+         status.code() == absl::StatusCode::kDeadlineExceeded ||
+         status.code() == absl::StatusCode::kResourceExhausted;
+}
+
+// Runs one request over the decision's ordered target list: the next target is tried when one
+// fails before its first delta reached the client; after that a failure is final. Every attempt
+// is re-checked against the policy's clearance. The outer SinkGuard gives the Call contract for
+// the client's sink whatever the attempts do.
+class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
+ public:
+  FallbackRun(std::weak_ptr<const Runtime> runtime, backends::ChatRequest request,
+              std::vector<std::string> targets, int level_rank,
+              std::shared_ptr<backends::ChatSink> sink, GatewayMetrics& metrics)
+      : runtime_(std::move(runtime)),
+        request_(std::move(request)),
+        targets_(std::move(targets)),
+        level_rank_(level_rank),
+        outer_(std::make_shared<backends::SinkGuard>(std::move(sink))),
+        metrics_(metrics) {}
+
+  // Starts the first usable target at or after `index`; reports `last_error` when none is left.
+  void StartFrom(size_t index, absl::Status last_error);
+  void Cancel();
+
+ private:
+  class AttemptSink : public backends::ChatSink {
+   public:
+    AttemptSink(std::shared_ptr<FallbackRun> run, size_t index)
+        : run_(std::move(run)), index_(index) {}
+    void OnDelta(std::string_view text) override {
+      started_ = true;
+      run_->outer_->Delta(text);
+    }
+    void OnDone(const absl::Status& status, const backends::Completion& completion) override {
+      if (!status.ok() && !started_ && ShouldFallBack(status) &&
+          index_ + 1 < run_->targets_.size()) {
+        run_->StartFrom(index_ + 1, status);
+        return;
+      }
+      run_->outer_->Done(status, completion);
+    }
+
+   private:
+    std::shared_ptr<FallbackRun> run_;
+    const size_t index_;
+    bool started_ = false;
+  };
+
+  // Weak: an attempt's sink is released on a backend thread, which must never hold the last
+  // reference to the backends (a backend cannot join its own thread). The request's edge keeps
+  // the runtime alive while the request runs.
+  const std::weak_ptr<const Runtime> runtime_;
+  const backends::ChatRequest request_;
+  const std::vector<std::string> targets_;
+  const int level_rank_;
+  const std::shared_ptr<backends::SinkGuard> outer_;
+  GatewayMetrics& metrics_;
+  absl::Mutex mu_;
+  std::unique_ptr<backends::Call> current_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+void FallbackRun::StartFrom(size_t index, absl::Status last_error) {
+  const std::shared_ptr<const Runtime> runtime = runtime_.lock();
+  for (; runtime != nullptr && index < targets_.size(); ++index) {
+    const std::string& name = targets_[index];
+    auto backend = runtime->backends.find(name);
+    if (backend == runtime->backends.end() || !backend->second->Available() ||
+        !runtime->config.policy->MayReceive(name, level_rank_)) {
+      continue;
+    }
+    if (index > 0) metrics_.ObserveFallback(targets_[0], name);
+    std::unique_ptr<backends::Call> call =
+        backend->second->Start(request_, std::make_shared<AttemptSink>(shared_from_this(), index));
+    absl::MutexLock lock(&mu_);
+    if (cancelled_) {
+      call->Cancel();
+    } else {
+      current_ = std::move(call);
+    }
+    return;
+  }
+  outer_->Done(last_error, {});
+}
+
+void FallbackRun::Cancel() {
+  outer_->Cancel();
+  std::unique_ptr<backends::Call> call;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    call = std::move(current_);
+  }
+  if (call) call->Cancel();
+}
+
+class FallbackCall : public backends::Call {
+ public:
+  explicit FallbackCall(std::shared_ptr<FallbackRun> run) : run_(std::move(run)) {}
+  void Cancel() override { run_->Cancel(); }
+
+ private:
+  std::shared_ptr<FallbackRun> run_;
+};
+
 }  // namespace
+
+policies::RequestFeatures FeaturesOf(const InboundRequest& request) {
+  policies::RequestFeatures features;
+  features.texts.reserve(request.chat.messages.size());
+  for (const backends::Message& message : request.chat.messages) {
+    features.texts.push_back(message.content);
+  }
+  features.requested_model = request.requested_model;
+  features.metadata = &request.metadata;
+  features.max_tokens = request.chat.max_tokens;
+  return features;
+}
 
 absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, BackendFactory factory) {
   auto runtime = std::make_shared<Runtime>();
@@ -81,6 +203,7 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, BackendF
   gateway->engine_metrics_ =
       std::make_unique<EngineMetrics>(gateway->metrics_->registry(), runtime->backends);
   gateway->runtime_ = std::move(runtime);
+  gateway->factory_ = std::move(factory);
   std::random_device random;
   gateway->id_prefix_ = (static_cast<uint64_t>(random()) << 32) ^ random();
   return gateway;
@@ -102,20 +225,59 @@ absl::Status Gateway::Route(const InboundRequest& request, Routed& routed) const
     return absl::NotFoundError(absl::StrCat("model '", request.requested_model,
                                             "' does not exist; GET /v1/models lists the targets"));
   }
-  policies::RequestFeatures features;
-  features.texts.reserve(request.chat.messages.size());
-  for (const backends::Message& message : request.chat.messages) {
-    features.texts.push_back(message.content);
-  }
-  features.requested_model = request.requested_model;
-  features.metadata = &request.metadata;
-  routed.decision = config.policy->Classify(features);
+  routed.decision = config.policy->Classify(FeaturesOf(request));
   if (routed.decision.denied) {
     return absl::PermissionDeniedError(absl::StrCat("denied by policy rule '",
                                                     routed.decision.rule, "': ",
                                                     routed.decision.reason));
   }
   return absl::OkStatus();
+}
+
+absl::Status Gateway::Reload(Config config) {
+  absl::MutexLock reload_lock(&reload_mu_);
+  const std::shared_ptr<const Runtime> old = runtime();
+  if (config.http.port != old->config.http.port || config.http.host != old->config.http.host ||
+      config.grpc.port != old->config.grpc.port || config.grpc.host != old->config.grpc.host ||
+      config.max_body_bytes != old->config.max_body_bytes) {
+    Log(LogLevel::kWarning, "reload: listener and limit changes take effect at the next restart");
+  }
+  auto next = std::make_shared<Runtime>();
+  for (const TargetConfig& target : config.targets) {
+    const TargetConfig* before = old->config.FindTarget(target.name);
+    auto kept = old->backends.find(target.name);
+    const bool unchanged = before != nullptr && kept != old->backends.end() &&
+                           before->kind == target.kind && before->local == target.local &&
+                           before->remote == target.remote &&
+                           old->config.model_dirs == config.model_dirs;
+    if (unchanged) {
+      next->backends.emplace(target.name, kept->second);
+      continue;
+    }
+    absl::StatusOr<std::shared_ptr<backends::Backend>> backend = factory_(target, config);
+    if (!backend.ok()) {
+      return absl::Status(backend.status().code(), absl::StrCat("target '", target.name, "': ",
+                                                                backend.status().message()));
+    }
+    next->backends.emplace(target.name, *std::move(backend));
+  }
+  const std::string old_version = old->config.version;
+  next->config = std::move(config);
+  metrics_->SetPolicyVersion(old_version, next->config.version);
+  {
+    absl::MutexLock lock(&mu_);
+    runtime_ = std::move(next);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Gateway::Admit(const InboundRequest& request, Routed& routed) {
+  absl::Status status = Route(request, routed);
+  if (!status.ok()) {
+    RecordRejected(status, status.code() == absl::StatusCode::kPermissionDenied ? &routed.decision
+                                                                                : nullptr);
+  }
+  return status;
 }
 
 std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
@@ -125,19 +287,34 @@ std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
   const Runtime& runtime = *routed.runtime;
   const TargetConfig* target = runtime.config.FindTarget(routed.decision.target);
   auto backend = runtime.backends.find(routed.decision.target);
-  // Re-checked at send time: the policy may only ever name a configured target, and the target's
-  // locality must be the one the decision was made for.
+  // Re-checked at send time, whatever the classifier said: the target must be configured, of the
+  // locality the decision was made for, and cleared for the request's sensitivity level.
   const bool locality_matches =
       target != nullptr &&
       (target->kind == TargetKind::kLocal) ==
           (routed.decision.locality == policies::Locality::kLocal);
-  if (target == nullptr || backend == runtime.backends.end() || !locality_matches) {
+  const bool cleared =
+      runtime.config.policy->MayReceive(routed.decision.target, routed.decision.level_rank);
+  if (target == nullptr || backend == runtime.backends.end() || !locality_matches || !cleared) {
     Log(LogLevel::kError, "refusing dispatch to target '", routed.decision.target,
-        "': not a configured target of the expected locality");
-    metered->OnDone(absl::InternalError("routing decision names an invalid target"), {});
+        "': not a configured target of the expected locality cleared for level '",
+        routed.decision.level, "'");
+    metered->OnDone(absl::PermissionDeniedError(absl::StrCat(
+                        "refused at dispatch: target '", routed.decision.target,
+                        "' may not receive this request")),
+                    {});
     return std::make_unique<FailedCall>();
   }
-  return backend->second->Start(request.chat, std::move(metered));
+  std::vector<std::string> targets = routed.decision.targets;
+  if (targets.empty() || targets[0] != routed.decision.target) {
+    targets.insert(targets.begin(), routed.decision.target);
+  }
+  if (targets.size() == 1) return backend->second->Start(request.chat, std::move(metered));
+  auto run = std::make_shared<FallbackRun>(routed.runtime, request.chat, std::move(targets),
+                                           routed.decision.level_rank, std::move(metered),
+                                           *metrics_);
+  run->StartFrom(0, absl::UnavailableError("no target of the route is available"));
+  return std::make_unique<FallbackCall>(std::move(run));
 }
 
 void Gateway::RecordRejected(const absl::Status& status, const policies::Decision* decision) {

@@ -30,6 +30,9 @@ struct InboundRequest {
   bool include_usage = false;  // OpenAI stream_options.include_usage
 };
 
+// What the policy sees of a request. Views into `request`, which must outlive the result.
+policies::RequestFeatures FeaturesOf(const InboundRequest& request);
+
 // Everything one config generation needs at run time. Immutable; swapped whole, and kept alive
 // by every request that started under it.
 struct Runtime {
@@ -55,10 +58,18 @@ class Gateway {
   // Builds every target's backend (loading local models) and the metrics.
   static absl::StatusOr<std::unique_ptr<Gateway>> Create(Config config, BackendFactory factory);
 
+  // Swaps in a new config: the policy and targets change atomically for new requests, while
+  // requests in flight finish under the runtime they started with. Backends of targets whose
+  // settings did not change are kept (no model reload). On error nothing changes.
+  absl::Status Reload(Config config);
+
   // Validates the requested model and classifies the request into `routed` (whose decision is
   // filled in even when the policy denies). NotFound for an unknown model, PermissionDenied when
   // the policy denies (the message is the policy's).
   absl::Status Route(const InboundRequest& request, Routed& routed) const;
+
+  // Route() for a request about to run: a refusal is also counted in the metrics.
+  absl::Status Admit(const InboundRequest& request, Routed& routed);
 
   // Starts the routed request. The sink sees the backend's deltas and exactly one OnDone (or
   // nothing after the returned call is cancelled). Metrics are recorded when the request ends.
@@ -80,6 +91,8 @@ class Gateway {
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const Runtime> runtime_ ABSL_GUARDED_BY(mu_);
+  BackendFactory factory_;
+  absl::Mutex reload_mu_;  // one reload at a time
   std::unique_ptr<GatewayMetrics> metrics_;
   // Declared after metrics_ so it detaches from the registry before the registry goes.
   std::unique_ptr<EngineMetrics> engine_metrics_;

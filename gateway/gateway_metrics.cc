@@ -21,16 +21,26 @@ GatewayMetrics::GatewayMetrics(const Config& config)
       duration_(registry_.AddHistogram(
           "switchyard_request_duration_seconds",
           "Time from dispatch to the last byte from the target, by target and outcome.",
-          {"target", "outcome"}, ExponentialBuckets(0.001, 2.5, 14))) {
+          {"target", "outcome"}, ExponentialBuckets(0.001, 2.5, 14))),
+      policy_info_(registry_.AddGauge("switchyard_policy_info",
+                                      "The policy version serving requests (1) and earlier ones (0).",
+                                      {"policy_version"})),
+      reloads_(registry_.AddCounter("switchyard_config_reloads_total",
+                                    "Config reloads (SIGHUP or file change), by outcome.",
+                                    {"outcome"})),
+      fallbacks_(registry_.AddCounter(
+          "switchyard_fallbacks_total",
+          "Requests that moved on from their route's first target, by first and actual target.",
+          {"from", "to"})) {
   AddBuildInfo(registry_, SWITCHYARD_VERSION);
   // Pre-create the success series of every target so rate() sees a zero from the first scrape.
   for (const TargetConfig& target : config.targets) {
     tokens_prompt_.WithLabels({target.name});
     tokens_completion_.WithLabels({target.name});
   }
-  registry_.AddGauge("switchyard_policy_info", "The active policy version.", {"policy_version"})
-      .WithLabels({config.version})
-      .Set(1);
+  policy_info_.WithLabels({config.version}).Set(1);
+  reloads_.WithLabels({"ok"});
+  reloads_.WithLabels({"error"});
 }
 
 void GatewayMetrics::ObserveRequest(std::string_view target, std::string_view rule,
@@ -40,6 +50,13 @@ void GatewayMetrics::ObserveRequest(std::string_view target, std::string_view ru
   tokens_prompt_.WithLabels({target}).Increment(static_cast<double>(usage.prompt_tokens));
   tokens_completion_.WithLabels({target}).Increment(static_cast<double>(usage.completion_tokens));
   duration_.WithLabels({target, outcome}).Observe(seconds);
+}
+
+void GatewayMetrics::SetPolicyVersion(std::string_view old_version,
+                                      std::string_view new_version) {
+  if (old_version != new_version) policy_info_.WithLabels({old_version}).Set(0);
+  policy_info_.WithLabels({new_version}).Set(1);
+  reloads_.WithLabels({"ok"}).Increment();
 }
 
 void GatewayMetrics::ObserveRejected(std::string_view rule, std::string_view outcome) {

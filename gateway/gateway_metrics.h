@@ -25,6 +25,15 @@ class GatewayMetrics {
   // A request refused before dispatch (bad input, unknown model, denied by policy).
   void ObserveRejected(std::string_view rule, std::string_view outcome);
 
+  // A request moved on from the first target of its route to `to`.
+  void ObserveFallback(std::string_view from, std::string_view to) {
+    fallbacks_.WithLabels({from, to}).Increment();
+  }
+  // A reload: the old policy version reads 0, the new one 1, and the reload is counted.
+  void SetPolicyVersion(std::string_view old_version, std::string_view new_version);
+  // A reload that was refused (the old config keeps serving).
+  void ObserveReloadFailure() { reloads_.WithLabels({"error"}).Increment(); }
+
   MetricsRegistry& registry() { return registry_; }
   std::string Render() const { return registry_.Render(); }
 
@@ -35,6 +44,9 @@ class GatewayMetrics {
   Family<Counter>& tokens_prompt_;
   Family<Counter>& tokens_completion_;
   Family<Histogram>& duration_;
+  Family<Gauge>& policy_info_;
+  Family<Counter>& reloads_;
+  Family<Counter>& fallbacks_;
 };
 
 }  // namespace switchyard::gateway

@@ -33,6 +33,17 @@ void ToProto(const backends::Usage& usage, v1::Usage& out) {
   out.set_total_tokens(usage.prompt_tokens + usage.completion_tokens);
 }
 
+// Converts and routes a chat request, counting a refusal in the metrics.
+absl::Status Admit(Gateway& gateway, const v1::ChatRequest& proto,
+                   absl::StatusOr<InboundRequest>& request, Routed& routed) {
+  request = FromProto(proto);
+  if (!request.ok()) {
+    gateway.RecordRejected(request.status(), nullptr);
+    return request.status();
+  }
+  return gateway.Admit(*request, routed);
+}
+
 // Shared by the chat reactors: decides who finishes the RPC (exactly once) and owns the backend
 // call, so gRPC cancellation, backend completion and reactor teardown can race safely.
 class CallState {
@@ -119,14 +130,9 @@ class ChatReactor : public grpc::ServerUnaryReactor {
   };
 
   void Begin(const v1::ChatRequest& proto) {
-    absl::StatusOr<InboundRequest> request = FromProto(proto);
-    Routed routed;
-    absl::Status status = request.status();
-    if (status.ok()) status = gateway_.Route(*request, routed);
-    if (!status.ok()) {
-      gateway_.RecordRejected(status, status.code() == absl::StatusCode::kPermissionDenied
-                                          ? &routed.decision
-                                          : nullptr);
+    absl::StatusOr<InboundRequest> request;
+    Routed& routed = routed_;
+    if (absl::Status status = Admit(gateway_, proto, request, routed); !status.ok()) {
       if (status.code() == absl::StatusCode::kPermissionDenied) {
         ToProto(routed, *response_->mutable_decision());
       }
@@ -150,6 +156,9 @@ class ChatReactor : public grpc::ServerUnaryReactor {
   }
 
   Gateway& gateway_;
+  // Keeps the runtime (config and backends) of this request alive until the reactor is done, on
+  // a gRPC thread, never on a backend thread.
+  Routed routed_;
   v1::ChatResponse* response_;
   std::shared_ptr<CallState> state_ = std::make_shared<CallState>();
   std::atomic<int> refs_{2};
@@ -254,14 +263,9 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
   }
 
   void Begin(const v1::ChatRequest& proto) {
-    absl::StatusOr<InboundRequest> request = FromProto(proto);
-    Routed routed;
-    absl::Status status = request.status();
-    if (status.ok()) status = gateway_.Route(*request, routed);
-    if (!status.ok()) {
-      gateway_.RecordRejected(status, status.code() == absl::StatusCode::kPermissionDenied
-                                          ? &routed.decision
-                                          : nullptr);
+    absl::StatusOr<InboundRequest> request;
+    Routed& routed = routed_;
+    if (absl::Status status = Admit(gateway_, proto, request, routed); !status.ok()) {
       Enqueue(v1::ChatChunk(), ToGrpcStatus(status));
       Unref();
       return;
@@ -281,6 +285,7 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
   }
 
   Gateway& gateway_;
+  Routed routed_;  // as in ChatReactor
   std::shared_ptr<CallState> state_ = std::make_shared<CallState>();
   std::atomic<int> refs_{2};
   absl::Mutex mu_;

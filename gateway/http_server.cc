@@ -13,6 +13,7 @@
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
 #include "gateway/anthropic_codec.h"
+#include "gateway/decision_json.h"
 #include "gateway/log.h"
 #include "gateway/openai_codec.h"
 #include "gateway/readiness.h"
@@ -54,6 +55,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void OnRead(beast::error_code ec, size_t bytes);
   void Handle();
   void HandleChat(ClientDialect dialect);
+  void HandleExplain();
 
   void SendJson(http::status status, std::string body);
   void SendError(const absl::Status& status);
@@ -217,6 +219,16 @@ void HttpSession::Handle() {
     HandleChat(ClientDialect::kOpenAi);
     return;
   }
+  if (path == "/v1/route/explain") {
+    if (method != http::verb::post) {
+      SendJson(http::status::method_not_allowed,
+               ErrorJson("use POST for /v1/route/explain", "invalid_request_error",
+                         "method_not_allowed"));
+      return;
+    }
+    HandleExplain();
+    return;
+  }
   if (path == "/v1/messages") {
     dialect_ = ClientDialect::kAnthropic;
     if (method != http::verb::post) {
@@ -254,6 +266,25 @@ void HttpSession::Handle() {
   }
 }
 
+// The decision a chat completions body would get, without running it. A denial is an answer
+// here (200, "denied": true), not an error.
+void HttpSession::HandleExplain() {
+  dialect_ = ClientDialect::kOpenAi;
+  absl::StatusOr<InboundRequest> parsed = ParseChatCompletionRequest(request_.body());
+  if (!parsed.ok()) {
+    SendError(parsed.status());
+    return;
+  }
+  inbound_ = *std::move(parsed);
+  routed_ = Routed{};
+  absl::Status status = gateway_.Route(inbound_, routed_);
+  if (!status.ok() && status.code() != absl::StatusCode::kPermissionDenied) {
+    SendError(status);
+    return;
+  }
+  SendJson(http::status::ok, DecisionJson(routed_));
+}
+
 void HttpSession::HandleChat(ClientDialect dialect) {
   dialect_ = dialect;
   absl::StatusOr<InboundRequest> parsed = dialect == ClientDialect::kAnthropic
@@ -266,10 +297,7 @@ void HttpSession::HandleChat(ClientDialect dialect) {
   }
   inbound_ = *std::move(parsed);
   routed_ = Routed{};
-  if (absl::Status status = gateway_.Route(inbound_, routed_); !status.ok()) {
-    gateway_.RecordRejected(status, status.code() == absl::StatusCode::kPermissionDenied
-                                        ? &routed_.decision
-                                        : nullptr);
+  if (absl::Status status = gateway_.Admit(inbound_, routed_); !status.ok()) {
     SendError(status);
     return;
   }
@@ -329,6 +357,12 @@ void HttpSession::SetDecisionHeaders(http::fields& fields) const {
     fields.set("x-switchyard-target", routed_.decision.target);
     fields.set("x-switchyard-rule", routed_.decision.rule);
     fields.set("x-switchyard-policy-version", routed_.decision.policy_version);
+    if (!routed_.decision.level.empty()) {
+      fields.set("x-switchyard-sensitivity", routed_.decision.level);
+    }
+    if (!routed_.decision.findings.empty()) {
+      fields.set("x-switchyard-findings", FindingTypes(routed_.decision));
+    }
   }
   if (!inbound_.chat.request_id.empty()) fields.set("x-request-id", inbound_.chat.request_id);
 }

@@ -68,6 +68,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Config config, ServerOptio
 
 Server::~Server() { Shutdown(); }
 
+absl::Status Server::ReloadFromFile(const std::string& path) {
+  absl::StatusOr<Config> config = LoadConfigFile(path);
+  absl::Status status = config.ok() ? gateway_->Reload(*std::move(config)) : config.status();
+  if (!status.ok()) {
+    gateway_->metrics().ObserveReloadFailure();
+    Log(LogLevel::kError, "reload refused, the running config keeps serving: ", status.message());
+    return status;
+  }
+  Log(LogLevel::kInfo, "reloaded ", path, " (policy ", gateway_->runtime()->config.version, ")");
+  return absl::OkStatus();
+}
+
 uint16_t Server::http_port() const { return http_->port(); }
 
 std::string Server::ListeningLine() const {

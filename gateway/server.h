@@ -38,6 +38,10 @@ class Server {
 
   Gateway& gateway() { return *gateway_; }
 
+  // Re-reads `path` and swaps it in (Gateway::Reload). An invalid file is refused with a logged
+  // error and counted; the running config keeps serving.
+  absl::Status ReloadFromFile(const std::string& path);
+
   // Stops accepting, waits up to the configured drain timeout for in-flight requests, then stops
   // everything. Idempotent.
   void Shutdown();

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -69,6 +70,34 @@ TEST(CliTest, CheckReportsFileLineColumnAndFails) {
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("/nonexistent.yaml: cannot open config file"));
   std::filesystem::remove(path);
+}
+
+TEST(CliTest, ClassifyDecidesJsonLinesOffline) {
+  const std::string input =
+      "{\"text\":\"my password is hunter2, mail me at ann@corpmail.com\"}\n"
+      "{\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}]}\n"
+      "{\"text\": 42}\n"
+      "not json\n";
+  RunResult result = RunCommand({kBinary, "classify"}, input);
+  EXPECT_EQ(result.exit_code, 1) << result.err;  // two lines were invalid
+  std::vector<json> lines;
+  std::istringstream out(result.out);
+  for (std::string line; std::getline(out, line);) lines.push_back(json::parse(line));
+  ASSERT_EQ(lines.size(), 4u) << result.out;
+  EXPECT_EQ(lines[0]["target"], "local");
+  EXPECT_EQ(lines[0]["rule"], "keep-sensitive-local");
+  EXPECT_THAT(lines[0]["policy_version"].get<std::string>(), ::testing::StartsWith("sha256:"));
+  ASSERT_EQ(lines[0]["sensitivity"]["findings"].size(), 1u);
+  EXPECT_EQ(lines[0]["sensitivity"]["findings"][0]["type"], "email");
+  EXPECT_EQ(lines[0]["sensitivity"]["findings"][0]["start"], 35);
+  EXPECT_EQ(lines[0]["sensitivity"]["findings"][0]["end"], 51);
+  EXPECT_THAT(result.out, ::testing::Not(HasSubstr("ann@corpmail.com")));
+  EXPECT_EQ(lines[1]["rule"], "default");
+  EXPECT_EQ(lines[1]["sensitivity"]["findings"].size(), 0u);
+  EXPECT_EQ(lines[2]["line"], 3);
+  EXPECT_THAT(lines[2]["error"].get<std::string>(), HasSubstr("'text' must be a string"));
+  EXPECT_EQ(lines[3]["line"], 4);
+  EXPECT_THAT(lines[3]["error"].get<std::string>(), HasSubstr("not valid JSON"));
 }
 
 TEST(CliTest, ServeFailsClearlyOnMissingOrCorruptModel) {
@@ -167,6 +196,50 @@ TEST_F(ServeTest, DefaultConfigServesDeterministicStoriesOverHttpAndGrpc) {
   child_->Signal(SIGTERM);
   EXPECT_EQ(child_->Wait(30), 0) << child_->err();
   EXPECT_THAT(child_->err(), HasSubstr("received SIGTERM"));
+}
+
+TEST_F(ServeTest, SighupAndFileChangesReloadTheConfig) {
+  // A second server with a config file, so there is something to reload.
+  std::string yaml =
+      "listeners: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"
+      "targets:\n"
+      "  - {name: local, kind: local, model: stories260K.gguf, threads: 1}\n"
+      "policy:\n"
+      "  default: local\n"
+      "  rules:\n"
+      "    - {name: first, when: {keywords: [alpha]}, route: local}\n";
+  const std::string path = WriteTemp("reload.yaml", yaml);
+  ChildProcess child({kBinary, "serve", "--config", path},
+                     {"SWITCHYARD_MODELS=" + kModels});
+  std::optional<std::string> line = child.WaitForLine("listening", 60);
+  ASSERT_TRUE(line.has_value()) << child.err();
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(*line, match, std::regex("http=127\\.0\\.0\\.1:(\\d+)")));
+  const std::string explain = "http://127.0.0.1:" + match[1].str() + "/v1/route/explain";
+  const std::string body = R"({"messages":[{"role":"user","content":"beta"}]})";
+  EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "default");
+
+  // Edit the file: the watcher picks it up.
+  std::ofstream(path, std::ios::trunc) << yaml << "    - {name: second, when: {keywords: [beta]}, route: local}\n";
+  ASSERT_TRUE(child.WaitForLine("reloaded", 20).has_value()) << child.err();
+  EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "second");
+
+  // A broken edit is refused and logged; the last good config keeps serving.
+  std::ofstream(path, std::ios::trunc) << yaml << "    - {name: third, when: {keywrds: [beta]}, route: local}\n";
+  std::optional<std::string> refused = child.WaitForLine("reload refused", 20);
+  ASSERT_TRUE(refused.has_value()) << child.err();
+  EXPECT_THAT(*refused, HasSubstr(path + ":8:"));
+  EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "second");
+
+  // SIGHUP reloads too (here: back to the first version).
+  std::ofstream(path, std::ios::trunc) << yaml;
+  child.Signal(SIGHUP);
+  ASSERT_TRUE(child.WaitForLine("reloaded", 20).has_value()) << child.err();
+  EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "default");
+
+  child.Signal(SIGTERM);
+  EXPECT_EQ(child.Wait(30), 0) << child.err();
+  std::filesystem::remove(path);
 }
 
 TEST_F(ServeTest, SigintDrainsAStreamInFlight) {

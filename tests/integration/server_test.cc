@@ -515,6 +515,81 @@ TEST_F(ServerTest, MetricsCountRequestsAndPassPromtool) {
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
 
+TEST_F(ServerTest, ExplainEndpointDecidesWithoutRunning) {
+  HttpResult result = HttpPost(base_ + "/v1/route/explain",
+                               UserMessage("CONFIDENTIAL: write to bob@acmecorp.io"));
+  ASSERT_EQ(result.status, 200) << result.body;
+  json decision = json::parse(result.body);
+  EXPECT_EQ(decision["target"], "local");
+  EXPECT_EQ(decision["rule"], "keep-sensitive-local");
+  EXPECT_EQ(decision["locality"], "local");
+  EXPECT_EQ(decision["denied"], false);
+  EXPECT_THAT(decision["policy_version"].get<std::string>(), ::testing::StartsWith("sha256:"));
+  ASSERT_EQ(decision["sensitivity"]["findings"].size(), 1u);
+  const json& finding = decision["sensitivity"]["findings"][0];
+  EXPECT_EQ(finding["type"], "email");
+  EXPECT_EQ(finding["start"], 23);
+  EXPECT_EQ(finding["end"], 38);
+  EXPECT_EQ(decision["sensitivity"]["level"], "internal");
+  EXPECT_THAT(result.body, ::testing::Not(HasSubstr("bob@acmecorp.io")));
+
+  HttpResult denied = HttpPost(base_ + "/v1/route/explain", UserMessage("forbidden"));
+  ASSERT_EQ(denied.status, 200);
+  EXPECT_EQ(json::parse(denied.body)["denied"], true);
+  EXPECT_EQ(local_->started() + cloud_->started(), 0);
+}
+
+TEST_F(ServerTest, ResponsesNameSensitivityAndFindingTypes) {
+  HttpResult result = Chat(UserMessage("call +1 415 555 0100 or mail a@b.io"));
+  ASSERT_EQ(result.status, 200);
+  EXPECT_EQ(result.headers["x-switchyard-sensitivity"], "internal");
+  EXPECT_EQ(result.headers["x-switchyard-findings"], "email,phone");
+}
+
+TEST_F(ServerTest, ReloadSwapsPolicyAtomicallyAndRefusesBadFiles) {
+  const std::string path = ::testing::TempDir() + "/reload_test.yaml";
+  std::string changed = kConfig;
+  changed.replace(changed.find("keywords: [confidential]"), 24, "keywords: [classified]");
+  std::ofstream(path) << changed;
+
+  // A slow request in flight keeps the runtime it started with.
+  cloud_->set_script(Script({"slow"}, std::chrono::milliseconds(300)));
+  HttpResult slow;
+  std::thread client([&] { slow = Chat(UserMessage("hello")); });
+  for (int i = 0; i < 200 && cloud_->started() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const std::string before = server_->gateway().runtime()->config.version;
+  ASSERT_TRUE(server_->ReloadFromFile(path).ok());
+  EXPECT_NE(server_->gateway().runtime()->config.version, before);
+  client.join();
+  EXPECT_EQ(slow.status, 200);
+  EXPECT_EQ(slow.headers["x-switchyard-policy-version"], before);
+
+  HttpResult now = Chat(UserMessage("classified memo"));
+  EXPECT_EQ(now.headers["x-switchyard-target"], "local");
+  EXPECT_NE(now.headers["x-switchyard-policy-version"], before);
+  HttpResult old_keyword = Chat(UserMessage("confidential memo"));
+  EXPECT_EQ(old_keyword.headers["x-switchyard-target"], "cloud");
+
+  // A broken file is refused; the reloaded config keeps serving.
+  std::ofstream(path) << "targets: [\n";
+  const std::string good = server_->gateway().runtime()->config.version;
+  absl::Status refused = server_->ReloadFromFile(path);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.message()), HasSubstr(path + ":"));
+  EXPECT_EQ(server_->gateway().runtime()->config.version, good);
+  EXPECT_EQ(Chat(UserMessage("classified")).headers["x-switchyard-target"], "local");
+
+  const std::string metrics = HttpGet(base_ + "/metrics").body;
+  EXPECT_THAT(metrics, HasSubstr("switchyard_config_reloads_total{outcome=\"ok\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("switchyard_config_reloads_total{outcome=\"error\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("switchyard_policy_info{policy_version=\"" + good + "\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("switchyard_policy_info{policy_version=\"" + before + "\"} 0"));
+  // The backends of unchanged targets were kept, not rebuilt.
+  EXPECT_EQ(server_->gateway().runtime()->backends.at("cloud").get(), cloud_.get());
+}
+
 TEST_F(ServerTest, ShutdownDrainsInFlightRequests) {
   cloud_->set_script(Script({"slow", " answer"}, std::chrono::milliseconds(300)));
   HttpResult result;
