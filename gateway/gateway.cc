@@ -202,6 +202,7 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, BackendF
   gateway->metrics_ = std::make_unique<GatewayMetrics>(runtime->config);
   gateway->engine_metrics_ =
       std::make_unique<EngineMetrics>(gateway->metrics_->registry(), runtime->backends);
+  gateway->metrics_->AddBreakerStates(runtime->backends);
   gateway->runtime_ = std::move(runtime);
   gateway->factory_ = std::move(factory);
   std::random_device random;

@@ -1,5 +1,6 @@
 #include "gateway/gateway_metrics.h"
 
+#include "backends/remote/remote_call.h"
 #include "gateway/config.h"
 
 namespace switchyard::gateway {
@@ -57,6 +58,33 @@ void GatewayMetrics::SetPolicyVersion(std::string_view old_version,
   if (old_version != new_version) policy_info_.WithLabels({old_version}).Set(0);
   policy_info_.WithLabels({new_version}).Set(1);
   reloads_.WithLabels({"ok"}).Increment();
+}
+
+void GatewayMetrics::AddBreakerStates(
+    const std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>>& backends) {
+  CallbackFamily& states = registry_.AddCallbackGauge(
+      "switchyard_upstream_breaker_state",
+      "Circuit breaker of each remote target: 0 closed, 1 half-open (probing), 2 open (ejected).",
+      {"target"});
+  for (const auto& [name, backend] : backends) {
+    auto remote = std::dynamic_pointer_cast<backends::RemoteBackend>(backend);
+    if (remote == nullptr) continue;
+    // Weak: a scrape must not keep a target that a reload removed alive.
+    std::weak_ptr<backends::RemoteBackend> weak = remote;
+    states.Set({name}, [weak] {
+      std::shared_ptr<backends::RemoteBackend> target = weak.lock();
+      if (target == nullptr) return 0.0;
+      switch (target->breaker().state()) {
+        case backends::BreakerState::kClosed:
+          return 0.0;
+        case backends::BreakerState::kHalfOpen:
+          return 1.0;
+        case backends::BreakerState::kOpen:
+          return 2.0;
+      }
+      return 0.0;
+    });
+  }
 }
 
 void GatewayMetrics::ObserveRejected(std::string_view rule, std::string_view outcome) {

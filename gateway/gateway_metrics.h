@@ -5,6 +5,8 @@
 #define SWITCHYARD_GATEWAY_GATEWAY_METRICS_H_
 
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -24,6 +26,11 @@ class GatewayMetrics {
                       std::string_view outcome, double seconds, const backends::Usage& usage);
   // A request refused before dispatch (bad input, unknown model, denied by policy).
   void ObserveRejected(std::string_view rule, std::string_view outcome);
+
+  // Exports each remote target's circuit breaker as switchyard_upstream_breaker_state{target}
+  // (0 closed, 1 half-open, 2 open), read at scrape time.
+  void AddBreakerStates(
+      const std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>>& backends);
 
   // A request moved on from the first target of its route to `to`.
   void ObserveFallback(std::string_view from, std::string_view to) {

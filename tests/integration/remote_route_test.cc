@@ -135,6 +135,13 @@ TEST_F(RemoteRouteTest, UpstreamFailureIs502AndKeyNeverLeaks) {
   EXPECT_EQ(result.status, 502);
   EXPECT_THAT(result.body, HasSubstr("500"));
   EXPECT_THAT(result.body, ::testing::Not(HasSubstr("sk-test-secret-key-123")));
+
+  // The breaker state of every remote target is exported (closed: one failure is not enough).
+  const std::string metrics =
+      testing::HttpGet("http://127.0.0.1:" + std::to_string(server_->http_port()) + "/metrics").body;
+  EXPECT_THAT(metrics, HasSubstr("switchyard_upstream_breaker_state{target=\"frontier\"} 0"));
+  EXPECT_THAT(metrics, ::testing::Not(HasSubstr("switchyard_upstream_breaker_state{target=\"local\"}")));
+  EXPECT_THAT(metrics, ::testing::Not(HasSubstr("sk-test-secret-key-123")));
 }
 
 }  // namespace
