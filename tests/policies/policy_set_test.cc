@@ -1176,8 +1176,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 // The language reference's opening example must stay a valid policy.
 TEST(ReadmeTest, ExampleLoads) {
-  const auto path =
-      std::filesystem::path(__FILE__).parent_path() / "../../policies/README.md";
+  // SWITCHYARD_SOURCE_DIR, not __FILE__: ccache's base_dir makes __FILE__ relative.
+  const auto path = std::filesystem::path(SWITCHYARD_SOURCE_DIR) / "policies/README.md";
   std::ifstream in(path);
   ASSERT_TRUE(in) << path;
   std::stringstream text;

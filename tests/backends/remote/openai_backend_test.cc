@@ -411,6 +411,12 @@ TEST_F(OpenAiBackendTest, SequentialRequestsReuseOneConnection) {
     auto call = backend->Start(SimpleRequest(), sink);
     ASSERT_TRUE(sink->WaitDone());
     ASSERT_TRUE(sink->status().ok()) << sink->status();
+    // OnDone comes with the terminal event; the transfer then drains the rest of the response
+    // and hands the connection back to the pool. Sequential means after that.
+    for (int wait = 0; wait < 200 && loop_->active_transfers() > 0; ++wait) {
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    ASSERT_EQ(loop_->active_transfers(), 0u);
   }
   EXPECT_EQ(mock_->request_count(), 5u);
   EXPECT_EQ(mock_->connections_accepted(), 1u);
