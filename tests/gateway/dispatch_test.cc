@@ -35,8 +35,11 @@ class RecordingSink : public backends::ChatSink {
 
 class DispatchTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    absl::StatusOr<Config> config = ParseConfig(kConfig, "dispatch.yaml", "");
+  void SetUp() override { Start(kConfig, "hello"); }
+
+  // Builds the gateway over the two fake backends and sets the request's one message.
+  void Start(const char* yaml, const char* message) {
+    absl::StatusOr<Config> config = ParseConfig(yaml, "dispatch.yaml", "");
     ASSERT_TRUE(config.ok()) << config.status();
     auto factory = [this](const TargetConfig& target,
                           const Config&) -> absl::StatusOr<std::shared_ptr<backends::Backend>> {
@@ -45,7 +48,7 @@ class DispatchTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<Gateway>> gateway = Gateway::Create(*std::move(config), factory);
     ASSERT_TRUE(gateway.ok()) << gateway.status();
     gateway_ = *std::move(gateway);
-    request_.chat.messages.push_back({"user", "hello"});
+    request_.chat.messages = {{"user", message}};
   }
 
   std::shared_ptr<testing::FakeBackend> local_ = std::make_shared<testing::FakeBackend>();
@@ -113,18 +116,7 @@ policy:
 
 class FallbackTest : public DispatchTest {
  protected:
-  void SetUp() override {
-    absl::StatusOr<Config> config = ParseConfig(kFallbackConfig, "fallback.yaml", "");
-    ASSERT_TRUE(config.ok()) << config.status();
-    auto factory = [this](const TargetConfig& target,
-                          const Config&) -> absl::StatusOr<std::shared_ptr<backends::Backend>> {
-      return std::shared_ptr<backends::Backend>(target.name == "cloud" ? cloud_ : local_);
-    };
-    absl::StatusOr<std::unique_ptr<Gateway>> gateway = Gateway::Create(*std::move(config), factory);
-    ASSERT_TRUE(gateway.ok()) << gateway.status();
-    gateway_ = *std::move(gateway);
-    request_.chat.messages.push_back({"user", "ask the frontier model"});
-  }
+  void SetUp() override { Start(kFallbackConfig, "ask the frontier model"); }
 
   absl::Status Run(std::string* text) {
     Routed routed;
