@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "gateway/json_fields.h"
 #include "gateway/status_map.h"
 #include "nlohmann/json.hpp"
 #include "policies/absl_compat.h"
@@ -15,50 +16,6 @@ using nlohmann::json;
 // Responses keep Anthropic's field order (id, type, role, model, content, ...).
 using ordered = nlohmann::ordered_json;
 
-absl::Status FieldError(std::string_view field, std::string_view problem) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("'", policies::Sv(field), "' ", policies::Sv(problem)));
-}
-
-// A string, or a list of content blocks of which only text blocks are supported.
-absl::StatusOr<std::string> ParseContent(const json& content, std::string_view field) {
-  if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array()) return FieldError(field, "must be a string or a list of content blocks");
-  std::string text;
-  for (size_t i = 0; i < content.size(); ++i) {
-    const json& block = content[i];
-    const std::string block_field = absl::StrCat(policies::Sv(field), "[", i, "]");
-    if (!block.is_object()) return FieldError(block_field, "must be an object");
-    auto type = block.find("type");
-    if (type == block.end() || !type->is_string()) {
-      return FieldError(absl::StrCat(block_field, ".type"), "must be a string");
-    }
-    if (*type != "text") {
-      return FieldError(absl::StrCat(block_field, ".type"),
-                        absl::StrCat("'", type->get<std::string>(),
-                                     "' is not supported; only text blocks are"));
-    }
-    auto block_text = block.find("text");
-    if (block_text == block.end() || !block_text->is_string()) {
-      return FieldError(absl::StrCat(block_field, ".text"), "must be a string");
-    }
-    text += block_text->get<std::string>();
-  }
-  return text;
-}
-
-absl::Status ParseNumber(const json& body, const char* key, double min, double max,
-                         std::optional<float>& out) {
-  auto it = body.find(key);
-  if (it == body.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number()) return FieldError(key, "must be a number");
-  const double value = it->get<double>();
-  if (!(value >= min && value <= max)) {
-    return FieldError(key, absl::StrCat("must be between ", min, " and ", max));
-  }
-  out = static_cast<float>(value);
-  return absl::OkStatus();
-}
 
 std::string_view AnthropicErrorType(int http_status) {
   switch (http_status) {
@@ -113,7 +70,7 @@ absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
   request.chat.max_tokens = static_cast<int32_t>(max_value);
 
   if (auto system = parsed.find("system"); system != parsed.end() && !system->is_null()) {
-    absl::StatusOr<std::string> text = ParseContent(*system, "system");
+    absl::StatusOr<std::string> text = ParseTextContent(*system, "system", "content blocks");
     if (!text.ok()) return text.status();
     if (!text->empty()) request.chat.messages.push_back({"system", *std::move(text)});
   }
@@ -131,17 +88,21 @@ absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
       return FieldError(absl::StrCat(field, ".role"), "must be \"user\" or \"assistant\"");
     }
     auto content = message.find("content");
-    if (content == message.end()) return FieldError(absl::StrCat(field, ".content"), "is required");
-    absl::StatusOr<std::string> text = ParseContent(*content, absl::StrCat(field, ".content"));
+    // Anthropic requires content; unlike OpenAI's, a null is not an empty message.
+    if (content == message.end() || content->is_null()) {
+      return FieldError(absl::StrCat(field, ".content"), "is required");
+    }
+    absl::StatusOr<std::string> text =
+        ParseTextContent(*content, absl::StrCat(field, ".content"), "content blocks");
     if (!text.ok()) return text.status();
     request.chat.messages.push_back({role->get<std::string>(), *std::move(text)});
   }
 
-  if (absl::Status s = ParseNumber(parsed, "temperature", 0, 1, request.chat.temperature);
+  if (absl::Status s = ParseOptionalNumber(parsed, "temperature", 0, 1, request.chat.temperature);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ParseNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
+  if (absl::Status s = ParseOptionalNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
   if (auto top_k = parsed.find("top_k"); top_k != parsed.end() && !top_k->is_null()) {
     // Accepted for compatibility; no backend samples by top_k through this interface.
     if (!top_k->is_number_integer() || top_k->get<int64_t>() < 0) {

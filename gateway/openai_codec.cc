@@ -5,6 +5,7 @@
 
 #include "policies/absl_compat.h"
 #include "absl/strings/str_cat.h"
+#include "gateway/json_fields.h"
 #include "gateway/status_map.h"
 #include "nlohmann/json.hpp"
 
@@ -17,52 +18,6 @@ using ordered = nlohmann::ordered_json;
 
 constexpr size_t kMaxStopSequences = 4;
 
-absl::Status FieldError(std::string_view field, std::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat("'", policies::Sv(field), "' ", policies::Sv(problem)));
-}
-
-// Reads message content: a string, or OpenAI's list of content parts of which only text parts
-// are supported.
-absl::StatusOr<std::string> ParseContent(const json& content, size_t index) {
-  const std::string field = absl::StrCat("messages[", index, "].content");
-  if (content.is_null()) return std::string();
-  if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array()) return FieldError(field, "must be a string or a list of parts");
-  std::string text;
-  for (size_t i = 0; i < content.size(); ++i) {
-    const json& part = content[i];
-    const std::string part_field = absl::StrCat(field, "[", i, "]");
-    if (!part.is_object()) return FieldError(part_field, "must be an object");
-    auto type = part.find("type");
-    if (type == part.end() || !type->is_string()) {
-      return FieldError(absl::StrCat(part_field, ".type"), "must be a string");
-    }
-    if (*type != "text") {
-      return FieldError(absl::StrCat(part_field, ".type"),
-                        absl::StrCat("'", type->get<std::string>(),
-                                     "' is not supported; only text parts are"));
-    }
-    auto part_text = part.find("text");
-    if (part_text == part.end() || !part_text->is_string()) {
-      return FieldError(absl::StrCat(part_field, ".text"), "must be a string");
-    }
-    text += part_text->get<std::string>();
-  }
-  return text;
-}
-
-absl::Status ParseNumber(const json& body, const char* key, double min, double max,
-                         std::optional<float>& out) {
-  auto it = body.find(key);
-  if (it == body.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number()) return FieldError(key, "must be a number");
-  const double value = it->get<double>();
-  if (!(value >= min && value <= max)) {
-    return FieldError(key, absl::StrCat("must be between ", min, " and ", max));
-  }
-  out = static_cast<float>(value);
-  return absl::OkStatus();
-}
 
 ordered UsageJson(const backends::Usage& usage) {
   return ordered{{"prompt_tokens", usage.prompt_tokens},
@@ -118,7 +73,8 @@ absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body)
     }
     auto content = message.find("content");
     absl::StatusOr<std::string> text =
-        ParseContent(content == message.end() ? json() : *content, i);
+        ParseTextContent(content == message.end() ? json() : *content,
+                         absl::StrCat("messages[", i, "].content"), "parts");
     if (!text.ok()) return text.status();
     request.chat.messages.push_back(
         {role_name == "developer" ? "system" : role_name, *std::move(text)});
@@ -134,10 +90,10 @@ absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body)
     }
     request.chat.max_tokens = static_cast<int32_t>(value);
   }
-  if (absl::Status s = ParseNumber(parsed, "temperature", 0, 2, request.chat.temperature); !s.ok()) {
+  if (absl::Status s = ParseOptionalNumber(parsed, "temperature", 0, 2, request.chat.temperature); !s.ok()) {
     return s;
   }
-  if (absl::Status s = ParseNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
+  if (absl::Status s = ParseOptionalNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
   if (auto seed = parsed.find("seed"); seed != parsed.end() && !seed->is_null()) {
     if (!seed->is_number_integer()) return FieldError("seed", "must be an integer");
     request.chat.seed = seed->get<uint64_t>();

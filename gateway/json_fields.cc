@@ -1,0 +1,58 @@
+#include "gateway/json_fields.h"
+
+#include "absl/strings/str_cat.h"
+#include "policies/absl_compat.h"
+
+namespace switchyard::gateway {
+
+using nlohmann::json;
+
+absl::Status FieldError(std::string_view field, std::string_view problem) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", policies::Sv(field), "' ", policies::Sv(problem)));
+}
+
+absl::StatusOr<std::string> ParseTextContent(const json& content, std::string_view field,
+                                             std::string_view noun) {
+  if (content.is_null()) return std::string();
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) {
+    return FieldError(field, absl::StrCat("must be a string or a list of ", policies::Sv(noun)));
+  }
+  std::string text;
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& item = content[i];
+    const std::string item_field = absl::StrCat(policies::Sv(field), "[", i, "]");
+    if (!item.is_object()) return FieldError(item_field, "must be an object");
+    auto type = item.find("type");
+    if (type == item.end() || !type->is_string()) {
+      return FieldError(absl::StrCat(item_field, ".type"), "must be a string");
+    }
+    if (*type != "text") {
+      return FieldError(absl::StrCat(item_field, ".type"),
+                        absl::StrCat("'", type->get<std::string>(), "' is not supported; only text ",
+                                     policies::Sv(noun), " are"));
+    }
+    auto item_text = item.find("text");
+    if (item_text == item.end() || !item_text->is_string()) {
+      return FieldError(absl::StrCat(item_field, ".text"), "must be a string");
+    }
+    text += item_text->get<std::string>();
+  }
+  return text;
+}
+
+absl::Status ParseOptionalNumber(const json& body, const char* key, double min, double max,
+                                 std::optional<float>& out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return FieldError(key, "must be a number");
+  const double value = it->get<double>();
+  if (!(value >= min && value <= max)) {
+    return FieldError(key, absl::StrCat("must be between ", min, " and ", max));
+  }
+  out = static_cast<float>(value);
+  return absl::OkStatus();
+}
+
+}  // namespace switchyard::gateway

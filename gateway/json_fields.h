@@ -1,0 +1,31 @@
+// Field-level JSON parsing shared by the client dialects (OpenAI, Anthropic): every error names
+// the field at fault, as "'messages[0].content' must be a string".
+#ifndef SWITCHYARD_GATEWAY_JSON_FIELDS_H_
+#define SWITCHYARD_GATEWAY_JSON_FIELDS_H_
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace switchyard::gateway {
+
+// InvalidArgument "'field' problem".
+absl::Status FieldError(std::string_view field, std::string_view problem);
+
+// Message content: a string, or a list of typed items (`noun` names them in errors: "parts" for
+// OpenAI, "content blocks" for Anthropic) of which only {"type":"text","text":...} is supported.
+// null is the empty string.
+absl::StatusOr<std::string> ParseTextContent(const nlohmann::json& content,
+                                             std::string_view field, std::string_view noun);
+
+// body[key] as a number in [min, max] into `out`; absent or null leaves `out` unset.
+absl::Status ParseOptionalNumber(const nlohmann::json& body, const char* key, double min,
+                                 double max, std::optional<float>& out);
+
+}  // namespace switchyard::gateway
+
+#endif  // SWITCHYARD_GATEWAY_JSON_FIELDS_H_
