@@ -42,17 +42,9 @@ std::string Event(std::string_view name, const ordered& data) {
 }  // namespace
 
 absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
-    try {
-      json ignored = json::parse(body);
-    } catch (const json::parse_error& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("request body is not valid JSON (UTF-8): ", e.what()));
-    }
-    return absl::InvalidArgumentError("request body is not valid JSON");
-  }
-  if (!parsed.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+  absl::StatusOr<json> body_object = ParseJsonObject(body);
+  if (!body_object.ok()) return body_object.status();
+  json& parsed = *body_object;
 
   InboundRequest request;
   auto model = parsed.find("model");

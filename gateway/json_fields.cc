@@ -7,6 +7,22 @@ namespace switchyard::gateway {
 
 using nlohmann::json;
 
+absl::StatusOr<json> ParseJsonObject(std::string_view body) {
+  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    // Parse again with exceptions only to get the position; the fast path above stays cheap.
+    try {
+      json ignored = json::parse(body);
+    } catch (const json::parse_error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request body is not valid JSON (UTF-8): ", e.what()));
+    }
+    return absl::InvalidArgumentError("request body is not valid JSON");
+  }
+  if (!parsed.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+  return parsed;
+}
+
 absl::Status FieldError(std::string_view field, std::string_view problem) {
   return absl::InvalidArgumentError(
       absl::StrCat("'", policies::Sv(field), "' ", policies::Sv(problem)));

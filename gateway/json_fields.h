@@ -13,6 +13,9 @@
 
 namespace switchyard::gateway {
 
+// Parses a request body that must be a JSON object; a syntax or UTF-8 error names its position.
+absl::StatusOr<nlohmann::json> ParseJsonObject(std::string_view body);
+
 // InvalidArgument "'field' problem".
 absl::Status FieldError(std::string_view field, std::string_view problem);
 

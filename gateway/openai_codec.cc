@@ -33,18 +33,9 @@ std::string Dump(const ordered& value) {
 }  // namespace
 
 absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body) {
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
-    // Parse again with exceptions only to get the position; the fast path above stays cheap.
-    try {
-      json ignored = json::parse(body);
-    } catch (const json::parse_error& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("request body is not valid JSON (UTF-8): ", e.what()));
-    }
-    return absl::InvalidArgumentError("request body is not valid JSON");
-  }
-  if (!parsed.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+  absl::StatusOr<json> body_object = ParseJsonObject(body);
+  if (!body_object.ok()) return body_object.status();
+  json& parsed = *body_object;
 
   InboundRequest request;
   if (auto model = parsed.find("model"); model != parsed.end() && !model->is_null()) {
