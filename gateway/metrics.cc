@@ -84,39 +84,26 @@ void AppendValue(double value, std::string* out) {
   out->append(buffer, result.ptr);
 }
 
-// HELP text escapes backslash and newline only (exposition format 0.0.4).
-void AppendEscapedHelp(std::string_view help, std::string* out) {
-  for (const char c : help) {
-    switch (c) {
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      default:
-        out->push_back(c);
+// Exposition format 0.0.4: HELP text escapes backslash and newline; label values also escape the
+// double quote that delimits them.
+void AppendEscaped(std::string_view text, bool escape_quote, std::string* out) {
+  for (const char c : text) {
+    if (c == '\\') {
+      out->append("\\\\");
+    } else if (c == '\n') {
+      out->append("\\n");
+    } else if (c == '"' && escape_quote) {
+      out->append("\\\"");
+    } else {
+      out->push_back(c);
     }
   }
 }
 
-// Label values additionally escape the double quote that delimits them.
+void AppendEscapedHelp(std::string_view help, std::string* out) { AppendEscaped(help, false, out); }
+
 void AppendEscapedLabelValue(std::string_view value, std::string* out) {
-  for (const char c : value) {
-    switch (c) {
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '"':
-        out->append("\\\"");
-        break;
-      default:
-        out->push_back(c);
-    }
-  }
+  AppendEscaped(value, true, out);
 }
 
 std::string_view TypeName(MetricType type) {
