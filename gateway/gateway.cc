@@ -12,17 +12,16 @@
 namespace switchyard::gateway {
 namespace {
 
-// Wraps the edge's sink: counts the request when it ends and keeps the in-flight gauge honest.
+// Wraps the edge's sink: fills in the request's record as it runs and hands it to
+// Gateway::Finished when the request ends; keeps the in-flight gauge honest.
 class MeteredSink : public backends::ChatSink {
  public:
-  MeteredSink(std::shared_ptr<backends::ChatSink> inner, GatewayMetrics& metrics,
-              std::atomic<int64_t>& in_flight, const Routed& routed)
+  MeteredSink(std::shared_ptr<backends::ChatSink> inner, Gateway& gateway,
+              std::atomic<int64_t>& in_flight, RequestRecord record)
       : inner_(std::move(inner)),
-        metrics_(metrics),
+        gateway_(gateway),
         in_flight_(in_flight),
-        target_(routed.decision.target),
-        rule_(routed.decision.rule),
-        locality_(routed.locality()),
+        record_(std::move(record)),
         start_(std::chrono::steady_clock::now()) {
     in_flight_.fetch_add(1);
   }
@@ -32,7 +31,10 @@ class MeteredSink : public backends::ChatSink {
     if (!done_) Finish("cancelled", backends::Usage{});
   }
 
-  void OnDelta(std::string_view text) override { inner_->OnDelta(text); }
+  void OnDelta(std::string_view text) override {
+    if (record_.ttft_seconds < 0) record_.ttft_seconds = Elapsed();
+    inner_->OnDelta(text);
+  }
 
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
     Finish(status.ok() ? "ok" : MapStatus(status.code()).outcome, completion.usage);
@@ -40,23 +42,48 @@ class MeteredSink : public backends::ChatSink {
   }
 
  private:
+  double Elapsed() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
   void Finish(std::string_view outcome, const backends::Usage& usage) {
     done_ = true;
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    metrics_.ObserveRequest(target_, rule_, locality_, outcome, seconds, usage);
+    record_.outcome = std::string(outcome);
+    record_.usage = usage;
+    record_.duration_seconds = Elapsed();
+    gateway_.Finished(record_);
     in_flight_.fetch_sub(1);
   }
 
   std::shared_ptr<backends::ChatSink> inner_;
-  GatewayMetrics& metrics_;
+  Gateway& gateway_;
   std::atomic<int64_t>& in_flight_;
-  std::string target_;
-  std::string rule_;
-  std::string locality_;
+  RequestRecord record_;
   std::chrono::steady_clock::time_point start_;
   bool done_ = false;
 };
+
+// The record of a routed request, before it runs.
+RequestRecord RecordOf(const Routed& routed, const InboundRequest& request) {
+  RequestRecord record;
+  record.time = std::chrono::system_clock::now();
+  record.request_id = request.chat.request_id;
+  record.tenant = request.tenant;
+  record.key_name = request.key_name;
+  record.stream = request.stream;
+  const policies::Decision& decision = routed.decision;
+  record.policy_version = decision.policy_version;
+  record.rule = decision.rule;
+  record.level = decision.level;
+  record.finding_types.reserve(decision.findings.size());
+  for (const policies::Finding& finding : decision.findings) {
+    record.finding_types.emplace_back(finding.type);
+  }
+  record.target = decision.target;
+  record.denied = decision.denied;
+  if (!decision.denied) record.locality = std::string(routed.locality());
+  return record;
+}
 
 // Refuses at once, through the sink like every other failure.
 class FailedCall : public backends::Call {
@@ -284,7 +311,8 @@ absl::Status Gateway::Admit(const InboundRequest& request, Routed& routed) {
 std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
                                                   const InboundRequest& request,
                                                   std::shared_ptr<backends::ChatSink> sink) {
-  auto metered = std::make_shared<MeteredSink>(std::move(sink), *metrics_, in_flight_, routed);
+  auto metered = std::make_shared<MeteredSink>(std::move(sink), *this, in_flight_,
+                                               RecordOf(routed, request));
   const Runtime& runtime = *routed.runtime;
   const TargetConfig* target = runtime.config.FindTarget(routed.decision.target);
   auto backend = runtime.backends.find(routed.decision.target);
@@ -321,6 +349,11 @@ std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
 void Gateway::RecordRejected(const absl::Status& status, const policies::Decision* decision) {
   metrics_->ObserveRejected(decision != nullptr ? decision->rule : "",
                             MapStatus(status.code()).outcome);
+}
+
+void Gateway::Finished(const RequestRecord& record) {
+  metrics_->ObserveRequest(record.target, record.rule, record.locality, record.outcome,
+                           record.duration_seconds, record.usage);
 }
 
 }  // namespace switchyard::gateway

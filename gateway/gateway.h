@@ -17,6 +17,7 @@
 #include "gateway/config.h"
 #include "gateway/engine_metrics.h"
 #include "gateway/gateway_metrics.h"
+#include "gateway/request_record.h"
 #include "policies/policy_set.h"
 
 namespace switchyard::gateway {
@@ -28,6 +29,8 @@ struct InboundRequest {
   std::map<std::string, std::string> metadata;
   bool stream = false;
   bool include_usage = false;  // OpenAI stream_options.include_usage
+  std::string tenant;    // set by the edge from the caller's credentials, never from the body
+  std::string key_name;  // the API key's configured name
 };
 
 // What the policy sees of a request. Views into `request`, which must outlive the result.
@@ -78,6 +81,9 @@ class Gateway {
 
   // Records a request that ended before dispatch (bad input, denied, unknown model).
   void RecordRejected(const absl::Status& status, const policies::Decision* decision);
+
+  // Every request ends here exactly once, dispatched or not: the one place that meters it.
+  void Finished(const RequestRecord& record);
 
   std::shared_ptr<const Runtime> runtime() const;
   GatewayMetrics& metrics() { return *metrics_; }
