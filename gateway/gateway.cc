@@ -80,6 +80,7 @@ RequestRecord RecordOf(const Routed& routed, const InboundRequest& request) {
     record.finding_types.emplace_back(finding.type);
   }
   record.target = decision.target;
+  record.served_by = decision.target;
   record.denied = decision.denied;
   if (!decision.denied) record.locality = std::string(routed.locality());
   return record;

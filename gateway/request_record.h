@@ -27,7 +27,10 @@ struct RequestRecord {
   std::string locality;  // "local" or "remote"; "" when nothing was sent
   bool denied = false;
 
+  std::string served_by;  // the target that produced the answer (a fallback may differ from `target`)
   backends::Usage usage;
+  double cost_usd = 0;     // actual: usage priced at the serving target's prices
+  double savings_usd = 0;  // the same usage on the reference frontier target, minus cost_usd
   std::string outcome;  // "ok", "cancelled", or the status table's outcome
   double duration_seconds = 0;
   double ttft_seconds = -1;  // first delta after admission; -1 when none was sent
