@@ -9,7 +9,13 @@
 #
 # Environment: MODEL (default stories260K.gguf, looked up in ../shared/models), THREADS (1),
 # SLOTS (16), CONTEXT (per slot, 1024), MAX_TOKENS (128), REQUESTS (per stream, 4),
-# BUILD_DIR (Switchyard's build, default build), SKIP_LLAMA_SERVER=1 measures Switchyard only.
+# STREAMS (the concurrencies, "1 4 16"), PROMPTS ("short long"), BUILD_DIR (Switchyard's build,
+# default build), SKIP_LLAMA_SERVER=1 measures Switchyard only.
+#
+# MODEL=random-200m.gguf (any random-*.gguf name) writes a random-weight Llama model with ggml's
+# GGUF writer (switchyard_random_gguf; stories260K's tokenizer, 1024 wide, 16 layers, FFN 2816,
+# Q8_0: 207M parameters) into $BUILD_DIR/bench-models/ first, so the figures reflect real matrix
+# sizes without a download. RANDOM_ARGS passes other shapes, e.g. "--layers 24 --type q4_0".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
@@ -20,6 +26,19 @@ slots="${SLOTS:-16}"
 context="${CONTEXT:-1024}"
 max_tokens="${MAX_TOKENS:-128}"
 requests="${REQUESTS:-4}"
+streams="${STREAMS:-1 4 16}"
+prompts="${PROMPTS:-short long}"
+if [[ "$model" == random-*.gguf ]]; then
+  models="$build/bench-models"
+  if [[ ! -f "$models/$model" ]]; then
+    mkdir -p "$models"
+    ninja -C "$build" switchyard_random_gguf >/dev/null
+    # shellcheck disable=SC2086
+    "$build/tests/backends/local/switchyard_random_gguf" \
+      --tokenizer-from "$root/../shared/models/stories260K.gguf" --out "$models/$model" \
+      ${RANDOM_ARGS:-}
+  fi
+fi
 sy_port=18990
 ls_port=18991
 work="$(mktemp -d)"
@@ -40,8 +59,8 @@ wait_ready() {  # URL
 }
 
 run_mix() {  # LABEL URL MODEL_NAME
-  for c in 1 4 16; do
-    for p in short long; do
+  for c in $streams; do
+    for p in $prompts; do
       python3 "$root/scripts/bench_load.py" --url "$2" --model "$3" --concurrency "$c" \
         --requests "$requests" --prompt "$p" --max-tokens "$max_tokens" --label "$1"
     done
