@@ -521,23 +521,28 @@ class LocalEngine {
                                      slot.seq_id, /*output=*/true);
       slot.n_in_batch = 1;
     }
-    // Rotate which prompt goes first, so two long prompts share the room fairly.
-    const size_t n = slots_.size();
-    for (size_t k = 0; k < n && batch_.size() < batch_.capacity(); ++k) {
-      Slot& slot = slots_[(prompt_turn_ + k) % n];
-      if (slot.state != SlotState::kPrompt) continue;
-      const size_t room = static_cast<size_t>(batch_.capacity() - batch_.size());
-      const size_t take = std::min(room, slot.prompt.size() - slot.n_prompt_done);
-      for (size_t i = 0; i < take; ++i) {
-        const size_t at = slot.n_prompt_done + i;
-        const bool last = at + 1 == slot.prompt.size();
-        const int32_t row =
-            batch_.Add(slot.prompt[at], static_cast<llama_pos>(at), slot.seq_id, last);
-        if (last) slot.output_index = row;
-      }
-      slot.n_in_batch = static_cast<int32_t>(take);
+    // Prompts fill the remaining room oldest first (first come, first served): the earliest
+    // request gets its whole prompt read soonest, so its first token is not held back by prompts
+    // that arrived after it. Sharing the room evenly instead would make every prompt wait for all.
+    prompt_order_.clear();
+    for (Slot& slot : slots_) {
+      if (slot.state == SlotState::kPrompt) prompt_order_.push_back(&slot);
     }
-    prompt_turn_ = (prompt_turn_ + 1) % n;
+    std::sort(prompt_order_.begin(), prompt_order_.end(),
+              [](const Slot* a, const Slot* b) { return a->enqueued < b->enqueued; });
+    for (Slot* slot : prompt_order_) {
+      if (batch_.size() >= batch_.capacity()) break;
+      const size_t room = static_cast<size_t>(batch_.capacity() - batch_.size());
+      const size_t take = std::min(room, slot->prompt.size() - slot->n_prompt_done);
+      for (size_t i = 0; i < take; ++i) {
+        const size_t at = slot->n_prompt_done + i;
+        const bool last = at + 1 == slot->prompt.size();
+        const int32_t row =
+            batch_.Add(slot->prompt[at], static_cast<llama_pos>(at), slot->seq_id, last);
+        if (last) slot->output_index = row;
+      }
+      slot->n_in_batch = static_cast<int32_t>(take);
+    }
     if (batch_.size() == 0) return;
 
     const int32_t rc = llama_decode(ctx_.get(), batch_.get());
@@ -697,7 +702,7 @@ class LocalEngine {
   Batch batch_;
   std::vector<Slot> slots_;
   std::deque<Pending> pending_;  // admitted by the engine, waiting for a free slot
-  size_t prompt_turn_ = 0;
+  std::vector<Slot*> prompt_order_;  // Step()'s scratch: slots reading their prompt, oldest first
 
   std::shared_ptr<TaskQueue> queue_;
   std::atomic<uint64_t> next_id_{1};
