@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# The data-plane benchmark (issue 7): what the gateway adds to a request, measured side by side
+# in one run against the same upstream reached directly. It builds switchyard, switchyard_load
+# and switchyard_load_mock, then measures with the gateway on tests/load/bench.yaml (one
+# OpenAI-compatible target, every detector on):
+#   1. idle RSS of `switchyard serve` on the embedded default config (local model loaded);
+#   2. latency at concurrency 1, 16 and 64, unary and SSE, direct to the mock vs through the
+#      gateway over HTTP and gRPC, with CPU seconds of gateway, mock and load tool;
+#   3. the highest open-loop rate each path sustains over a 20 ms-delay mock;
+#   4. STREAMS concurrent slow SSE streams: stalls and the gateway's memory.
+# Writes a markdown report to OUT (default build/bench_gateway.md) and the raw JSON lines next to
+# it. Environment: BUILD_DIR, DURATION (s per run, default 5), WARMUP (s, default 1), STREAMS
+# (default 1000), RATES (open-loop steps), PROMPT_BYTES (default 1024), SKIP_BUILD=1,
+# PIN="taskset -c 1" (prefix for the gateway only).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+duration="${DURATION:-5}"
+warmup="${WARMUP:-1}"
+streams="${STREAMS:-1000}"
+rates="${RATES:-500 1000 2000 3000 4000 6000 8000 12000}"
+prompt_bytes="${PROMPT_BYTES:-1024}"
+out="${OUT:-$build/bench_gateway.md}"
+pin="${PIN:-}"
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  "$root/scripts/build.sh" switchyard switchyard_load switchyard_load_mock >/dev/null
+fi
+load="$build/tests/load/switchyard_load"
+mock_bin="$build/tests/load/switchyard_load_mock"
+gateway_bin="$build/gateway/switchyard"
+if [[ -d "$root/../shared/models" ]]; then
+  export SWITCHYARD_MODELS="${SWITCHYARD_MODELS:+$SWITCHYARD_MODELS:}$(cd "$root/../shared/models" && pwd)"
+fi
+
+work="$(mktemp -d)"
+results="${out%.md}.jsonl"
+: >"$results"
+mock_pid="" gateway_pid=""
+stop() {
+  for pid in $gateway_pid $mock_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  gateway_pid="" mock_pid=""
+}
+trap 'stop; rm -rf "$work"' EXIT
+
+# wait_line FILE REGEX: waits up to 30 s for a line of FILE matching REGEX and prints it.
+wait_line() {
+  for _ in $(seq 300); do
+    if grep -qE "$2" "$1" 2>/dev/null; then grep -E "$2" "$1" | head -1; return 0; fi
+    sleep 0.1
+  done
+  echo "bench_gateway: timed out waiting for '$2' in $1:" >&2
+  cat "$1" >&2
+  exit 1
+}
+
+start_mock() {
+  "$mock_bin" --port 0 "$@" 2>"$work/mock.err" &
+  mock_pid=$!
+  mock_port="$(wait_line "$work/mock.err" 'listening' | grep -oE '[0-9]+$')"
+}
+
+start_gateway() {
+  sed "s|@MOCK_URL@|http://127.0.0.1:$mock_port/v1|g" "$root/tests/load/bench.yaml" \
+    >"$work/bench.yaml"
+  # shellcheck disable=SC2086
+  $pin "$gateway_bin" serve --config "$work/bench.yaml" 2>"$work/gateway.err" &
+  gateway_pid=$!
+  local line
+  line="$(wait_line "$work/gateway.err" 'listening http=')"
+  http_port="$(grep -oE 'http=[^ ]+' <<<"$line" | grep -oE '[0-9]+$')"
+  grpc_port="$(grep -oE 'grpc=[^ ]+' <<<"$line" | grep -oE '[0-9]+$')"
+}
+
+rss_of() { awk '/^VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
+
+# run LABEL ARGS...: one load run, its JSON report appended to the results.
+run() {
+  local label="$1"
+  shift
+  echo "  $label" >&2
+  "$load" --json --label "$label" --watch "gateway=$gateway_pid" --watch "mock=$mock_pid" \
+    --prompt-bytes "$prompt_bytes" "$@" >>"$results" || true
+}
+
+# target_args KIND: the load tool's address flags for direct, http (gateway) or grpc (gateway).
+target_args() {
+  case "$1" in
+    direct) echo "--http http://127.0.0.1:$mock_port" ;;
+    http) echo "--http http://127.0.0.1:$http_port" ;;
+    grpc) echo "--grpc 127.0.0.1:$grpc_port" ;;
+  esac
+}
+
+echo "bench_gateway: idle memory" >&2
+"$gateway_bin" serve --http-port 0 --grpc-port 0 2>"$work/idle.err" &
+gateway_pid=$!
+wait_line "$work/idle.err" 'listening http=' >/dev/null
+sleep 2
+model="$(find ${SWITCHYARD_MODELS//:/ } -maxdepth 1 -name stories260K.gguf 2>/dev/null | head -1)"
+echo "{\"label\":\"idle\",\"rss_bytes\":$(rss_of "$gateway_pid"),\"model_bytes\":$(stat -c %s "$model" 2>/dev/null || echo 0)}" >>"$results"
+stop
+
+echo "bench_gateway: latency (zero-delay mock, 16 tokens)" >&2
+start_mock --tokens 16
+start_gateway
+common=(--duration "$duration" --warmup "$warmup" --max-tokens 16 --expect-tokens 16)
+for mode in unary sse; do
+  flags=()
+  [[ $mode == sse ]] && flags=(--stream)
+  for c in 1 16 64; do
+    for kind in direct http grpc; do
+      # shellcheck disable=SC2046
+      run "$mode/$kind/$c" $(target_args $kind) --concurrency "$c" "${common[@]}" "${flags[@]}"
+    done
+  done
+done
+stop
+
+echo "bench_gateway: sustained rate (20 ms-delay mock)" >&2
+start_mock --tokens 16 --delay-us 20000
+start_gateway
+for kind in direct http grpc; do
+  for rate in $rates; do
+    # shellcheck disable=SC2046
+    run "rate/$kind/$rate" $(target_args $kind) --rate "$rate" --connections 4096 \
+      "${common[@]}"
+    # Stop climbing once p99 passes 40 ms (20 ms above the mock's delay) or anything failed.
+    if ! tail -1 "$results" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+sys.exit(0 if r["errors"] == 0 and r["latency"]["p99_us"] <= 40000 and
+         r["rps"] >= 0.97 * r["rate"] else 1)'; then
+      break
+    fi
+  done
+done
+stop
+
+echo "bench_gateway: $streams concurrent SSE streams (25 tokens, one per 200 ms)" >&2
+start_mock --tokens 25 --token-delay-us 200000
+start_gateway
+run "warm/http" $(target_args http) --requests 200 --concurrency 4 --expect-tokens 25 --stream
+echo "{\"label\":\"hold/before\",\"rss_bytes\":$(rss_of "$gateway_pid")}" >>"$results"
+for kind in direct http grpc; do
+  # Every stream lasts 5 s; the 4 s window holds all of them open at once.
+  # shellcheck disable=SC2046
+  run "hold/$kind/$streams" $(target_args $kind) --stream --concurrency "$streams" \
+    --duration 4 --warmup 0 --expect-tokens 25 --max-tokens 25
+done
+stop
+
+python3 - "$results" "$out" "$duration" "$warmup" "$streams" "$prompt_bytes" <<'EOF'
+import json, os, sys
+results, out, duration, warmup, streams, prompt_bytes = sys.argv[1:]
+runs = {}
+for line in open(results):
+    line = line.strip()
+    if line:
+        r = json.loads(line)
+        runs[r["label"]] = r
+
+def us(v): return f"{v:,.0f} µs" if v >= 100 else f"{v:.1f} µs"
+def get(label): return runs.get(label)
+lines = []
+add = lines.append
+cpu = os.popen("grep -m1 'model name' /proc/cpuinfo").read().split(":")[-1].strip()
+add(f"Machine: {os.cpu_count()} CPUs ({cpu}), shared by gateway, mock and load tool; "
+    f"load average at the end {os.getloadavg()[0]:.1f}. Runs of {duration} s after {warmup} s "
+    f"of warm-up; prompt {prompt_bytes} bytes; the mock answers 16 tokens.\n")
+
+add("### Added latency, unary (closed loop)\n")
+add("| concurrency | direct p50 / p99 | gateway HTTP p50 / p99 | added p50 / p99 | gateway gRPC p50 / p99 | added p50 / p99 | gateway req/s | ≥ 40 ms |")
+add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for c in (1, 16, 64):
+    d, h, g = get(f"unary/direct/{c}"), get(f"unary/http/{c}"), get(f"unary/grpc/{c}")
+    if not (d and h and g): continue
+    dl, hl, gl = d["latency"], h["latency"], g["latency"]
+    add(f"| {c} | {us(dl['p50_us'])} / {us(dl['p99_us'])} | {us(hl['p50_us'])} / {us(hl['p99_us'])} | "
+        f"**{us(hl['p50_us'] - dl['p50_us'])} / {us(hl['p99_us'] - dl['p99_us'])}** | "
+        f"{us(gl['p50_us'])} / {us(gl['p99_us'])} | {us(gl['p50_us'] - dl['p50_us'])} / {us(gl['p99_us'] - dl['p99_us'])} | "
+        f"{h['rps']:,.0f} | {h['over_39ms'] + g['over_39ms']} |")
+
+add("\n### Added time to first token and per token, SSE (closed loop)\n")
+add("| concurrency | direct TTFT p50 / p99 | gateway HTTP TTFT p50 / p99 | added TTFT p99 | per token direct / HTTP / added | gRPC TTFT p50 / p99 | gRPC added TTFT p99 | gRPC per token / added |")
+add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for c in (1, 16, 64):
+    d, h, g = get(f"sse/direct/{c}"), get(f"sse/http/{c}"), get(f"sse/grpc/{c}")
+    if not (d and h and g): continue
+    dt, ht, gt = d["ttft"], h["ttft"], g["ttft"]
+    dp, hp, gp = d["per_token"]["mean_us"], h["per_token"]["mean_us"], g["per_token"]["mean_us"]
+    add(f"| {c} | {us(dt['p50_us'])} / {us(dt['p99_us'])} | {us(ht['p50_us'])} / {us(ht['p99_us'])} | "
+        f"**{us(ht['p99_us'] - dt['p99_us'])}** | {dp:.2f} / {hp:.2f} / **{hp - dp:.2f} µs** | "
+        f"{us(gt['p50_us'])} / {us(gt['p99_us'])} | {us(gt['p99_us'] - dt['p99_us'])} | {gp:.2f} / {gp - dp:.2f} µs |")
+
+add("\n### CPU per request (closed loop, concurrency 64)\n")
+add("| run | req/s | gateway | mock | load tool | gateway share |")
+add("| --- | --- | --- | --- | --- | --- |")
+for label in ("unary/direct/64", "unary/http/64", "unary/grpc/64", "sse/direct/64", "sse/http/64", "sse/grpc/64"):
+    r = get(label)
+    if not r or r["ok"] == 0: continue
+    n = r["ok"]
+    c = r["cpu_s"]
+    total = max(c["gateway"] + c["mock"] + c["load"], 1e-9)
+    gw = "—" if label.split("/")[1] == "direct" else f"{c['gateway'] / n * 1e6:.1f} µs"
+    share = "—" if label.split("/")[1] == "direct" else f"{c['gateway'] / total:.0%}"
+    add(f"| {label} | {r['rps']:,.0f} | {gw} | {c['mock'] / n * 1e6:.1f} µs | {c['load'] / n * 1e6:.1f} µs | {share} |")
+
+add("\n### Highest sustained open-loop rate over a 20 ms-delay mock (p99 ≤ 40 ms, no errors)\n")
+add("| path | sustained req/s | p50 / p99 there | first failing step |")
+add("| --- | --- | --- | --- |")
+for kind in ("direct", "http", "grpc"):
+    steps = sorted((r for l, r in runs.items() if l.startswith(f"rate/{kind}/")), key=lambda r: r["rate"])
+    best, failed = None, None
+    for r in steps:
+        good = r["errors"] == 0 and r["latency"]["p99_us"] <= 40000 and r["rps"] >= 0.97 * r["rate"]
+        if good: best = r
+        elif failed is None: failed = r
+    if not steps: continue
+    b = f"{best['rate']:,.0f}" if best else "none"
+    bl = f"{us(best['latency']['p50_us'])} / {us(best['latency']['p99_us'])}" if best else "—"
+    f = (f"{failed['rate']:,.0f}/s: p99 {us(failed['latency']['p99_us'])}, {failed['rps']:,.0f} done/s, "
+         f"{failed['errors']} errors") if failed else "none (last step passed)"
+    add(f"| {kind} | {b} | {bl} | {f} |")
+
+add(f"\n### {streams} concurrent SSE streams (25 tokens, one per 200 ms; each stream 5 s)\n")
+add("| path | streams done | gap p99 / p99.9 / max | stalls (gap > 1 s) | gateway RSS before → peak |")
+add("| --- | --- | --- | --- | --- |")
+before = get("hold/before")
+for kind in ("direct", "http", "grpc"):
+    r = get(f"hold/{kind}/{streams}")
+    if not r: continue
+    g = r["gap"]
+    rss = "—"
+    if kind != "direct" and before:
+        rss = f"{before['rss_bytes'] / 2**20:.1f} → {r['rss_peak_bytes']['gateway'] / 2**20:.1f} MiB"
+    add(f"| {kind} | {r['ok']:,} of {streams} ({r['errors']} errors) | {us(g['p99_us'])} / {us(g['p999_us'])} / {us(g['max_us'])} | "
+        f"{'yes' if g['max_us'] > 1e6 else 'none'} | {rss} |")
+
+idle = get("idle")
+if idle:
+    add(f"\nIdle `switchyard serve` on the embedded default config (stories260K.gguf loaded, "
+        f"{idle['model_bytes'] / 2**20:.1f} MiB file): RSS {idle['rss_bytes'] / 2**20:.1f} MiB.")
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
+echo "bench_gateway: wrote $out (raw runs: $results)" >&2
