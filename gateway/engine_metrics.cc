@@ -67,14 +67,12 @@ constexpr StatsMetric kStatsMetrics[] = {
 
 }  // namespace
 
-EngineMetrics::EngineMetrics(
-    MetricsRegistry& registry,
-    const std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>>& backends) {
-  Family<Histogram>& ttft = registry.AddHistogram(
+EngineMetrics::EngineMetrics(MetricsRegistry& registry, const Backends& backends) {
+  ttft_ = &registry.AddHistogram(
       "switchyard_engine_time_to_first_token_seconds",
       "Time from queueing a request in the local engine to its first completion token.",
       {"target"}, ExponentialBuckets(0.005, 2, 14));
-  Family<Histogram>& inter_token = registry.AddHistogram(
+  inter_token_ = &registry.AddHistogram(
       "switchyard_engine_inter_token_seconds",
       "Time between two completion tokens of one request in the local engine.", {"target"},
       ExponentialBuckets(0.0005, 2, 14));
@@ -86,10 +84,22 @@ EngineMetrics::EngineMetrics(
                             ? &registry.AddCallbackCounter(metric.name, metric.help, {"target"})
                             : &registry.AddCallbackGauge(metric.name, metric.help, {"target"}));
   }
+  Track(backends);
+}
+
+void EngineMetrics::Track(const Backends& backends) {
+  for (auto it = tracked_.begin(); it != tracked_.end();) {
+    auto now = backends.find(it->first);
+    if (now != backends.end() && now->second.get() == it->second.backend) {
+      ++it;
+      continue;
+    }
+    Untrack(it->first, it->second);
+    it = tracked_.erase(it);
+  }
   for (const auto& [name, backend] : backends) {
     auto* local = dynamic_cast<backends::ManagedLocalBackend*>(backend.get());
-    if (local == nullptr) continue;
-    targets_.push_back(name);
+    if (local == nullptr || tracked_.contains(name)) continue;
     const std::string_view labels[] = {name};
     // Weak: the registry must not keep an engine (and its thread) alive.
     std::weak_ptr<backends::ManagedLocalBackend> weak(
@@ -106,20 +116,24 @@ EngineMetrics::EngineMetrics(
       return engine != nullptr && engine->status().state == backends::ModelState::kLoaded ? 1.0
                                                                                          : 0.0;
     });
-    auto observer = std::make_shared<EngineTimingObserver>(ttft.WithLabels(labels),
-                                                           inter_token.WithLabels(labels));
+    // The histograms keep their series across a reload: a changed engine observes into the
+    // same {target} series as the one it replaces.
+    auto observer = std::make_shared<EngineTimingObserver>(ttft_->WithLabels(labels),
+                                                           inter_token_->WithLabels(labels));
     local->SetObserver(observer);
-    observers_.push_back(std::move(observer));
+    tracked_.emplace(name, Tracked{backend.get(), std::move(observer)});
   }
 }
 
+void EngineMetrics::Untrack(const std::string& target, Tracked& tracked) {
+  tracked.observer->Detach();
+  const std::string_view labels[] = {target};
+  for (CallbackFamily* family : families_) family->Remove(labels);
+  loaded_->Remove(labels);
+}
+
 EngineMetrics::~EngineMetrics() {
-  for (const std::shared_ptr<EngineTimingObserver>& observer : observers_) observer->Detach();
-  for (const std::string& target : targets_) {
-    const std::string_view labels[] = {target};
-    for (CallbackFamily* family : families_) family->Remove(labels);
-    loaded_->Remove(labels);
-  }
+  for (auto& [target, tracked] : tracked_) Untrack(target, tracked);
 }
 
 }  // namespace switchyard::gateway

@@ -293,6 +293,7 @@ absl::Status Gateway::Reload(Config config) {
   const std::string old_version = old->config.version;
   next->config = std::move(config);
   metrics_->SetPolicyVersion(old_version, next->config.version);
+  engine_metrics_->Track(next->backends);
   {
     absl::MutexLock lock(&mu_);
     runtime_ = std::move(next);

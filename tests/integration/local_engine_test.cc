@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -109,6 +110,51 @@ targets:
   if (access("/usr/bin/promtool", X_OK) != 0) GTEST_SKIP() << "promtool not installed";
   testing::RunResult check = testing::RunCommand({"/usr/bin/promtool", "check", "metrics"}, text);
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
+TEST(LocalEngineServerTest, ReloadExportsTheEngineMetricsOfAddedTargetsAndDropsRemovedOnes) {
+  const std::string one = R"(
+targets:
+  - { name: local, kind: local, model: stories260K.gguf, threads: 1, slots: 2, context: 256 }
+)";
+  std::unique_ptr<Server> server = StartServer(one);
+  ASSERT_NE(server, nullptr);
+  const std::string base = "http://127.0.0.1:" + std::to_string(server->http_port());
+  const std::string slots_of_second = R"(switchyard_engine_slots{target="second"})";
+  EXPECT_EQ(Sample(HttpGet(base + "/metrics").body, slots_of_second), std::nullopt);
+
+  const std::string path = ::testing::TempDir() + "/engine_reload_test.yaml";
+  std::ofstream(path) << R"(
+listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+models: { dirs: [")" + kModels + R"("] }
+targets:
+  - { name: local, kind: local, model: stories260K.gguf, threads: 1, slots: 2, context: 256 }
+  - { name: second, kind: local, model: stories260K.gguf, threads: 1, slots: 3, context: 256 }
+policy:
+  default: local
+)";
+  ASSERT_TRUE(server->ReloadFromFile(path).ok());
+  HttpResult answer = HttpPost(base + "/v1/chat/completions", ChatBody("second", 5));
+  ASSERT_EQ(answer.status, 200) << answer.body;
+  std::string text = HttpGet(base + "/metrics").body;
+  EXPECT_EQ(Sample(text, slots_of_second), 3);
+  EXPECT_EQ(Sample(text, R"(switchyard_engine_tokens_completion_total{target="second"})"), 5);
+  EXPECT_EQ(Sample(text, R"(switchyard_engine_time_to_first_token_seconds_count{target="second"})"),
+            1);
+  EXPECT_EQ(Sample(text, R"(switchyard_engine_slots{target="local"})"), 2);
+
+  // Removed again: its gauges go (the histogram keeps what it observed).
+  std::ofstream(path, std::ios::trunc) << R"(
+listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+models: { dirs: [")" + kModels + R"("] }
+)" + one + R"(
+policy:
+  default: local
+)";
+  ASSERT_TRUE(server->ReloadFromFile(path).ok());
+  text = HttpGet(base + "/metrics").body;
+  EXPECT_EQ(Sample(text, slots_of_second), std::nullopt);
+  EXPECT_EQ(Sample(text, R"(switchyard_engine_slots{target="local"})"), 2);
 }
 
 json Readyz(const std::string& base, long* status) {
