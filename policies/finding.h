@@ -16,6 +16,9 @@ struct Finding {
   size_t start = 0;    // byte span [start, end) in that message
   size_t end = 0;
   double confidence = 0;  // in (0, 1]
+  // Set by Classify when the decision's rule redacts this finding: remote targets receive a
+  // placeholder in its place, and its level no longer counts for them.
+  bool redacted = false;
 
   friend bool operator==(const Finding&, const Finding&) = default;
 };

@@ -53,6 +53,10 @@ struct Rule {
   std::optional<double> max_estimated_usd;
   bool deny = false;
   std::string deny_message;
+  // `redact`: remote sends carry placeholders for findings of `redact_types` (every finding when
+  // empty).
+  bool redact = false;
+  std::vector<std::string> redact_types;
   TargetInfo target;  // the first of `route`
   // `route: x` or `route: [x, y]`: the ordered fallback list; `route: cheapest`: the candidates
   // (every target when `candidates` is absent), in configuration order.
@@ -61,6 +65,18 @@ struct Rule {
   bool cheapest = false;
   bool implicit_candidates = false;  // `route: cheapest` without `candidates`
   const YAML::Node* node = nullptr;
+
+  bool Redacts(std::string_view type) const {
+    if (!redact) return false;
+    if (redact_types.empty()) return true;
+    for (const std::string& wanted : redact_types) {
+      if (type == wanted || (type.size() > wanted.size() && type.starts_with(wanted) &&
+                             type[wanted.size()] == '.')) {
+        return true;
+      }
+    }
+    return false;
+  }
 
   bool has_content_test() const {
     return keyword_group >= 0 || pattern_group >= 0 || !findings.empty();
@@ -437,7 +453,7 @@ absl::StatusOr<Rule> ParseRule(Loader& loader, const YAML::Node& node) {
   const YamlReader& yaml = loader.yaml;
   POLICY_RETURN_IF_ERROR(
       yaml.ExpectMap(node, "a rule", {"name", "description", "when", "route", "candidates",
-                                      "deny"}));
+                                      "deny", "redact"}));
   Rule rule;
   POLICY_ASSIGN_OR_RETURN(name, yaml.String(node, "name", /*required=*/true));
   rule.name = *name;
@@ -526,6 +542,31 @@ absl::StatusOr<Rule> ParseRule(Loader& loader, const YAML::Node& node) {
       return yaml.Error(deny, "a deny message must not be empty: the client reads it");
     }
   }
+  if (const YAML::Node redact = node["redact"]) {
+    if (rule.deny) {
+      return yaml.Error(redact, absl::StrCat("rule '", rule.name,
+                                             "' denies; only a 'route' can 'redact'"));
+    }
+    if (redact.IsScalar()) {
+      POLICY_ASSIGN_OR_RETURN(flag, yaml.Bool(node, "redact"));
+      rule.redact = flag.value_or(false);
+    } else if (redact.IsSequence()) {
+      POLICY_ASSIGN_OR_RETURN(types, loader.Strings(node, "redact", /*scalar_ok=*/false));
+      for (auto& [type, item] : types) {
+        if (std::find(loader.known_types.begin(), loader.known_types.end(), type) ==
+            loader.known_types.end()) {
+          return yaml.Error(item, absl::StrCat("rule '", rule.name, "' redacts unknown finding "
+                                               "type '", type, "' (types: ",
+                                               Quoted(loader.known_types), ")"));
+        }
+        rule.redact_types.push_back(std::move(type));
+      }
+      rule.redact = true;
+    } else {
+      return yaml.Error(redact, absl::StrCat("'redact' of rule '", rule.name,
+                                             "' must be true, false or a list of finding types"));
+    }
+  }
   return rule;
 }
 
@@ -554,8 +595,11 @@ bool MetadataMatches(const Rule& rule, const std::map<std::string, std::string>*
   return true;
 }
 
-// The lowest level a request matching `rule` can have, and the condition that guarantees it.
-std::pair<int, std::string> LevelFloor(const Rule& rule, const Loader& loader) {
+// The lowest level a request matching `rule` can have, and the condition that guarantees it. With
+// `redacted` (a remote target of a redacting rule) it is the level left after redaction: a
+// min_level may have come from findings that are now placeholders, and so may a findings test
+// that names a redacted type.
+std::pair<int, std::string> LevelFloor(const Rule& rule, const Loader& loader, bool redacted) {
   const int top = static_cast<int>(loader.levels.size()) - 1;
   int floor = loader.default_level;
   std::string cause = absl::StrCat("default_level: ", loader.levels[floor]);
@@ -565,21 +609,23 @@ std::pair<int, std::string> LevelFloor(const Rule& rule, const Loader& loader) {
       cause = std::move(why);
     }
   };
-  if (rule.min_level) {
+  if (rule.min_level && !redacted) {
     raise(*rule.min_level, absl::StrCat("min_level: ", loader.levels[*rule.min_level]));
   }
   // A content test made of findings alone guarantees a finding, and so that finding's level.
   if (rule.keyword_group < 0 && rule.pattern_group < 0 && !rule.findings.empty()) {
     int lowest = top;
     bool any = false;
+    bool removed = false;  // the guaranteed finding may be one that redaction removes
     for (const std::string& wanted : rule.findings) {
       for (const auto& [type, level] : loader.type_levels) {  // every enabled concrete type
         if (!TypeMatches(type, wanted)) continue;
         lowest = std::min(lowest, level);
         any = true;
+        removed = removed || (redacted && rule.Redacts(type));
       }
     }
-    if (any) raise(lowest, absl::StrCat("findings: ", Quoted(rule.findings)));
+    if (any && !removed) raise(lowest, absl::StrCat("findings: ", Quoted(rule.findings)));
   }
   for (const auto& [key, values] : rule.metadata) {
     int lowest = top;
@@ -681,10 +727,12 @@ absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::FromYaml(
   for (const Rule& rule : set->rules_) {
     // `route: cheapest` without `candidates` means every target cleared for the request.
     if (rule.deny || rule.implicit_candidates) continue;
-    const auto [floor, cause] = LevelFloor(rule, loader);
     for (size_t i = 0; i < rule.route.size(); ++i) {
+      const bool redacted = rule.redact && rule.route[i].locality == Locality::kRemote;
+      const auto [floor, cause] = LevelFloor(rule, loader, redacted);
       const std::string_view hop = rule.cheapest ? "candidate " : i > 0 ? "fallback " : "";
-      check(absl::StrCat("rule '", rule.name, "'"), floor, cause, hop, rule.route[i],
+      check(absl::StrCat("rule '", rule.name, "'"), floor,
+            redacted ? absl::StrCat(cause, ", after redaction") : cause, hop, rule.route[i],
             rule.route_marks[i]);
     }
   }
@@ -717,7 +765,7 @@ int PolicySet::TargetIndex(std::string_view name) const {
 }
 
 double PolicySet::RuleCostUsd(const Rule& rule, const CostEstimate& cost,
-                              const TargetInfo* pinned, int level) const {
+                              const TargetInfo* pinned, int level, int redacted_level) const {
   auto usd = [&](std::string_view name) {
     const int index = TargetIndex(name);
     return index < 0 ? 0 : cost.targets[index].estimated_usd;
@@ -727,7 +775,8 @@ double PolicySet::RuleCostUsd(const Rule& rule, const CostEstimate& cost,
   // A route on the target that would serve it: the first (or cheapest) one cleared.
   std::optional<double> best;
   for (const TargetInfo& target : rule.route) {
-    if (!MayReceive(target.name, level)) continue;
+    const bool redacted = rule.redact && target.locality == Locality::kRemote;
+    if (!MayReceive(target.name, redacted ? redacted_level : level)) continue;
     const double price = usd(target.name);
     if (!rule.cheapest) return price;
     if (!best || price < *best) best = price;
@@ -753,9 +802,18 @@ bool PolicySet::MayReceive(std::string_view target, int level_rank) const {
   return level_rank <= Clearance(target);
 }
 
+bool PolicySet::Redacts(const Decision& decision, std::string_view target) const {
+  if (!decision.redact) return false;
+  const TargetInfo* info = FindTarget(target);
+  return info != nullptr && info->locality == Locality::kRemote;
+}
+
+int PolicySet::SentLevel(const Decision& decision, std::string_view target) const {
+  return Redacts(decision, target) ? decision.redacted_level_rank : decision.level_rank;
+}
+
 void PolicySet::ExplainRejections(const Rule* fired, Decision& decision) const {
   decision.rejected.reserve(targets_.size());
-  const std::string& level = levels_[decision.level_rank];
   auto usd = [&](std::string_view name) {
     const int index = TargetIndex(name);
     return index < 0 || decision.cost.targets.empty() ? 0.0
@@ -771,8 +829,9 @@ void PolicySet::ExplainRejections(const Rule* fired, Decision& decision) const {
   for (const TargetInfo& info : targets_) {
     if (!decision.denied && info.name == decision.target) continue;
     std::string reason;
-    if (!MayReceive(info.name, decision.level_rank)) {
-      reason = absl::StrCat("not cleared for ", level);
+    if (!MayReceive(decision, info.name)) {
+      reason = absl::StrCat("not cleared for ", levels_[SentLevel(decision, info.name)],
+                            Redacts(decision, info.name) ? " (after redaction)" : "");
     } else if (decision.denied) {
       reason = elsewhere;
     } else if (auto it = std::find(decision.targets.begin(), decision.targets.end(), info.name);
@@ -803,8 +862,8 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
       decision.rule = "default";
       decision.denied = true;
       decision.reason = absl::StrCat("the request could not be classified: ", status.message());
-      decision.level_rank = top;
-      decision.level = levels_[top];
+      decision.level_rank = decision.redacted_level_rank = top;
+      decision.level = decision.redacted_level = levels_[top];
       decision.findings.clear();
       for (const TargetInfo& info : targets_) {
         decision.rejected.push_back({info.name, "the request could not be classified"});
@@ -828,26 +887,34 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
                      return a.message != b.message ? a.message < b.message : a.start < b.start;
                    });
 
-  int level = default_level_;
-  for (const Finding& finding : decision.findings) {
-    if (auto it = type_levels_.find(finding.type); it != type_levels_.end()) {
-      level = std::max(level, it->second);
-    }
-  }
+  // What redaction cannot remove: the default level, the tenant floor and the caller's label.
+  int floor = default_level_;
   if (request.metadata != nullptr) {
     if (auto tenant = request.metadata->find("tenant"); tenant != request.metadata->end()) {
       if (auto it = tenant_levels_.find(tenant->second); it != tenant_levels_.end()) {
-        level = std::max(level, it->second);
+        floor = std::max(floor, it->second);
       }
     }
     if (auto label = request.metadata->find(metadata_key_); label != request.metadata->end()) {
       auto it = std::find(levels_.begin(), levels_.end(), label->second);
       // A label we cannot read might have meant anything: assume the worst.
-      level = std::max(level, it == levels_.end() ? top : static_cast<int>(it - levels_.begin()));
+      floor = std::max(floor, it == levels_.end() ? top : static_cast<int>(it - levels_.begin()));
     }
   }
-  decision.level_rank = level;
-  decision.level = levels_[level];
+  // The request's level, leaving out the findings `redacting` replaces with placeholders.
+  auto level_without = [&](const Rule* redacting) {
+    int result = floor;
+    for (const Finding& finding : decision.findings) {
+      if (redacting != nullptr && redacting->Redacts(finding.type)) continue;
+      if (auto it = type_levels_.find(finding.type); it != type_levels_.end()) {
+        result = std::max(result, it->second);
+      }
+    }
+    return result;
+  };
+  const int level = level_without(nullptr);
+  decision.level_rank = decision.redacted_level_rank = level;
+  decision.level = decision.redacted_level = levels_[level];
 
   CostEstimate& cost = decision.cost;
   if (request.prompt_tokens.has_value()) {
@@ -866,12 +933,20 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
                                : cost_model_.expected_completion_tokens;
   cost.targets.reserve(targets_.size());
   for (const TargetInfo& info : targets_) {
+    int64_t prompt = cost.prompt_tokens;
+    bool exact = cost.prompt_tokens_exact;
+    if (!exact && info.locality == Locality::kLocal && request.token_counter != nullptr) {
+      if (std::optional<int64_t> counted = request.token_counter->CountPromptTokens(info.name)) {
+        prompt = std::max<int64_t>(0, *counted);
+        exact = true;
+      }
+    }
     cost.targets.push_back(
         {info.name,
-         (static_cast<double>(cost.prompt_tokens) * info.input_usd_per_million +
+         (static_cast<double>(prompt) * info.input_usd_per_million +
           static_cast<double>(cost.completion_tokens) * info.output_usd_per_million) /
              1e6,
-         cost.prompt_tokens, cost.completion_tokens});
+         prompt, cost.completion_tokens, exact});
   }
 
   decision.difficulty = difficulty_->Score(request, cost.prompt_tokens);
@@ -898,7 +973,8 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
     if (rule.min_difficulty && difficulty < *rule.min_difficulty) return false;
     if (rule.max_difficulty && difficulty > *rule.max_difficulty) return false;
     if (rule.min_estimated_usd || rule.max_estimated_usd) {
-      const double usd = RuleCostUsd(rule, cost, pinned, level);
+      const double usd =
+          RuleCostUsd(rule, cost, pinned, level, rule.redact ? level_without(&rule) : level);
       if (rule.min_estimated_usd && usd < *rule.min_estimated_usd) return false;
       if (rule.max_estimated_usd && usd > *rule.max_estimated_usd) return false;
     }
@@ -929,13 +1005,23 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
     decision.reason = rule.description;
     break;
   }
+  if (fired != nullptr && fired->redact) {
+    decision.redact = true;
+    decision.redacted_level_rank = level_without(fired);
+    decision.redacted_level = levels_[decision.redacted_level_rank];
+    for (Finding& finding : decision.findings) finding.redacted = fired->Redacts(finding.type);
+  }
   std::vector<const TargetInfo*> chosen;
-  std::string refused;  // the planned targets that may not receive this level
+  std::string refused;  // the planned targets that may not receive what they would be sent
   auto consider = [&](const TargetInfo& candidate) {
-    if (MayReceive(candidate.name, level)) {
+    if (MayReceive(decision, candidate.name)) {
       chosen.push_back(&candidate);
     } else {
-      absl::StrAppend(&refused, refused.empty() ? "'" : ", '", candidate.name, "'");
+      absl::StrAppend(&refused, refused.empty() ? "'" : ", '", candidate.name, "'",
+                      Redacts(decision, candidate.name)
+                          ? absl::StrCat(" (", levels_[decision.redacted_level_rank],
+                                         " after redaction)")
+                          : "");
     }
   };
   if (fired != nullptr) {
@@ -951,7 +1037,7 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
     consider(pinned != nullptr ? *pinned : default_target_);
   }
   if (chosen.empty()) {
-    if (MayReceive(default_target_.name, level)) {
+    if (MayReceive(decision, default_target_.name)) {
       chosen.push_back(&default_target_);
       decision.reason = absl::StrCat(refused, " may not receive ", levels_[level],
                                      " data; sent to the default target");
@@ -968,7 +1054,10 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
   for (const TargetInfo* info : chosen) decision.targets.push_back(info->name);
   decision.target = target->name;
   decision.locality = target->locality;
-  cost.estimated_usd = cost.targets[TargetIndex(target->name)].estimated_usd;
+  const TargetCost& served = cost.targets[TargetIndex(target->name)];
+  cost.estimated_usd = served.estimated_usd;
+  cost.prompt_tokens = served.prompt_tokens;
+  cost.prompt_tokens_exact = served.prompt_tokens_exact;
   ExplainRejections(fired, decision);
   return decision;
 }

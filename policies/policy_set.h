@@ -36,6 +36,7 @@
 //           tenant: acme             # or a list; metadata["tenant"]
 //           metadata: { team: [ml, infra] }   # every key must equal one of its values
 //         route: local               # exactly one of route / deny
+//         redact: true               # or [types]: remote targets get placeholders (see below)
 //       - name: block
 //         when: { keywords: [forbidden] }
 //         deny: "This request is not allowed"
@@ -63,6 +64,14 @@
 // Actions: `route: x`, `route: [x, y]` (an ordered fallback list), `route: cheapest` with
 // optional `candidates: [..]` (by estimated price, cheapest first), or `deny: "message"`.
 // Decision.targets is the ordered list the dispatcher may try, each target cleared.
+//
+// Redaction: a routing rule with `redact: true` (every finding) or `redact: [types]` (findings
+// of those types or prefixes) marks those findings `redacted`; the gateway replaces them with
+// placeholders before every send to a remote target of the decision and restores the answer.
+// A remote target of such a decision receives `redacted_level` (the level without the redacted
+// findings: tenant floors, caller labels and findings not redacted still count); local targets
+// receive the original text and its full `level`. Clearance checks, at load time and at run
+// time, use the level each target receives (SentLevel).
 //
 // Cost and difficulty: every Decision carries the estimated price on every target (`cost:`
 // tunes the token estimate) and a difficulty score and tier (`difficulty:` tunes the
@@ -106,6 +115,14 @@ struct TargetInfo {
   double output_usd_per_million = 0;
 };
 
+// Exact prompt token counts for local targets, injected by the gateway so the policy stays pure.
+class TokenCounter {
+ public:
+  virtual ~TokenCounter() = default;
+  // The prompt's size in `target`'s tokens, or nullopt to fall back to the estimate.
+  virtual std::optional<int64_t> CountPromptTokens(std::string_view target) const = 0;
+};
+
 // The facts about one request that rules can test. Built by the gateway; views must outlive the
 // Classify call.
 struct RequestFeatures {
@@ -122,6 +139,10 @@ struct RequestFeatures {
   // The request's completion limit (`max_tokens`); without it the policy expects
   // `cost.expected_completion_tokens` (256 unless configured).
   std::optional<int32_t> max_tokens;
+  // Counts the prompt with a local target's own tokenizer; called once per local target during
+  // Classify (the gateway asks the target's engine; nullopt when it cannot, e.g. a model not
+  // loaded yet). Remote targets keep the estimate. Unset: every target is estimated.
+  const TokenCounter* token_counter = nullptr;
 };
 
 // The estimated price of serving one request on one target.
@@ -130,10 +151,14 @@ struct TargetCost {
   double estimated_usd = 0;
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  // True when prompt_tokens is the target's own tokenizer count (a local target with a
+  // TokenCounter, or RequestFeatures::prompt_tokens), false for the estimate.
+  bool prompt_tokens_exact = false;
 };
 
 struct CostEstimate {
-  int64_t prompt_tokens = 0;      // exact when RequestFeatures::prompt_tokens was given
+  // The chosen target's prompt tokens (TargetCost); the request-wide estimate when denied.
+  int64_t prompt_tokens = 0;
   bool prompt_tokens_exact = false;
   int64_t completion_tokens = 0;  // max_tokens, or the policy's expected_completion_tokens
   double estimated_usd = 0;       // on the chosen target; 0 when denied
@@ -160,11 +185,18 @@ struct Decision {
   std::string policy_version;  // content hash of the policy
   std::string level;           // the request's sensitivity level
   int level_rank = 0;          // its index in PolicySet::levels()
+  // True when the rule redacts: remote targets receive the request with every finding marked
+  // `redacted` replaced by a placeholder (policies/redact.h).
+  bool redact = false;
+  // The level of the request without its redacted findings: what a remote target of a redacting
+  // decision receives. Equal to `level` when nothing is redacted.
+  std::string redacted_level;
+  int redacted_level_rank = 0;
   // What the detectors found, ordered by message and start; spans only, never values.
   std::vector<Finding> findings;
   // The targets the dispatcher may try, in order (a `route: [a, b]` fallback list, or the
-  // cleared candidates of `route: cheapest` from cheapest up); every one is cleared for `level`.
-  // Empty when denied.
+  // cleared candidates of `route: cheapest` from cheapest up); every one is cleared for the level
+  // it receives (SentLevel). Empty when denied.
   std::vector<std::string> targets;
   // Token counts and the estimated price on every target.
   CostEstimate cost;
@@ -212,6 +244,16 @@ class PolicySet {
   // dispatcher re-checks every send (fallbacks included) with it. Unknown targets may not.
   bool MayReceive(std::string_view target, int level_rank) const;
 
+  // The level `target` receives under `decision`: redacted_level_rank for a remote target of a
+  // redacting decision, level_rank otherwise.
+  int SentLevel(const Decision& decision, std::string_view target) const;
+  // Whether `target` may receive the request as `decision` would send it there.
+  bool MayReceive(const Decision& decision, std::string_view target) const {
+    return MayReceive(target, SentLevel(decision, target));
+  }
+  // Whether sends to `target` under `decision` carry placeholders instead of the findings.
+  bool Redacts(const Decision& decision, std::string_view target) const;
+
  private:
   PolicySet();
 
@@ -223,7 +265,7 @@ class PolicySet {
   void ExplainRejections(const internal::Rule* fired, Decision& decision) const;
   // The estimated price of `request` on the target a rule's `*_estimated_usd` tests.
   double RuleCostUsd(const internal::Rule& rule, const CostEstimate& cost,
-                     const TargetInfo* pinned, int level) const;
+                     const TargetInfo* pinned, int level, int redacted_level) const;
 
   std::string version_;
   internal::CostModel cost_model_;

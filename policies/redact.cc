@@ -40,21 +40,28 @@ Redaction Redact(const std::vector<std::string_view>& texts,
     const std::string_view text = texts[message];
     std::string redacted;
     size_t copied = 0;
-    for (; next < order.size() && order[next]->message <= message; ++next) {
-      const Finding& finding = *order[next];
+    while (next < order.size() && order[next]->message <= message) {
+      const Finding& finding = *order[next++];
       if (finding.message != message || finding.start < copied || finding.end > text.size() ||
           finding.start >= finding.end) {
         continue;
       }
+      // Findings that overlap this one join its placeholder, so no byte of any of them leaves.
+      size_t end = finding.end;
+      while (next < order.size() && order[next]->message == message &&
+             order[next]->start < end) {
+        if (order[next]->end <= text.size()) end = std::max(end, order[next]->end);
+        ++next;
+      }
       std::string label = Label(finding.type);
-      std::string value(text.substr(finding.start, finding.end - finding.start));
+      std::string value(text.substr(finding.start, end - finding.start));
       auto [it, inserted] = placeholders.try_emplace({label, value});
       if (inserted) {
         it->second = absl::StrCat("<", label, "_", ++counters[label], ">");
         out.restore.emplace_back(it->second, std::move(value));
       }
       redacted.append(text.substr(copied, finding.start - copied)).append(it->second);
-      copied = finding.end;
+      copied = end;
     }
     redacted.append(text.substr(copied));
     out.texts.push_back(std::move(redacted));

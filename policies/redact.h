@@ -26,8 +26,9 @@ struct Redaction {
   std::vector<std::pair<std::string, std::string>> restore;
 };
 
-// `findings` index `texts` (Finding::message) and hold byte spans into them, as in a Decision;
-// spans that overlap an earlier one or fall outside their text are skipped.
+// `findings` index `texts` (Finding::message) and hold byte spans into them, as in a Decision.
+// Overlapping spans become one placeholder (labelled by the first) covering all of them; spans
+// outside their text are skipped. Every finding given is redacted: pass only the ones to hide.
 Redaction Redact(const std::vector<std::string_view>& texts, const std::vector<Finding>& findings);
 
 // Turns placeholders in a stream of output deltas back into the original values. A delta that
