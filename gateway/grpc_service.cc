@@ -8,6 +8,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/decision_json.h"
 #include "gateway/openai_codec.h"
 #include "gateway/status_map.h"
 
@@ -19,12 +20,7 @@ absl::Status FieldError(std::string_view field, std::string_view problem) {
 }
 
 void ToProto(const Routed& routed, v1::Decision& out) {
-  out.set_target(routed.decision.target);
-  out.set_rule(routed.decision.rule);
-  out.set_locality(std::string(routed.locality()));
-  out.set_denied(routed.decision.denied);
-  out.set_reason(routed.decision.reason);
-  out.set_policy_version(routed.decision.policy_version);
+  DecisionToProto(routed, out);
 }
 
 void ToProto(const backends::Usage& usage, v1::Usage& out) {
