@@ -7,7 +7,9 @@
 #include "absl/strings/str_format.h"
 #include "backends/sink_guard.h"
 #include "gateway/log.h"
+#include "gateway/redaction.h"
 #include "gateway/status_map.h"
+#include "gateway/token_counter.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -106,13 +108,12 @@ bool ShouldFallBack(const absl::Status& status) {
 // the client's sink whatever the attempts do.
 class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
  public:
-  FallbackRun(std::weak_ptr<const Runtime> runtime, backends::ChatRequest request,
-              std::vector<std::string> targets, int level_rank,
-              std::shared_ptr<backends::ChatSink> sink, GatewayMetrics& metrics)
+  FallbackRun(std::weak_ptr<const Runtime> runtime, std::shared_ptr<const Sender> sender,
+              std::vector<std::string> targets, std::shared_ptr<backends::ChatSink> sink,
+              GatewayMetrics& metrics)
       : runtime_(std::move(runtime)),
-        request_(std::move(request)),
+        sender_(std::move(sender)),
         targets_(std::move(targets)),
-        level_rank_(level_rank),
         outer_(std::make_shared<backends::SinkGuard>(std::move(sink))),
         metrics_(metrics) {}
 
@@ -148,9 +149,8 @@ class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
   // reference to the backends (a backend cannot join its own thread). The request's edge keeps
   // the runtime alive while the request runs.
   const std::weak_ptr<const Runtime> runtime_;
-  const backends::ChatRequest request_;
+  const std::shared_ptr<const Sender> sender_;  // the request, redacted where the policy says
   const std::vector<std::string> targets_;
-  const int level_rank_;
   const std::shared_ptr<backends::SinkGuard> outer_;
   GatewayMetrics& metrics_;
   absl::Mutex mu_;
@@ -164,12 +164,12 @@ void FallbackRun::StartFrom(size_t index, absl::Status last_error) {
     const std::string& name = targets_[index];
     auto backend = runtime->backends.find(name);
     if (backend == runtime->backends.end() || !backend->second->Available() ||
-        !runtime->config.policy->MayReceive(name, level_rank_)) {
+        !sender_->MayReceive(name)) {
       continue;
     }
     if (index > 0) metrics_.ObserveFallback(targets_[0], name);
-    std::unique_ptr<backends::Call> call =
-        backend->second->Start(request_, std::make_shared<AttemptSink>(shared_from_this(), index));
+    std::unique_ptr<backends::Call> call = sender_->Start(
+        *backend->second, name, std::make_shared<AttemptSink>(shared_from_this(), index));
     absl::MutexLock lock(&mu_);
     if (cancelled_) {
       call->Cancel();
@@ -254,7 +254,10 @@ absl::Status Gateway::Route(const InboundRequest& request, Routed& routed) const
     return absl::NotFoundError(absl::StrCat("model '", request.requested_model,
                                             "' does not exist; GET /v1/models lists the targets"));
   }
-  routed.decision = config.policy->Classify(FeaturesOf(request));
+  policies::RequestFeatures features = FeaturesOf(request);
+  const BackendTokenCounter counter(*routed.runtime, request.chat.messages);
+  features.token_counter = &counter;
+  routed.decision = config.policy->Classify(features);
   if (routed.decision.denied) {
     return absl::PermissionDeniedError(absl::StrCat("denied by policy rule '",
                                                     routed.decision.rule, "': ",
@@ -319,13 +322,14 @@ std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
   const TargetConfig* target = runtime.config.FindTarget(routed.decision.target);
   auto backend = runtime.backends.find(routed.decision.target);
   // Re-checked at send time, whatever the classifier said: the target must be configured, of the
-  // locality the decision was made for, and cleared for the request's sensitivity level.
+  // locality the decision was made for, and cleared for the level it receives (after redaction
+  // when the decision redacts its sends).
   const bool locality_matches =
       target != nullptr &&
       (target->kind == TargetKind::kLocal) ==
           (routed.decision.locality == policies::Locality::kLocal);
-  const bool cleared =
-      runtime.config.policy->MayReceive(routed.decision.target, routed.decision.level_rank);
+  auto sender = std::make_shared<const Sender>(runtime.config.policy, routed.decision, request.chat);
+  const bool cleared = sender->MayReceive(routed.decision.target);
   if (target == nullptr || backend == runtime.backends.end() || !locality_matches || !cleared) {
     Log(LogLevel::kError, "refusing dispatch to target '", routed.decision.target,
         "': not a configured target of the expected locality cleared for level '",
@@ -340,10 +344,11 @@ std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
   if (targets.empty() || targets[0] != routed.decision.target) {
     targets.insert(targets.begin(), routed.decision.target);
   }
-  if (targets.size() == 1) return backend->second->Start(request.chat, std::move(metered));
-  auto run = std::make_shared<FallbackRun>(routed.runtime, request.chat, std::move(targets),
-                                           routed.decision.level_rank, std::move(metered),
-                                           *metrics_);
+  if (targets.size() == 1) {
+    return sender->Start(*backend->second, routed.decision.target, std::move(metered));
+  }
+  auto run = std::make_shared<FallbackRun>(routed.runtime, std::move(sender), std::move(targets),
+                                           std::move(metered), *metrics_);
   run->StartFrom(0, absl::UnavailableError("no target of the route is available"));
   return std::make_unique<FallbackCall>(std::move(run));
 }
