@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "backends/remote/openai_chunk.h"
 #include "nlohmann/json.hpp"
 
 namespace switchyard::backends {
@@ -44,6 +45,10 @@ class OpenAiReader : public ResponseReader {
       *finished = true;
       return absl::OkStatus();
     }
+    // The common case without a DOM; anything the scanner declines takes the DOM path below.
+    if (OpenAiChunkFields fields; ScanOpenAiChunk(event.data, &fields)) {
+      return Apply(fields, event.data, text);
+    }
     Json chunk = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
     if (!chunk.is_object()) return MalformedStream("event data is not a JSON object");
     if (chunk.contains("error")) return UpstreamStreamError(event.data);
@@ -59,6 +64,18 @@ class OpenAiReader : public ResponseReader {
     if (choice->contains("finish_reason") && !(*choice)["finish_reason"].is_null()) {
       saw_finish_reason_ = true;
       completion_.finish_reason = MapFinishReason((*choice)["finish_reason"]);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Apply(const OpenAiChunkFields& f, std::string_view data, std::string* text) {
+    if (f.has_error) return UpstreamStreamError(data);
+    if (f.prompt_tokens.has_value()) completion_.usage.prompt_tokens = *f.prompt_tokens;
+    if (f.completion_tokens.has_value()) completion_.usage.completion_tokens = *f.completion_tokens;
+    if (f.content.has_value()) text->append(*f.content);
+    if (f.finish_reason) {
+      saw_finish_reason_ = true;
+      completion_.finish_reason = f.finish_is_length ? FinishReason::kLength : FinishReason::kStop;
     }
     return absl::OkStatus();
   }
