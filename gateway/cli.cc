@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gateway/classify_command.h"
 #include "gateway/config.h"
 #include "gateway/config_watcher.h"
@@ -153,6 +154,10 @@ int Serve(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Debian's Abseil is built with Mutex deadlock detection on, which takes a process-wide lock
+  // and updates a lock graph on every Mutex::Lock: a debugging aid the tests keep and a serving
+  // process should not pay for on every request.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(*std::move(config));
   if (!server.ok()) {
     std::cerr << "switchyard: " << server.status().message() << "\n";
