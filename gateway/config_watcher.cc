@@ -24,8 +24,9 @@ ConfigWatcher::~ConfigWatcher() {
 }
 
 void ConfigWatcher::Run() {
+  // Zero, so the first poll reads the file: an edit made between loading the config and this
+  // thread's start is still seen (the content hash decides whether anything changed).
   struct stat last {};
-  stat(path_.c_str(), &last);
   while (!stop_.WaitForNotificationWithTimeout(absl::FromChrono(period_))) {
     struct stat now {};
     if (stat(path_.c_str(), &now) != 0) continue;  // mid-rename: look again next period
