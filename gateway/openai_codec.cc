@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <string>
 
 #include "policies/absl_compat.h"
 #include "absl/strings/str_cat.h"
@@ -28,6 +30,81 @@ ordered UsageJson(const backends::Usage& usage) {
 std::string Dump(const ordered& value) {
   // Replace, never throw, on invalid UTF-8 from a backend: the client still gets valid JSON.
   return value.dump(-1, ' ', false, ordered::error_handler_t::replace);
+}
+
+// Appends `text` as a JSON string, byte for byte what Dump() writes; false when `text` is not
+// valid UTF-8 (Dump() replaces such bytes, so the caller takes that path instead).
+bool AppendJsonString(std::string_view text, std::string& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  size_t run = 0;  // start of the bytes not yet copied
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80) {
+      auto at = [&](size_t k) -> unsigned {
+        return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u;
+      };
+      auto in = [](unsigned b, unsigned lo, unsigned hi) { return b >= lo && b <= hi; };
+      size_t length = 0;
+      if (in(c, 0xC2, 0xDF)) {
+        length = in(at(1), 0x80, 0xBF) ? 2 : 0;
+      } else if (in(c, 0xE0, 0xEF)) {
+        const unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        length = in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) ? 3 : 0;
+      } else if (in(c, 0xF0, 0xF4)) {
+        const unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        length = in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) && in(at(3), 0x80, 0xBF) ? 4 : 0;
+      }
+      if (length == 0) return false;
+      i += length;
+      continue;
+    }
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
+    out.append(text.data() + run, i - run);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 0xF]);
+    }
+    run = ++i;
+  }
+  out.append(text.data() + run, text.size() - run);
+  out.push_back('"');
+  return true;
+}
+
+// The per-token event without a DOM: the same bytes Dump() gives, or nullopt for text that is
+// not valid UTF-8.
+std::optional<std::string> FastChunkEvent(std::string_view id, std::string_view model,
+                                          int64_t created, std::string_view delta, bool first) {
+  std::string out;
+  out.reserve(160 + id.size() + model.size() + delta.size());
+  out += "data: {\"id\":";
+  if (!AppendJsonString(id, out)) return std::nullopt;
+  out += ",\"object\":\"chat.completion.chunk\",\"created\":";
+  out += std::to_string(created);
+  out += ",\"model\":";
+  if (!AppendJsonString(model, out)) return std::nullopt;
+  out += ",\"choices\":[{\"index\":0,\"delta\":{";
+  if (first) out += "\"role\":\"assistant\"";
+  if (!delta.empty() || first) {
+    if (first) out.push_back(',');
+    out += "\"content\":";
+    if (!AppendJsonString(delta, out)) return std::nullopt;
+  }
+  out += "},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+  return out;
 }
 
 }  // namespace
@@ -148,6 +225,27 @@ std::string_view FinishReasonName(backends::FinishReason reason) {
 
 std::string ChatCompletionJson(std::string_view id, std::string_view model, int64_t created,
                                std::string_view content, const backends::Completion& completion) {
+  // Built directly (the same bytes as the DOM below) unless a text is not valid UTF-8.
+  std::string out;
+  out.reserve(256 + id.size() + model.size() + content.size());
+  out += "{\"id\":";
+  bool valid = AppendJsonString(id, out);
+  out += ",\"object\":\"chat.completion\",\"created\":";
+  out += std::to_string(created);
+  out += ",\"model\":";
+  valid = valid && AppendJsonString(model, out);
+  out += ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":";
+  valid = valid && AppendJsonString(content, out);
+  out += "},\"logprobs\":null,\"finish_reason\":\"";
+  out += FinishReasonName(completion.finish_reason);
+  out += "\"}],\"usage\":{\"prompt_tokens\":";
+  out += std::to_string(completion.usage.prompt_tokens);
+  out += ",\"completion_tokens\":";
+  out += std::to_string(completion.usage.completion_tokens);
+  out += ",\"total_tokens\":";
+  out += std::to_string(completion.usage.prompt_tokens + completion.usage.completion_tokens);
+  out += "}}";
+  if (valid) return out;
   ordered response = {
       {"id", id},
       {"object", "chat.completion"},
@@ -166,6 +264,12 @@ std::string ChatCompletionJson(std::string_view id, std::string_view model, int6
 std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
                            std::string_view delta, bool first,
                            const backends::Completion* finish) {
+  // Every token of a stream comes through here: build the common event directly.
+  if (finish == nullptr) {
+    if (std::optional<std::string> event = FastChunkEvent(id, model, created, delta, first)) {
+      return *std::move(event);
+    }
+  }
   ordered delta_object = ordered::object();
   if (first) delta_object["role"] = "assistant";
   if (!delta.empty() || first) delta_object["content"] = delta;

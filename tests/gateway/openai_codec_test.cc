@@ -2,6 +2,9 @@
 // the exact shape of what is sent back.
 #include "gateway/openai_codec.h"
 
+#include <string>
+#include <vector>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -139,6 +142,67 @@ TEST(OpenAiCodecTest, ErrorJsonUsesTheStatusTable) {
   EXPECT_EQ(error["error"]["message"], "model 'x' does not exist");
   EXPECT_EQ(error["error"]["type"], "not_found_error");
   EXPECT_TRUE(error["error"]["param"].is_null());
+}
+
+
+// The per-token event is built without a DOM; it must stay byte for byte what the DOM dumps,
+// escapes and multi-byte characters included, and invalid UTF-8 still gets replaced.
+TEST(OpenAiCodecTest, TokenEventsMatchTheDomByteForByte) {
+  using ordered = nlohmann::ordered_json;
+  auto reference = [](const std::string& id, const std::string& model, int64_t created,
+                      const std::string& delta, bool first) {
+    ordered delta_object = ordered::object();
+    if (first) delta_object["role"] = "assistant";
+    if (!delta.empty() || first) delta_object["content"] = delta;
+    ordered chunk = {{"id", id},
+                     {"object", "chat.completion.chunk"},
+                     {"created", created},
+                     {"model", model},
+                     {"choices", ordered::array({ordered{{"index", 0},
+                                                         {"delta", delta_object},
+                                                         {"logprobs", nullptr},
+                                                         {"finish_reason", nullptr}}})}};
+    return "data: " + chunk.dump(-1, ' ', false, ordered::error_handler_t::replace) + "\n\n";
+  };
+  const std::vector<std::string> texts = {
+      "", "Hello", " world", "quote \" backslash \\ slash /", "\b\f\n\r\t", std::string("\0\x01\x1f\x7f", 4),
+      "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "\xed\x9f\xbf \xef\xbf\xbf \xf4\x8f\xbf\xbf",
+      "bad \xff byte", "cut \xe2\x82", "overlong \xc0\xaf", "surrogate \xed\xa0\x80", "\xf4\x90\x80\x80"};
+  for (const std::string& text : texts) {
+    for (bool first : {true, false}) {
+      EXPECT_EQ(ChatChunkEvent("chatcmpl-1", "gpt-4o", 1700000000, text, first, nullptr),
+                reference("chatcmpl-1", "gpt-4o", 1700000000, text, first))
+          << json(text).dump(-1, ' ', true, json::error_handler_t::replace);
+      EXPECT_EQ(ChatChunkEvent(text, text, -5, "x", first, nullptr),
+                reference(text, text, -5, "x", first));
+    }
+  }
+}
+
+TEST(OpenAiCodecTest, CompletionJsonMatchesTheDomByteForByte) {
+  using ordered = nlohmann::ordered_json;
+  for (const std::string text : {"", "plain", "esc \" \\ \n \x01 \x7f", "caf\xc3\xa9 \xf0\x9f\x98\x80",
+                                 "bad \xff byte"}) {
+    for (auto reason : {backends::FinishReason::kStop, backends::FinishReason::kLength}) {
+      backends::Completion completion;
+      completion.finish_reason = reason;
+      completion.usage = {123, 4567};
+      ordered expected = {
+          {"id", text},
+          {"object", "chat.completion"},
+          {"created", 1700000000},
+          {"model", "m"},
+          {"choices", ordered::array({ordered{
+                          {"index", 0},
+                          {"message", {{"role", "assistant"}, {"content", text}}},
+                          {"logprobs", nullptr},
+                          {"finish_reason", reason == backends::FinishReason::kLength ? "length"
+                                                                                      : "stop"}}})},
+          {"usage", {{"prompt_tokens", 123}, {"completion_tokens", 4567}, {"total_tokens", 4690}}}};
+      EXPECT_EQ(ChatCompletionJson(text, "m", 1700000000, text, completion),
+                expected.dump(-1, ' ', false, ordered::error_handler_t::replace));
+    }
+  }
 }
 
 }  // namespace
