@@ -855,8 +855,11 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
   decision.policy_version = version_;
   const int top = static_cast<int>(levels_.size()) - 1;
 
-  std::vector<char> group_hit(groups_.size(), 0);
-  thread_local Scanner::Result result;  // reused: its vectors keep their capacity
+  // Per-thread buffers, reused: their capacity stays, so a request allocates no scratch.
+  thread_local std::vector<char> group_hit;
+  thread_local std::vector<const Scanner::Hit*> typed;  // hits of named dictionaries/patterns
+  thread_local Scanner::Result result;
+  group_hit.assign(groups_.size(), 0);
   for (size_t i = 0; i < request.texts.size(); ++i) {
     if (absl::Status status = scanner_->Scan(request.texts[i], result); !status.ok()) {
       decision.rule = "default";
@@ -870,22 +873,35 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
       }
       return decision;
     }
-    for (Finding& finding : result.findings) {
-      if (finding.confidence < min_confidence_) continue;
-      finding.message = i;
-      decision.findings.push_back(std::move(finding));
-    }
+    typed.clear();
     for (const Scanner::Hit& hit : result.hits) {
       group_hit[hit.group] = 1;
-      if (!groups_[hit.group].type.empty()) {
+      if (!groups_[hit.group].type.empty()) typed.push_back(&hit);
+    }
+    std::sort(typed.begin(), typed.end(), [](const Scanner::Hit* a, const Scanner::Hit* b) {
+      if (a->start != b->start) return a->start < b->start;
+      if (a->end != b->end) return a->end < b->end;
+      return a->group < b->group;
+    });
+    // Built-in findings come sorted by start: merging the two runs keeps decision.findings
+    // ordered by message and start (built-ins first on a tie) without sorting it afterwards.
+    decision.findings.reserve(decision.findings.size() + result.findings.size() + typed.size());
+    size_t next_builtin = 0;
+    size_t next_hit = 0;
+    while (next_builtin < result.findings.size() || next_hit < typed.size()) {
+      if (next_hit == typed.size() ||
+          (next_builtin < result.findings.size() &&
+           result.findings[next_builtin].start <= typed[next_hit]->start)) {
+        Finding& finding = result.findings[next_builtin++];
+        if (finding.confidence < min_confidence_) continue;
+        finding.message = i;
+        decision.findings.push_back(std::move(finding));
+      } else {
+        const Scanner::Hit& hit = *typed[next_hit++];
         decision.findings.push_back({groups_[hit.group].type, i, hit.start, hit.end, 1.0});
       }
     }
   }
-  std::stable_sort(decision.findings.begin(), decision.findings.end(),
-                   [](const Finding& a, const Finding& b) {
-                     return a.message != b.message ? a.message < b.message : a.start < b.start;
-                   });
 
   // What redaction cannot remove: the default level, the tenant floor and the caller's label.
   int floor = default_level_;
