@@ -219,20 +219,26 @@ TEST_F(ServeTest, SighupAndFileChangesReloadTheConfig) {
   const std::string body = R"({"messages":[{"role":"user","content":"beta"}]})";
   EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "default");
 
+  // Each edit replaces the file whole (write, then rename), as editors and config managers do,
+  // so the watcher never reads a half-written file.
+  auto rewrite = [&path](const std::string& text) {
+    std::ofstream(path + ".tmp", std::ios::trunc) << text;
+    std::filesystem::rename(path + ".tmp", path);
+  };
   // Edit the file: the watcher picks it up.
-  std::ofstream(path, std::ios::trunc) << yaml << "    - {name: second, when: {keywords: [beta]}, route: local}\n";
+  rewrite(yaml + "    - {name: second, when: {keywords: [beta]}, route: local}\n");
   ASSERT_TRUE(child.WaitForLine("reloaded", 20).has_value()) << child.err();
   EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "second");
 
   // A broken edit is refused and logged; the last good config keeps serving.
-  std::ofstream(path, std::ios::trunc) << yaml << "    - {name: third, when: {keywrds: [beta]}, route: local}\n";
+  rewrite(yaml + "    - {name: third, when: {keywrds: [beta]}, route: local}\n");
   std::optional<std::string> refused = child.WaitForLine("reload refused", 20);
   ASSERT_TRUE(refused.has_value()) << child.err();
   EXPECT_THAT(*refused, HasSubstr(path + ":8:"));
   EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "second");
 
   // SIGHUP reloads too (here: back to the first version).
-  std::ofstream(path, std::ios::trunc) << yaml;
+  rewrite(yaml);
   child.Signal(SIGHUP);
   ASSERT_TRUE(child.WaitForLine("reloaded", 20).has_value()) << child.err();
   EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "default");
