@@ -30,6 +30,12 @@ struct ChatRequest {
   std::optional<float> temperature;
   std::optional<float> top_p;
   std::optional<uint64_t> seed;
+  // Sampling extensions (llama.cpp / vLLM names); remote targets forward what their API knows.
+  std::optional<int32_t> top_k;             // 0 disables
+  std::optional<float> min_p;               // 0 disables
+  std::optional<float> repeat_penalty;      // 1 disables
+  std::optional<float> frequency_penalty;   // OpenAI's, in [-2, 2]; 0 disables
+  std::optional<float> presence_penalty;    // OpenAI's, in [-2, 2]; 0 disables
   std::vector<std::string> stop;
   std::string user;
 };

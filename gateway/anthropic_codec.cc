@@ -95,6 +95,9 @@ absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
     return s;
   }
   if (absl::Status s = ParseOptionalNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
+  if (absl::Status s = ParseOptionalInt(parsed, "top_k", 0, 1 << 20, request.chat.top_k); !s.ok()) {
+    return s;
+  }
   if (auto top_k = parsed.find("top_k"); top_k != parsed.end() && !top_k->is_null()) {
     // Accepted for compatibility; no backend samples by top_k through this interface.
     if (!top_k->is_number_integer() || top_k->get<int64_t>() < 0) {

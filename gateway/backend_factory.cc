@@ -34,6 +34,7 @@ absl::StatusOr<std::shared_ptr<backends::Backend>> CreateLocal(
   options.engine.n_ctx = target.local.context;
   options.engine.n_slots = target.local.slots;
   options.engine.default_max_tokens = target.local.max_tokens;
+  options.engine.truncate_prompt = target.local.truncate_prompt;
   options.load_at_start = !target.local.load_on_demand;
   options.idle_unload = std::chrono::milliseconds(
       static_cast<int64_t>(target.local.idle_unload_seconds * 1000));

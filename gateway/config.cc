@@ -60,7 +60,7 @@ absl::Status ParseLocalTarget(const YamlReader& yaml, const YAML::Node& node,
   SY_RETURN_IF_ERROR(yaml.ExpectMap(
       node, absl::StrCat("target '", target.name, "'"),
       {"name", "kind", "model", "threads", "context", "slots", "max_tokens", "load",
-       "idle_unload_seconds", "price"}));
+       "idle_unload_seconds", "context_overflow", "price"}));
   SY_ASSIGN_OR_RETURN(model, yaml.String(node, "model", /*required=*/true));
   SY_ASSIGN_OR_RETURN(threads, yaml.Int(node, "threads", 1, 256));
   SY_ASSIGN_OR_RETURN(context, yaml.Int(node, "context", 64, 1 << 20));
@@ -68,7 +68,14 @@ absl::Status ParseLocalTarget(const YamlReader& yaml, const YAML::Node& node,
   SY_ASSIGN_OR_RETURN(max_tokens, yaml.Int(node, "max_tokens", 1, 1 << 20));
   SY_ASSIGN_OR_RETURN(load, yaml.String(node, "load"));
   SY_ASSIGN_OR_RETURN(idle_unload, yaml.Double(node, "idle_unload_seconds", 0, 86400 * 365));
+  SY_ASSIGN_OR_RETURN(overflow, yaml.String(node, "context_overflow"));
   LocalTargetConfig& local = target.local;
+  if (overflow.has_value() && *overflow != "refuse" && *overflow != "truncate") {
+    return yaml.Error(node["context_overflow"],
+                      absl::StrCat("'context_overflow' must be refuse or truncate, not \"",
+                                   *overflow, "\""));
+  }
+  local.truncate_prompt = overflow.value_or("refuse") == "truncate";
   if (load.has_value() && *load != "startup" && *load != "on_demand") {
     return yaml.Error(node["load"],
                       absl::StrCat("'load' must be startup or on_demand, not \"", *load, "\""));

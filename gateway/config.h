@@ -34,6 +34,7 @@ struct LocalTargetConfig {
   int32_t max_tokens = 256;  // default when a request sets none
   bool load_on_demand = false;     // `load: on_demand`: load at the first request, not at start
   double idle_unload_seconds = 0;  // unload after this long without requests; 0 = never
+  bool truncate_prompt = false;    // `context_overflow: truncate`: drop the oldest messages
 
   bool operator==(const LocalTargetConfig&) const = default;
 };

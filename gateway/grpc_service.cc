@@ -329,6 +329,41 @@ absl::StatusOr<InboundRequest> FromProto(const v1::ChatRequest& proto) {
     request.chat.stop.push_back(stop);
   }
   if (proto.has_seed()) request.chat.seed = proto.seed();
+  if (proto.has_top_k()) {
+    if (proto.top_k() < 0) return FieldError("top_k", "must be at least 0");
+    request.chat.top_k = proto.top_k();
+  }
+  if (proto.has_min_p()) {
+    if (!(proto.min_p() >= 0 && proto.min_p() <= 1)) {
+      return FieldError("min_p", "must be between 0 and 1");
+    }
+    request.chat.min_p = proto.min_p();
+  }
+  if (proto.has_repeat_penalty()) {
+    if (!(proto.repeat_penalty() > 0 && proto.repeat_penalty() <= 10)) {
+      return FieldError("repeat_penalty", "must be greater than 0 and at most 10");
+    }
+    request.chat.repeat_penalty = proto.repeat_penalty();
+  }
+  auto penalty = [](const char* name, float value, std::optional<float>& out) {
+    if (!(value >= -2 && value <= 2)) return FieldError(name, "must be between -2 and 2");
+    out = value;
+    return absl::OkStatus();
+  };
+  if (proto.has_frequency_penalty()) {
+    if (absl::Status s = penalty("frequency_penalty", proto.frequency_penalty(),
+                                 request.chat.frequency_penalty);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (proto.has_presence_penalty()) {
+    if (absl::Status s = penalty("presence_penalty", proto.presence_penalty(),
+                                 request.chat.presence_penalty);
+        !s.ok()) {
+      return s;
+    }
+  }
   request.chat.user = proto.user();
   for (const auto& [key, value] : proto.metadata()) request.metadata[key] = value;
   return request;

@@ -1,5 +1,8 @@
 #include "gateway/json_fields.h"
 
+#include <algorithm>
+#include <cstdint>
+
 #include "absl/strings/str_cat.h"
 #include "policies/absl_compat.h"
 
@@ -69,6 +72,39 @@ absl::Status ParseOptionalNumber(const json& body, const char* key, double min, 
   }
   out = static_cast<float>(value);
   return absl::OkStatus();
+}
+
+absl::Status ParseOptionalInt(const json& body, const char* key, int64_t min, int64_t max,
+                              std::optional<int32_t>& out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number_integer()) return FieldError(key, "must be an integer");
+  const int64_t value = it->is_number_unsigned()
+                            ? static_cast<int64_t>(std::min<uint64_t>(it->get<uint64_t>(), INT64_MAX))
+                            : it->get<int64_t>();
+  if (value < min || value > max) {
+    return FieldError(key, absl::StrCat("must be between ", min, " and ", max));
+  }
+  out = static_cast<int32_t>(value);
+  return absl::OkStatus();
+}
+
+absl::Status ParseSamplingExtensions(const json& body, backends::ChatRequest& chat) {
+  if (absl::Status s = ParseOptionalInt(body, "top_k", 0, 1 << 20, chat.top_k); !s.ok()) return s;
+  if (absl::Status s = ParseOptionalNumber(body, "min_p", 0, 1, chat.min_p); !s.ok()) return s;
+  if (absl::Status s = ParseOptionalNumber(body, "repeat_penalty", 0, 10, chat.repeat_penalty);
+      !s.ok()) {
+    return s;
+  }
+  if (chat.repeat_penalty.has_value() && *chat.repeat_penalty <= 0) {
+    return FieldError("repeat_penalty", "must be greater than 0 (1 disables it)");
+  }
+  if (absl::Status s = ParseOptionalNumber(body, "frequency_penalty", -2, 2,
+                                           chat.frequency_penalty);
+      !s.ok()) {
+    return s;
+  }
+  return ParseOptionalNumber(body, "presence_penalty", -2, 2, chat.presence_penalty);
 }
 
 }  // namespace switchyard::gateway

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "backends/backend.h"
 #include "nlohmann/json.hpp"
 
 namespace switchyard::gateway {
@@ -28,6 +29,14 @@ absl::StatusOr<std::string> ParseTextContent(const nlohmann::json& content,
 // body[key] as a number in [min, max] into `out`; absent or null leaves `out` unset.
 absl::Status ParseOptionalNumber(const nlohmann::json& body, const char* key, double min,
                                  double max, std::optional<float>& out);
+
+// body[key] as an integer in [min, max] into `out`; absent or null leaves `out` unset.
+absl::Status ParseOptionalInt(const nlohmann::json& body, const char* key, int64_t min,
+                              int64_t max, std::optional<int32_t>& out);
+
+// The sampling fields beyond OpenAI's core set, under the names llama.cpp's server and vLLM
+// accept: top_k, min_p, repeat_penalty; plus OpenAI's frequency_penalty and presence_penalty.
+absl::Status ParseSamplingExtensions(const nlohmann::json& body, backends::ChatRequest& chat);
 
 }  // namespace switchyard::gateway
 

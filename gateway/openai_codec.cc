@@ -162,6 +162,7 @@ absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body)
     return s;
   }
   if (absl::Status s = ParseOptionalNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
+  if (absl::Status s = ParseSamplingExtensions(parsed, request.chat); !s.ok()) return s;
   if (auto seed = parsed.find("seed"); seed != parsed.end() && !seed->is_null()) {
     if (!seed->is_number_integer()) return FieldError("seed", "must be an integer");
     request.chat.seed = seed->get<uint64_t>();

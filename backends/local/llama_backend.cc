@@ -1,6 +1,7 @@
 #include "backends/local/llama_backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -204,8 +205,32 @@ std::string TokenPiece(const llama_vocab* vocab, llama_token token) {
   return piece;
 }
 
-SamplerPtr MakeSampler(float temperature, float top_p, int32_t top_k, float min_p, uint32_t seed) {
+struct SamplingParams {
+  float temperature = 0;
+  float top_p = 1;
+  int32_t top_k = 0;
+  float min_p = 0;
+  float repeat_penalty = 1;
+  float frequency_penalty = 0;
+  float presence_penalty = 0;
+  int32_t penalty_last_n = 64;
+  uint32_t seed = LLAMA_DEFAULT_SEED;
+};
+
+SamplerPtr MakeSampler(const llama_vocab* vocab, const SamplingParams& p) {
   SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
+  // Penalties reshape the logits first, so they apply to greedy decoding too.
+  if (p.repeat_penalty != 1 || p.frequency_penalty != 0 || p.presence_penalty != 0) {
+    llama_sampler_chain_add(chain.get(),
+                            llama_sampler_init_penalties(llama_vocab_n_tokens(vocab),
+                                                         p.penalty_last_n, p.repeat_penalty,
+                                                         p.frequency_penalty, p.presence_penalty));
+  }
+  const float temperature = p.temperature;
+  const int32_t top_k = p.top_k;
+  const float top_p = p.top_p;
+  const float min_p = p.min_p;
+  const uint32_t seed = p.seed;
   if (temperature <= 0) {
     llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
     return chain;
@@ -431,30 +456,75 @@ class LocalEngine {
     if (out.max_tokens <= 0) return absl::InvalidArgumentError("max_tokens must be positive");
     const float temperature = request.temperature.value_or(options_.default_temperature);
     if (!(temperature >= 0)) return absl::InvalidArgumentError("temperature must be >= 0");
-    const float top_p = request.top_p.value_or(options_.default_top_p);
-    if (!(top_p > 0 && top_p <= 1)) return absl::InvalidArgumentError("top_p must be in (0, 1]");
-
-    bool templated = false;
-    const std::string text = RenderPrompt(model_.get(), request.messages, &templated);
-    absl::StatusOr<std::vector<llama_token>> tokens = Tokenize(vocab_, text, templated);
-    if (!tokens.ok()) return tokens.status();
-    if (tokens->empty()) return absl::InvalidArgumentError("the prompt is empty");
-    // At least one position must stay free for the completion.
-    if (static_cast<int64_t>(tokens->size()) >= n_ctx_slot_) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the prompt is ", tokens->size(), " tokens, but this model's context holds ",
-                       n_ctx_slot_, " tokens per request, prompt and completion together"));
+    SamplingParams sampling;
+    sampling.temperature = temperature;
+    sampling.top_p = request.top_p.value_or(options_.default_top_p);
+    if (!(sampling.top_p > 0 && sampling.top_p <= 1)) {
+      return absl::InvalidArgumentError("top_p must be in (0, 1]");
     }
+    sampling.top_k = request.top_k.value_or(options_.top_k);
+    if (sampling.top_k < 0) return absl::InvalidArgumentError("top_k must be >= 0");
+    sampling.min_p = request.min_p.value_or(options_.min_p);
+    if (!(sampling.min_p >= 0 && sampling.min_p <= 1)) {
+      return absl::InvalidArgumentError("min_p must be in [0, 1]");
+    }
+    sampling.repeat_penalty = request.repeat_penalty.value_or(1.0f);
+    if (!(sampling.repeat_penalty > 0)) {
+      return absl::InvalidArgumentError("repeat_penalty must be > 0");
+    }
+    sampling.frequency_penalty = request.frequency_penalty.value_or(0.0f);
+    sampling.presence_penalty = request.presence_penalty.value_or(0.0f);
+    if (!(std::abs(sampling.frequency_penalty) <= 2 && std::abs(sampling.presence_penalty) <= 2)) {
+      return absl::InvalidArgumentError("frequency_penalty and presence_penalty must be in [-2, 2]");
+    }
+    sampling.penalty_last_n = options_.penalty_last_n;
+
+    absl::StatusOr<std::vector<llama_token>> tokens = FittingPrompt(request.messages);
+    if (!tokens.ok()) return tokens.status();
     out.prompt = *std::move(tokens);
 
-    uint32_t seed = LLAMA_DEFAULT_SEED;
     if (request.seed.has_value()) {
-      seed = FoldSeed(*request.seed);
+      sampling.seed = FoldSeed(*request.seed);
     } else if (options_.default_seed.has_value()) {
-      seed = *options_.default_seed;
+      sampling.seed = *options_.default_seed;
     }
-    out.sampler = MakeSampler(temperature, top_p, options_.top_k, options_.min_p, seed);
+    out.sampler = MakeSampler(vocab_, sampling);
+    // The penalties count repeats of the latest tokens, the prompt's included.
+    const size_t n_history =
+        std::min(out.prompt.size(), static_cast<size_t>(std::max(sampling.penalty_last_n, 0)));
+    for (size_t i = out.prompt.size() - n_history; i < out.prompt.size(); ++i) {
+      llama_sampler_accept(out.sampler.get(), out.prompt[i]);
+    }
     return out;
+  }
+
+  // The prompt's tokens, if they leave at least one position of the slot's context for the
+  // completion. Otherwise refused, or, with truncate_prompt, the oldest messages after any
+  // leading system messages are dropped until it fits (the last message is always kept).
+  absl::StatusOr<std::vector<llama_token>> FittingPrompt(const std::vector<Message>& messages) {
+    size_t keep_from = 0;  // leading system messages always stay
+    while (keep_from + 1 < messages.size() && messages[keep_from].role == "system") ++keep_from;
+    size_t dropped = 0;
+    for (;;) {
+      std::vector<Message> kept(messages.begin(), messages.begin() + keep_from);
+      kept.insert(kept.end(), messages.begin() + keep_from + dropped, messages.end());
+      bool templated = false;
+      const std::string text = RenderPrompt(model_.get(), kept, &templated);
+      absl::StatusOr<std::vector<llama_token>> tokens = Tokenize(vocab_, text, templated);
+      if (!tokens.ok()) return tokens.status();
+      if (tokens->empty()) return absl::InvalidArgumentError("the prompt is empty");
+      if (static_cast<int64_t>(tokens->size()) < n_ctx_slot_) return tokens;
+      const bool can_drop = keep_from + dropped + 1 < messages.size();
+      if (!options_.truncate_prompt || !can_drop) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the prompt is ", tokens->size(), " tokens",
+            dropped > 0 ? absl::StrCat(" even after dropping its ", dropped, " oldest messages")
+                        : "",
+            ", but this model's context holds ", n_ctx_slot_,
+            " tokens per request, prompt and completion together"));
+      }
+      ++dropped;
+    }
   }
 
   // The idle slot whose cache shares the longest prefix with `prompt`.

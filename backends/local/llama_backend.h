@@ -75,6 +75,11 @@ struct LocalBackendOptions {
   float default_top_p = 0.95f;
   int32_t top_k = 40;       // 0 disables
   float min_p = 0.05f;      // 0 disables
+  // Repetition penalties look at this many of the latest tokens (prompt included).
+  int32_t penalty_last_n = 64;
+  // A prompt that does not fit the context: refused with InvalidArgument (false), or truncated
+  // by dropping the oldest messages after any leading system messages until it fits (true).
+  bool truncate_prompt = false;
   // Seed for requests without one; unset means a fresh random seed per request.
   std::optional<uint32_t> default_seed;
   // Optional; see EngineObserver. LocalBackend::SetObserver replaces it later.

@@ -147,6 +147,7 @@ std::string AnthropicBackend::BuildRequestBody(const ChatRequest& request) const
   body["messages"] = std::move(messages);
   if (request.temperature.has_value()) body["temperature"] = ShortestDouble(*request.temperature);
   if (request.top_p.has_value()) body["top_p"] = ShortestDouble(*request.top_p);
+  if (request.top_k.has_value()) body["top_k"] = *request.top_k;
   if (!request.stop.empty()) body["stop_sequences"] = request.stop;
   if (!request.user.empty()) body["metadata"] = {{"user_id", request.user}};
   body["stream"] = options_.stream;

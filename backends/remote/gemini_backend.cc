@@ -142,6 +142,13 @@ std::string GeminiBackend::BuildRequestBody(const ChatRequest& request) const {
   if (request.top_p.has_value()) config["topP"] = ShortestDouble(*request.top_p);
   if (!request.stop.empty()) config["stopSequences"] = request.stop;
   if (request.seed.has_value()) config["seed"] = *request.seed;
+  if (request.top_k.has_value()) config["topK"] = *request.top_k;
+  if (request.frequency_penalty.has_value()) {
+    config["frequencyPenalty"] = ShortestDouble(*request.frequency_penalty);
+  }
+  if (request.presence_penalty.has_value()) {
+    config["presencePenalty"] = ShortestDouble(*request.presence_penalty);
+  }
   if (!config.empty()) body["generationConfig"] = std::move(config);
   return body.dump(-1, ' ', false, OJson::error_handler_t::replace);
 }

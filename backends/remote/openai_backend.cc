@@ -135,6 +135,12 @@ std::string OpenAiBackend::BuildRequestBody(const ChatRequest& request) const {
   if (request.top_p.has_value()) body["top_p"] = ShortestDouble(*request.top_p);
   if (!request.stop.empty()) body["stop"] = request.stop;
   if (request.seed.has_value()) body["seed"] = *request.seed;
+  if (request.frequency_penalty.has_value()) {
+    body["frequency_penalty"] = ShortestDouble(*request.frequency_penalty);
+  }
+  if (request.presence_penalty.has_value()) {
+    body["presence_penalty"] = ShortestDouble(*request.presence_penalty);
+  }
   if (!request.user.empty()) body["user"] = request.user;
   body["stream"] = options_.stream;
   if (options_.stream) body["stream_options"] = {{"include_usage", true}};

@@ -185,6 +185,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "targets:\n  - {name: a, kind: local, model: m, load: lazy}\npolicy:\n"
                 "  default: a\n",
                 "bad.yaml:2:44: 'load' must be startup or on_demand, not \"lazy\""},
+        BadCase{"BadContextOverflow",
+                "targets:\n  - {name: a, kind: local, model: m, context_overflow: drop}\n"
+                "policy:\n  default: a\n",
+                "bad.yaml:2:56: 'context_overflow' must be refuse or truncate, not \"drop\""},
         BadCase{"NegativeIdleUnload",
                 "targets:\n  - {name: a, kind: local, model: m, idle_unload_seconds: -1}\n"
                 "policy:\n  default: a\n",
@@ -233,7 +237,8 @@ limits:
 targets:
   - { name: eager, kind: local, model: a.gguf }
   - { name: lazy, kind: local, model: b.gguf, load: on_demand, idle_unload_seconds: 1.5 }
-  - { name: pinned, kind: local, model: c.gguf, load: startup, idle_unload_seconds: 0 }
+  - { name: pinned, kind: local, model: c.gguf, load: startup, idle_unload_seconds: 0,
+      context_overflow: truncate }
 policy:
   default: eager
 )EOF",
@@ -246,6 +251,8 @@ policy:
   EXPECT_TRUE(config->targets[1].local.load_on_demand);
   EXPECT_EQ(config->targets[1].local.idle_unload_seconds, 1.5);
   EXPECT_FALSE(config->targets[2].local.load_on_demand);
+  EXPECT_FALSE(config->targets[0].local.truncate_prompt);
+  EXPECT_TRUE(config->targets[2].local.truncate_prompt);
 
   absl::StatusOr<Config> defaults = ParseConfig(kValid, "gw.yaml", "");
   ASSERT_TRUE(defaults.ok()) << defaults.status();

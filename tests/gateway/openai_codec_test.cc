@@ -25,7 +25,9 @@ TEST(OpenAiCodecTest, ParsesAFullRequest) {
     ],
     "max_completion_tokens": 50, "temperature": 0.5, "top_p": 0.9, "seed": 42,
     "stop": ["\n\n", "END"], "stream": true, "stream_options": {"include_usage": true},
-    "user": "u-1", "n": 1, "metadata": {"sensitivity": "confidential"}
+    "user": "u-1", "n": 1, "metadata": {"sensitivity": "confidential"},
+    "top_k": 20, "min_p": 0.1, "repeat_penalty": 1.1, "frequency_penalty": -0.5,
+    "presence_penalty": 0.25
   })");
   ASSERT_TRUE(request.ok()) << request.status();
   EXPECT_EQ(request->requested_model, "gpt-4o");
@@ -42,6 +44,11 @@ TEST(OpenAiCodecTest, ParsesAFullRequest) {
   EXPECT_TRUE(request->include_usage);
   EXPECT_EQ(request->chat.user, "u-1");
   EXPECT_EQ(request->metadata.at("sensitivity"), "confidential");
+  EXPECT_EQ(request->chat.top_k, 20);
+  EXPECT_FLOAT_EQ(*request->chat.min_p, 0.1f);
+  EXPECT_FLOAT_EQ(*request->chat.repeat_penalty, 1.1f);
+  EXPECT_FLOAT_EQ(*request->chat.frequency_penalty, -0.5f);
+  EXPECT_FLOAT_EQ(*request->chat.presence_penalty, 0.25f);
 }
 
 TEST(OpenAiCodecTest, DefaultsWhenFieldsAreAbsent) {
@@ -65,6 +72,12 @@ TEST(OpenAiCodecTest, RefusesBadFieldsByName) {
       {R"({"messages":[{"role":"user"}],"max_tokens":1.5})", "'max_tokens' must be an integer"},
       {R"({"messages":[{"role":"user"}],"top_p":2})", "'top_p' must be between 0 and 1"},
       {R"({"messages":[{"role":"user"}],"n":2})", "'n' must be 1"},
+      {R"({"messages":[{"role":"user"}],"top_k":-1})", "'top_k' must be between 0 and"},
+      {R"({"messages":[{"role":"user"}],"top_k":2.5})", "'top_k' must be an integer"},
+      {R"({"messages":[{"role":"user"}],"min_p":1.5})", "'min_p' must be between 0 and 1"},
+      {R"({"messages":[{"role":"user"}],"repeat_penalty":0})", "'repeat_penalty' must be greater"},
+      {R"({"messages":[{"role":"user"}],"frequency_penalty":3})", "'frequency_penalty' must be"},
+      {R"({"messages":[{"role":"user"}],"presence_penalty":"x"})", "'presence_penalty' must be a"},
       {R"({"messages":[{"role":"user"}],"seed":"x"})", "'seed' must be an integer"},
       {R"({"messages":[{"role":"user"}],"metadata":{"a":1}})", "'metadata.a' must be a string"},
       {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})",

@@ -373,6 +373,88 @@ TEST(LocalBackendTest, PromptBeyondContextIsInvalidArgument) {
   EXPECT_TRUE(RunOne(*backend, UserPrompt(kOnceUponATime, 3))->status().ok());
 }
 
+TEST(LocalBackendTest, TruncationDropsTheOldestMessagesButKeepsSystemAndLast) {
+  LocalBackendOptions options;
+  options.model_path = kStories;
+  options.n_threads = 1;
+  options.n_slots = 1;
+  options.n_ctx = 256;
+  options.truncate_prompt = true;
+  absl::StatusOr<std::unique_ptr<LocalBackend>> created = LocalBackend::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  LocalBackend& backend = **created;
+  ASSERT_EQ(backend.n_ctx_slot(), 256);
+
+  ChatRequest request = UserPrompt("Once upon a time", 4);
+  std::vector<Message> history = {{"system", "Tell a short story."}};
+  for (int i = 0; i < 12; ++i) {
+    history.push_back({"user", "Tell me about the little girl and her red ball in the park."});
+    history.push_back({"assistant", "She played with the ball all day and she was very happy."});
+  }
+  history.push_back({"user", kOnceUponATime});
+  request.messages = history;
+  const int64_t whole = *backend.CountTokens(history);
+  ASSERT_GT(whole, 256);
+
+  std::shared_ptr<RecordingSink> sink = RunOne(backend, request);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  const int64_t prompt_tokens = sink->completion().usage.prompt_tokens;
+  EXPECT_LT(prompt_tokens, 256);
+  // It dropped only as much as needed: one more message would not have fitted... and what is
+  // left is the system message plus the newest messages, ending with the last one.
+  bool found = false;
+  for (size_t dropped = 1; dropped + 2 < history.size(); ++dropped) {
+    std::vector<Message> kept = {history[0]};
+    kept.insert(kept.end(), history.begin() + 1 + static_cast<long>(dropped), history.end());
+    if (*backend.CountTokens(kept) == prompt_tokens) {
+      std::vector<Message> one_less = {history[0]};
+      one_less.insert(one_less.end(), history.begin() + static_cast<long>(dropped), history.end());
+      EXPECT_GE(*backend.CountTokens(one_less), 256);
+      found = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(found) << "prompt_tokens " << prompt_tokens << " matches no suffix of the history";
+
+  // A last message that alone exceeds the context cannot be truncated into it.
+  std::string long_prompt;
+  for (int i = 0; i < 100; ++i) long_prompt += "Once upon a time ";
+  request.messages = {{"system", "Tell a short story."}, {"user", "hi"}, {"user", long_prompt}};
+  sink = RunOne(backend, request);
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(sink->status().message(), HasSubstr("even after dropping its 1 oldest messages"));
+}
+
+TEST(LocalBackendTest, RepeatPenaltyChangesGreedyTextDeterministically) {
+  std::unique_ptr<LocalBackend> backend = MakeBackend(kStories);
+  ASSERT_NE(backend, nullptr);
+  const std::string plain = RunOne(*backend, UserPrompt(kOnceUponATime, 60))->text();
+  ChatRequest penalized = UserPrompt(kOnceUponATime, 60);
+  penalized.repeat_penalty = 1.5f;
+  const std::string first = RunOne(*backend, penalized)->text();
+  EXPECT_NE(first, plain);
+  EXPECT_EQ(RunOne(*backend, penalized)->text(), first);
+  ChatRequest frequency = UserPrompt(kOnceUponATime, 60);
+  frequency.frequency_penalty = 1.5f;
+  EXPECT_NE(RunOne(*backend, frequency)->text(), plain);
+}
+
+TEST(LocalBackendTest, TopKOfOneSamplesLikeGreedy) {
+  std::unique_ptr<LocalBackend> backend = MakeBackend(kStories);
+  ASSERT_NE(backend, nullptr);
+  const std::string greedy = RunOne(*backend, UserPrompt(kOnceUponATime, 40))->text();
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    ChatRequest request = UserPrompt(kOnceUponATime, 40);
+    request.temperature = 1.5f;
+    request.top_k = 1;
+    request.seed = seed;
+    EXPECT_EQ(RunOne(*backend, request)->text(), greedy) << seed;
+  }
+  ChatRequest bad = UserPrompt(kOnceUponATime, 4);
+  bad.min_p = 2.0f;
+  EXPECT_THAT(RunOne(*backend, bad)->status().message(), HasSubstr("min_p"));
+}
+
 TEST(LocalBackendTest, GenerationStopsWhenTheContextIsFull) {
   // The random model never emits EOS or BOS, so only the context can end this generation.
   std::unique_ptr<LocalBackend> backend = MakeBackend(kRandom, 1, 512, /*n_ctx=*/256);

@@ -89,6 +89,8 @@ TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
   request.stop = {"END"};
   request.seed = 42;
   request.user = "user-1";
+  request.top_k = 5;
+  request.frequency_penalty = 0.5f;  // not an Anthropic field: left out
   auto sink = Run(Options(), request);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
   ASSERT_EQ(mock_->request_count(), 1u);
@@ -112,6 +114,7 @@ TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
                                    {"type": "text", "text": "\u00e9"}]}],
     "temperature": 0.7,
     "top_p": 0.9,
+    "top_k": 5,
     "stop_sequences": ["END"],
     "metadata": {"user_id": "user-1"},
     "stream": true

@@ -87,6 +87,9 @@ TEST_F(GeminiBackendTest, SendsTheExactStreamingBodyAndHeaders) {
   request.top_p = 0.9f;
   request.stop = {"END"};
   request.seed = 42;
+  request.top_k = 5;
+  request.frequency_penalty = 0.5f;
+  request.presence_penalty = -0.25f;
   auto sink = Run(Options(), request);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
   ASSERT_EQ(mock_->request_count(), 1u);
@@ -103,7 +106,8 @@ TEST_F(GeminiBackendTest, SendsTheExactStreamingBodyAndHeaders) {
       {"role": "user", "parts": [{"text": "42"}, {"text": "\u00e9"}]}],
     "systemInstruction": {"parts": [{"text": "Be brief."}]},
     "generationConfig": {"maxOutputTokens": 64, "temperature": 0.7, "topP": 0.9,
-                         "stopSequences": ["END"], "seed": 42}
+                         "stopSequences": ["END"], "seed": 42, "topK": 5,
+                         "frequencyPenalty": 0.5, "presencePenalty": -0.25}
   })")) << recorded.body;
 }
 

@@ -103,6 +103,9 @@ TEST_F(OpenAiBackendTest, SendsTheExactOpenAiBodyAndHeaders) {
   request.stop = {"\n\n", "END"};
   request.seed = 42;
   request.user = "user-1";
+  request.frequency_penalty = 0.5f;
+  request.presence_penalty = -0.25f;
+  request.top_k = 5;  // not an OpenAI field: left out
   auto sink = Run(Options(), request);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
 
@@ -123,6 +126,8 @@ TEST_F(OpenAiBackendTest, SendsTheExactOpenAiBodyAndHeaders) {
     "top_p": 0.9,
     "stop": ["\n\n", "END"],
     "seed": 42,
+    "frequency_penalty": 0.5,
+    "presence_penalty": -0.25,
     "user": "user-1",
     "stream": true,
     "stream_options": {"include_usage": true}
