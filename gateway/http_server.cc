@@ -1,7 +1,9 @@
 #include "gateway/http_server.h"
 
 #include <chrono>
+#include <cstdio>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "policies/absl_compat.h"
@@ -93,11 +95,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool stream_started_ = false;
   bool stream_last_queued_ = false;
   bool write_in_flight_ = false;
-  std::optional<http::response<http::empty_body>> stream_header_;
-  std::optional<http::response_serializer<http::empty_body>> stream_serializer_;
+  // The response head until it is written; it goes out with the first chunk, in one send.
+  std::string stream_head_;
   std::string stream_pending_;
   std::string stream_writing_;
-  bool stream_header_written_ = false;
 };
 
 // Feeds a backend's output to a session in the client's dialect, hopping onto its strand.
@@ -305,7 +306,7 @@ void HttpSession::HandleChat(ClientDialect dialect) {
   created_ = UnixSeconds();
   stream_started_ = false;
   stream_last_queued_ = false;
-  stream_header_written_ = false;
+  stream_head_.clear();
   auto sink = std::make_shared<HttpChatSink>(shared_from_this(), stream_.get_executor(), inbound_,
                                              dialect_, inbound_.chat.request_id,
                                              routed_.decision.target, created_);
@@ -394,14 +395,16 @@ void HttpSession::SendResponse(std::shared_ptr<http::response<http::string_body>
 void HttpSession::QueueStreamBytes(std::string bytes, bool last) {
   if (!stream_started_) {
     stream_started_ = true;
-    stream_header_.emplace(http::status::ok, request_.version());
-    stream_header_->set(http::field::server, "switchyard");
-    stream_header_->set(http::field::content_type, "text/event-stream");
-    stream_header_->set(http::field::cache_control, "no-cache");
-    SetDecisionHeaders(stream_header_->base());
-    stream_header_->keep_alive(keep_alive_);
-    stream_header_->chunked(true);
-    stream_serializer_.emplace(*stream_header_);
+    http::response<http::empty_body> head(http::status::ok, request_.version());
+    head.set(http::field::server, "switchyard");
+    head.set(http::field::content_type, "text/event-stream");
+    head.set(http::field::cache_control, "no-cache");
+    SetDecisionHeaders(head.base());
+    head.keep_alive(keep_alive_);
+    head.chunked(true);
+    std::ostringstream text;
+    text << head.base();
+    stream_head_ = std::move(text).str();
   }
   stream_pending_ += bytes;
   stream_last_queued_ = stream_last_queued_ || last;
@@ -410,33 +413,35 @@ void HttpSession::QueueStreamBytes(std::string bytes, bool last) {
 
 void HttpSession::FlushStream() {
   if (write_in_flight_ || client_gone_) return;
-  auto self = shared_from_this();
-  if (!stream_header_written_) {
-    write_in_flight_ = true;
-    http::async_write_header(stream_, *stream_serializer_, [self](beast::error_code ec, size_t) {
-      self->stream_header_written_ = true;
-      self->OnStreamWrite(ec);
-    });
-    return;
-  }
+  // One send carries what is ready: the head (first time), everything queued while the last
+  // write was in flight as one chunk, and the last chunk once the end is queued.
+  stream_writing_.clear();
+  stream_writing_.swap(stream_head_);
   if (!stream_pending_.empty()) {
-    // Everything queued while the last write was in flight goes out as one chunk.
-    stream_writing_.swap(stream_pending_);
+    char size[24];
+    std::snprintf(size, sizeof(size), "%zx\r\n", stream_pending_.size());
+    stream_writing_ += size;
+    stream_writing_ += stream_pending_;
+    stream_writing_ += "\r\n";
     stream_pending_.clear();
-    write_in_flight_ = true;
-    asio::async_write(stream_, http::make_chunk(asio::buffer(stream_writing_)),
-                      [self](beast::error_code ec, size_t) { self->OnStreamWrite(ec); });
-    return;
   }
-  if (stream_last_queued_) {
-    write_in_flight_ = true;
+  const bool final = stream_last_queued_;
+  if (final) {
+    stream_writing_ += "0\r\n\r\n";
     stream_last_queued_ = false;
-    asio::async_write(stream_, http::make_chunk_last(), [self](beast::error_code ec, size_t) {
-      self->write_in_flight_ = false;
-      if (ec) self->client_gone_ = true;
-      self->ExchangeDone();
-    });
   }
+  if (stream_writing_.empty()) return;
+  write_in_flight_ = true;
+  asio::async_write(stream_, asio::buffer(stream_writing_),
+                    [self = shared_from_this(), final](beast::error_code ec, size_t) {
+                      if (!final) {
+                        self->OnStreamWrite(ec);
+                        return;
+                      }
+                      self->write_in_flight_ = false;
+                      if (ec) self->client_gone_ = true;
+                      self->ExchangeDone();
+                    });
 }
 
 void HttpSession::OnStreamWrite(beast::error_code ec) {
