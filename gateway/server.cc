@@ -1,6 +1,7 @@
 #include "gateway/server.h"
 
 #include <chrono>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "boost/asio/executor_work_guard.hpp"
@@ -57,7 +58,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Config config, ServerOptio
   server->grpc_host_ = grpc_listener.host;
   server->grpc_port_ = static_cast<uint16_t>(bound_port);
 
-  for (int i = 0; i < std::max(1, options.http_threads); ++i) {
+  const int http_threads =
+      options.http_threads > 0
+          ? options.http_threads
+          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
+  for (int i = 0; i < http_threads; ++i) {
     server->threads_.emplace_back([io = &server->io_] {
       auto guard = boost::asio::make_work_guard(*io);
       io->run();
