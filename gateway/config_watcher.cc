@@ -27,14 +27,21 @@ void ConfigWatcher::Run() {
   // Zero, so the first poll reads the file: an edit made between loading the config and this
   // thread's start is still seen (the content hash decides whether anything changed).
   struct stat last {};
+  bool settling = false;
   while (!stop_.WaitForNotificationWithTimeout(absl::FromChrono(period_))) {
     struct stat now {};
     if (stat(path_.c_str(), &now) != 0) continue;  // mid-rename: look again next period
-    if (now.st_mtim.tv_sec == last.st_mtim.tv_sec && now.st_mtim.tv_nsec == last.st_mtim.tv_nsec &&
-        now.st_size == last.st_size && now.st_ino == last.st_ino) {
+    const bool same = now.st_mtim.tv_sec == last.st_mtim.tv_sec &&
+                      now.st_mtim.tv_nsec == last.st_mtim.tv_nsec &&
+                      now.st_size == last.st_size && now.st_ino == last.st_ino;
+    if (!same) {
+      // Read only once the file has been quiet for a period, never halfway through a write.
+      last = now;
+      settling = true;
       continue;
     }
-    last = now;
+    if (!settling) continue;
+    settling = false;
     std::ifstream in(path_, std::ios::binary);
     std::ostringstream text;
     text << in.rdbuf();

@@ -1,6 +1,8 @@
 // Watches a config file and calls back when its content changes (editors that write in place and
 // editors that rename a new file over the old one are both seen). Polls the file's status once a
-// period on its own thread; the content hash decides, so a touch without a change is ignored.
+// period on its own thread and reads it once its status has stayed the same for a period (so a
+// file is never read halfway through a write); the content hash decides, so a touch without a
+// change is ignored.
 #ifndef SWITCHYARD_GATEWAY_CONFIG_WATCHER_H_
 #define SWITCHYARD_GATEWAY_CONFIG_WATCHER_H_
 
