@@ -850,6 +850,14 @@ void PolicySet::ExplainRejections(const Rule* fired, Decision& decision) const {
   }
 }
 
+std::vector<std::string> PolicySet::TextRules() const {
+  std::vector<std::string> names;
+  for (const Rule& rule : rules_) {
+    if (rule.keyword_group >= 0 || rule.pattern_group >= 0) names.push_back(rule.name);
+  }
+  return names;
+}
+
 Decision PolicySet::Classify(const RequestFeatures& request) const {
   Decision decision;
   decision.policy_version = version_;
@@ -900,6 +908,12 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
         const Scanner::Hit& hit = *typed[next_hit++];
         decision.findings.push_back({groups_[hit.group].type, i, hit.start, hit.end, 1.0});
       }
+    }
+  }
+  // A replay without the text: only the recorded findings (texts is empty, so no order to keep).
+  if (request.recorded_findings != nullptr) {
+    for (const Finding& finding : *request.recorded_findings) {
+      if (type_levels_.contains(finding.type)) decision.findings.push_back(finding);
     }
   }
 
@@ -965,7 +979,9 @@ Decision PolicySet::Classify(const RequestFeatures& request) const {
          prompt, cost.completion_tokens, exact});
   }
 
-  decision.difficulty = difficulty_->Score(request, cost.prompt_tokens);
+  decision.difficulty = request.recorded_difficulty.has_value()
+                            ? *request.recorded_difficulty
+                            : difficulty_->Score(request, cost.prompt_tokens);
   const double difficulty = decision.difficulty.score;
   const DifficultyTier tier = decision.difficulty.tier;
 

@@ -143,6 +143,12 @@ struct RequestFeatures {
   // Classify (the gateway asks the target's engine; nullopt when it cannot, e.g. a model not
   // loaded yet). Remote targets keep the estimate. Unset: every target is estimated.
   const TokenCounter* token_counter = nullptr;
+  // Replaying a logged request whose text was not kept (`texts` then empty): the recorded finding
+  // types stand in for the scan (those of detectors this policy does not run are dropped), and
+  // the recorded difficulty for the scorer. Keyword and pattern tests cannot match
+  // (PolicySet::TextRules names the rules that have them).
+  const std::vector<Finding>* recorded_findings = nullptr;
+  std::optional<DifficultyScore> recorded_difficulty;
 };
 
 // The estimated price of serving one request on one target.
@@ -239,6 +245,10 @@ class PolicySet {
 
   // Sensitivity levels, lowest first.
   const std::vector<std::string>& levels() const { return levels_; }
+
+  // The rules whose `when` has keywords or patterns: they test the text itself, so a replay
+  // from recorded findings (RequestFeatures::recorded_findings) cannot evaluate them.
+  std::vector<std::string> TextRules() const;
 
   // Whether `target` may receive a request of level `level_rank` under `clearance`; the
   // dispatcher re-checks every send (fallbacks included) with it. Unknown targets may not.

@@ -419,6 +419,36 @@ TEST(PolicySetTest, FindingsCarrySpansNotValues) {
   EXPECT_EQ(decision.findings[1], (Finding{"codenames", 1, 24, 30, 1.0}));
 }
 
+// A replay without the text: recorded finding types decide the level and `findings` rules;
+// types of detectors this policy does not run are dropped; keyword rules are named as untestable.
+TEST(PolicySetTest, RecordedFindingsStandInForTheScan) {
+  auto set = Load(kSensitivityPolicy);
+  ASSERT_TRUE(set.ok()) << set.status();
+  const std::vector<Finding> recorded = {{"codenames", 0, 0, 0, 1.0}, {"ip_address", 0, 0, 0, 1.0}};
+  RequestFeatures request;
+  request.recorded_findings = &recorded;
+  request.prompt_tokens = 100;
+  request.recorded_difficulty = DifficultyScore{0.75, DifficultyTier::kHard, {}};
+  Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.level, "confidential");
+  EXPECT_EQ(decision.rule, "sensitive-local");
+  ASSERT_EQ(decision.findings.size(), 1u);  // ip_address is off in this policy
+  EXPECT_EQ(decision.findings[0].type, "codenames");
+  EXPECT_EQ(decision.difficulty.score, 0.75);
+  EXPECT_EQ(decision.difficulty.tier, DifficultyTier::kHard);
+  EXPECT_EQ(decision.cost.prompt_tokens, 100);
+
+  const std::vector<Finding> card = {{"credit_card", 0, 0, 0, 1.0}};
+  request.recorded_findings = &card;
+  EXPECT_TRUE((*set)->Classify(request).denied);
+
+  EXPECT_EQ((*set)->TextRules(), std::vector<std::string>{});
+  auto example = Load(kExamplePolicy);
+  ASSERT_TRUE(example.ok());
+  EXPECT_EQ((*example)->TextRules(),
+            (std::vector<std::string>{"keep-secrets-local", "block", "claude-for-reviews"}));
+}
+
 TEST(PolicySetTest, ClearanceFailsClosedWithoutPermittedTarget) {
   auto set = Load(R"EOF(
 policy:
