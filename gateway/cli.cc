@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/audit_command.h"
 #include "gateway/classify_command.h"
 #include "gateway/config.h"
 #include "gateway/config_watcher.h"
@@ -51,6 +52,12 @@ Usage:
       Decide requests offline: JSON Lines on stdin ({"messages":[...]} or
       {"text":"..."}, optional "model" and "metadata"), one decision per line
       on stdout (target, rule, policy_version, sensitivity level and findings).
+  switchyard audit --log FILE [--from TIME] [--to TIME] [--json]
+      Verify a decision log's hash chain (exit 1 naming the first bad line and
+      why: altered, deleted, out of order), then report per sensitivity level
+      and finding type where requests went (locality, target) and spend per
+      tenant. TIME is RFC 3339 (2026-01-02T15:04:05Z); --from inclusive, --to
+      exclusive.
   switchyard --version | --help
 
 Models are searched in the config's models.dirs, then in $SWITCHYARD_MODELS
@@ -221,6 +228,36 @@ int Classify(int argc, char** argv) {
   return RunClassify(*config, std::cin, std::cout);
 }
 
+std::optional<absl::Time> ParseRfc3339(const std::string& text) {
+  absl::Time time;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_full, text, &time, &error)) return std::nullopt;
+  return time;
+}
+
+int Audit(int argc, char** argv) {
+  std::string error;
+  std::optional<Args> args = ParseArgs(argc, argv, 2, {"log", "from", "to"}, {"json"}, error);
+  if (!args) return UsageError(error);
+  if (!args->positional.empty()) return UsageError("audit takes no positional arguments");
+  AuditOptions options;
+  std::optional<std::string> log = Option(*args, "log");
+  if (!log) return UsageError("audit needs --log FILE");
+  options.log_path = *log;
+  for (const char* name : {"from", "to"}) {
+    if (std::optional<std::string> value = Option(*args, name)) {
+      std::optional<absl::Time> time = ParseRfc3339(*value);
+      if (!time) {
+        return UsageError(absl::StrCat("--", name, " must be an RFC 3339 time such as "
+                                       "2026-01-02T15:04:05Z, not \"", *value, "\""));
+      }
+      (std::string_view(name) == "from" ? options.from : options.to) = time;
+    }
+  }
+  options.json = Flag(*args, "json");
+  return RunAudit(options, std::cout, std::cerr);
+}
+
 int Chat(int argc, char** argv) {
   std::string error;
   std::optional<Args> args = ParseArgs(argc, argv, 2,
@@ -315,6 +352,7 @@ int RunCli(int argc, char** argv) {
   if (command == "check") return Check(argc, argv);
   if (command == "chat") return Chat(argc, argv);
   if (command == "classify") return Classify(argc, argv);
+  if (command == "audit") return Audit(argc, argv);
   if (command == "models") return ModelsCommand(argc, argv);
   if (command == "pull") return PullCommand(argc, argv);
   return UsageError(absl::StrCat("unknown command '", command, "'"));

@@ -203,7 +203,8 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
   YamlReader yaml{std::string(file)};
   if (!root.IsMap()) return yaml.Error(root, "the config must be a YAML map");
   SY_RETURN_IF_ERROR(yaml.ExpectMap(root, "the config",
-                                    {"listeners", "limits", "models", "targets", "policy"}));
+                                    {"listeners", "limits", "models", "targets", "decision_log",
+                                     "policy"}));
   Config config;
   config.file = std::string(file);
   config.version = ContentHash(text);
@@ -235,6 +236,18 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
     }
   }
   SY_RETURN_IF_ERROR(ParseTargets(yaml, root, config));
+  if (const YAML::Node log = root["decision_log"]) {
+    SY_RETURN_IF_ERROR(yaml.ExpectMap(log, "decision_log", {"path", "include_prompts"}));
+    SY_ASSIGN_OR_RETURN(path, yaml.String(log, "path", /*required=*/true));
+    SY_ASSIGN_OR_RETURN(include_prompts, yaml.Bool(log, "include_prompts"));
+    if (path->empty()) return yaml.Error(log["path"], "'path' must not be empty");
+    std::filesystem::path resolved(*path);
+    if (resolved.is_relative() && !base_dir.empty()) {
+      resolved = std::filesystem::path(base_dir) / resolved;
+    }
+    config.decision_log.path = resolved.lexically_normal().string();
+    config.decision_log.include_prompts = include_prompts.value_or(false);
+  }
 
   const YAML::Node policy = root["policy"];
   if (!policy) return yaml.Error(root, "missing required key 'policy'");

@@ -66,6 +66,14 @@ struct ListenerConfig {
   uint16_t port = 0;
 };
 
+// `decision_log:`: one JSON line per request, hash-chained (gateway/decision_log.h).
+struct DecisionLogConfig {
+  std::string path;              // "" = no decision log; relative paths resolve to the config's dir
+  bool include_prompts = false;  // record the messages too (needed for a full `replay`)
+
+  bool operator==(const DecisionLogConfig&) const = default;
+};
+
 struct Config {
   std::string file;     // where it came from ("<embedded default>" for the built-in one)
   std::string version;  // content hash of the file (policy_version)
@@ -76,6 +84,7 @@ struct Config {
   uint64_t local_model_memory_bytes = 0;  // budget for loaded local model files; 0 = none
   std::vector<std::string> model_dirs;  // searched before $SWITCHYARD_MODELS
   std::vector<TargetConfig> targets;
+  DecisionLogConfig decision_log;
   std::shared_ptr<const policies::PolicySet> policy;
 
   const TargetConfig* FindTarget(std::string_view name) const;

@@ -65,26 +65,39 @@ class MeteredSink : public backends::ChatSink {
   bool done_ = false;
 };
 
-// The record of a routed request, before it runs.
-RequestRecord RecordOf(const Routed& routed, const InboundRequest& request) {
+// The record of a request, before it runs or as it is refused. `decision` is null when the
+// request was refused before classification.
+RequestRecord RecordOf(const policies::Decision* decision, const InboundRequest& request,
+                       bool include_prompts) {
   RequestRecord record;
   record.time = std::chrono::system_clock::now();
   record.request_id = request.chat.request_id;
   record.tenant = request.tenant;
   record.key_name = request.key_name;
   record.stream = request.stream;
-  const policies::Decision& decision = routed.decision;
-  record.policy_version = decision.policy_version;
-  record.rule = decision.rule;
-  record.level = decision.level;
-  record.finding_types.reserve(decision.findings.size());
-  for (const policies::Finding& finding : decision.findings) {
+  record.edge = request.edge;
+  record.requested_model = request.requested_model;
+  record.metadata = request.metadata;
+  record.max_tokens = request.chat.max_tokens;
+  if (include_prompts) record.messages = request.chat.messages;
+  if (decision == nullptr) return record;
+  record.policy_version = decision->policy_version;
+  record.rule = decision->rule;
+  record.level = decision->level;
+  record.finding_types.reserve(decision->findings.size());
+  for (const policies::Finding& finding : decision->findings) {
     record.finding_types.emplace_back(finding.type);
   }
-  record.target = decision.target;
-  record.served_by = decision.target;
-  record.denied = decision.denied;
-  if (!decision.denied) record.locality = std::string(routed.locality());
+  record.target = decision->target;
+  record.served_by = decision->target;
+  record.denied = decision->denied;
+  if (!decision->denied) {
+    record.locality = decision->locality == policies::Locality::kLocal ? "local" : "remote";
+  }
+  record.estimated_prompt_tokens = decision->cost.prompt_tokens;
+  record.estimated_usd = decision->cost.estimated_usd;
+  record.difficulty_score = decision->difficulty.score;
+  record.difficulty_tier = std::string(policies::TierName(decision->difficulty.tier));
   return record;
 }
 
@@ -231,6 +244,12 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, BackendF
   gateway->engine_metrics_ =
       std::make_unique<EngineMetrics>(gateway->metrics_->registry(), runtime->backends);
   gateway->metrics_->AddBreakerStates(runtime->backends);
+  if (const DecisionLogConfig& log = runtime->config.decision_log; !log.path.empty()) {
+    absl::StatusOr<std::unique_ptr<DecisionLog>> opened = DecisionLog::Open(
+        log.path, log.include_prompts, gateway->metrics_->decision_log_counters());
+    if (!opened.ok()) return opened.status();
+    gateway->decision_log_ = *std::move(opened);
+  }
   gateway->runtime_ = std::move(runtime);
   gateway->factory_ = std::move(factory);
   std::random_device random;
@@ -271,8 +290,10 @@ absl::Status Gateway::Reload(Config config) {
   const std::shared_ptr<const Runtime> old = runtime();
   if (config.http.port != old->config.http.port || config.http.host != old->config.http.host ||
       config.grpc.port != old->config.grpc.port || config.grpc.host != old->config.grpc.host ||
-      config.max_body_bytes != old->config.max_body_bytes) {
-    Log(LogLevel::kWarning, "reload: listener and limit changes take effect at the next restart");
+      config.max_body_bytes != old->config.max_body_bytes ||
+      config.decision_log != old->config.decision_log) {
+    Log(LogLevel::kWarning,
+        "reload: listener, limit and decision_log changes take effect at the next restart");
   }
   auto next = std::make_shared<Runtime>();
   for (const TargetConfig& target : config.targets) {
@@ -307,8 +328,10 @@ absl::Status Gateway::Reload(Config config) {
 absl::Status Gateway::Admit(const InboundRequest& request, Routed& routed) {
   absl::Status status = Route(request, routed);
   if (!status.ok()) {
-    RecordRejected(status, status.code() == absl::StatusCode::kPermissionDenied ? &routed.decision
-                                                                                : nullptr);
+    RecordRejected(status,
+                   status.code() == absl::StatusCode::kPermissionDenied ? &routed.decision
+                                                                        : nullptr,
+                   &request);
   }
   return status;
 }
@@ -316,8 +339,9 @@ absl::Status Gateway::Admit(const InboundRequest& request, Routed& routed) {
 std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
                                                   const InboundRequest& request,
                                                   std::shared_ptr<backends::ChatSink> sink) {
-  auto metered = std::make_shared<MeteredSink>(std::move(sink), *this, in_flight_,
-                                               RecordOf(routed, request));
+  auto metered = std::make_shared<MeteredSink>(
+      std::move(sink), *this, in_flight_,
+      RecordOf(&routed.decision, request, decision_log_ && decision_log_->include_prompts()));
   const Runtime& runtime = *routed.runtime;
   const TargetConfig* target = runtime.config.FindTarget(routed.decision.target);
   auto backend = runtime.backends.find(routed.decision.target);
@@ -353,14 +377,32 @@ std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
   return std::make_unique<FallbackCall>(std::move(run));
 }
 
-void Gateway::RecordRejected(const absl::Status& status, const policies::Decision* decision) {
-  metrics_->ObserveRejected(decision != nullptr ? decision->rule : "",
-                            MapStatus(status.code()).outcome);
+void Gateway::RecordRejected(const absl::Status& status, const policies::Decision* decision,
+                             const InboundRequest* request, std::string_view edge) {
+  const bool include_prompts = decision_log_ && decision_log_->include_prompts();
+  RequestRecord record =
+      request != nullptr ? RecordOf(decision, *request, include_prompts) : RequestRecord{};
+  if (request == nullptr) {
+    record.time = std::chrono::system_clock::now();
+    record.edge = std::string(edge);
+  }
+  if (record.request_id.empty()) record.request_id = NewRequestId();
+  record.rejected = true;
+  record.denied = true;
+  record.locality.clear();
+  record.served_by.clear();
+  record.outcome = std::string(MapStatus(status.code()).outcome);
+  Finished(record);
 }
 
 void Gateway::Finished(const RequestRecord& record) {
-  metrics_->ObserveRequest(record.target, record.rule, record.locality, record.outcome,
-                           record.duration_seconds, record.usage);
+  if (record.rejected) {
+    metrics_->ObserveRejected(record.rule, record.outcome);
+  } else {
+    metrics_->ObserveRequest(record.target, record.rule, record.locality, record.outcome,
+                             record.duration_seconds, record.usage);
+  }
+  if (decision_log_) decision_log_->Append(record);
 }
 
 }  // namespace switchyard::gateway

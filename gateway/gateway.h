@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "backends/backend.h"
 #include "gateway/config.h"
+#include "gateway/decision_log.h"
 #include "gateway/engine_metrics.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/request_record.h"
@@ -31,6 +32,7 @@ struct InboundRequest {
   bool include_usage = false;  // OpenAI stream_options.include_usage
   std::string tenant;    // set by the edge from the caller's credentials, never from the body
   std::string key_name;  // the API key's configured name
+  std::string edge;      // "openai", "anthropic" or "grpc"; set by the edge
 };
 
 // What the policy sees of a request. Views into `request`, which must outlive the result.
@@ -79,11 +81,18 @@ class Gateway {
   std::unique_ptr<backends::Call> Dispatch(const Routed& routed, const InboundRequest& request,
                                            std::shared_ptr<backends::ChatSink> sink);
 
-  // Records a request that ended before dispatch (bad input, denied, unknown model).
-  void RecordRejected(const absl::Status& status, const policies::Decision* decision);
+  // Records a request that ended before dispatch (bad input, denied, unknown model): builds its
+  // record (rejected = true) from what is known of it and hands it to Finished. `request` is
+  // null when the body could not be parsed; `edge` then names where it arrived.
+  void RecordRejected(const absl::Status& status, const policies::Decision* decision,
+                      const InboundRequest* request = nullptr, std::string_view edge = "");
 
-  // Every request ends here exactly once, dispatched or not: the one place that meters it.
+  // Every request ends here exactly once, dispatched or not: the one place that meters it
+  // (a rejected record as a rejection) and writes it to the decision log.
   void Finished(const RequestRecord& record);
+
+  // The decision log; null when the config has none.
+  DecisionLog* decision_log() { return decision_log_.get(); }
 
   std::shared_ptr<const Runtime> runtime() const;
   GatewayMetrics& metrics() { return *metrics_; }
@@ -102,6 +111,8 @@ class Gateway {
   std::unique_ptr<GatewayMetrics> metrics_;
   // Declared after metrics_ so it detaches from the registry before the registry goes.
   std::unique_ptr<EngineMetrics> engine_metrics_;
+  // After metrics_: its counters live in the registry. Fixed at start (a reload warns).
+  std::unique_ptr<DecisionLog> decision_log_;
   std::atomic<int64_t> in_flight_{0};
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_prefix_ = 0;

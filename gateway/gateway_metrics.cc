@@ -32,7 +32,14 @@ GatewayMetrics::GatewayMetrics(const Config& config)
       fallbacks_(registry_.AddCounter(
           "switchyard_fallbacks_total",
           "Requests that moved on from their route's first target, by first and actual target.",
-          {"from", "to"})) {
+          {"from", "to"})),
+      decision_log_lines_(registry_.AddCounter(
+          "switchyard_decision_log_lines_total",
+          "Records written to the decision log (written and synced).", {})),
+      decision_log_dropped_(registry_.AddCounter(
+          "switchyard_decision_log_dropped_total",
+          "Decision log records lost: queue full (overflow) or a failed write (write_error).",
+          {"reason"})) {
   AddBuildInfo(registry_, SWITCHYARD_VERSION);
   // Pre-create the success series of every target so rate() sees a zero from the first scrape.
   for (const TargetConfig& target : config.targets) {
@@ -42,6 +49,9 @@ GatewayMetrics::GatewayMetrics(const Config& config)
   policy_info_.WithLabels({config.version}).Set(1);
   reloads_.WithLabels({"ok"});
   reloads_.WithLabels({"error"});
+  decision_log_lines_.WithLabels({});
+  decision_log_dropped_.WithLabels({"overflow"});
+  decision_log_dropped_.WithLabels({"write_error"});
 }
 
 void GatewayMetrics::ObserveRequest(std::string_view target, std::string_view rule,

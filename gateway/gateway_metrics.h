@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "backends/backend.h"
+#include "gateway/decision_log.h"
 #include "gateway/metrics.h"
 
 namespace switchyard::gateway {
@@ -41,6 +42,12 @@ class GatewayMetrics {
   // A reload that was refused (the old config keeps serving).
   void ObserveReloadFailure() { reloads_.WithLabels({"error"}).Increment(); }
 
+  // switchyard_decision_log_lines_total and switchyard_decision_log_dropped_total{reason}.
+  DecisionLogCounters decision_log_counters() {
+    return {decision_log_lines_.WithLabels({}), decision_log_dropped_.WithLabels({"overflow"}),
+            decision_log_dropped_.WithLabels({"write_error"})};
+  }
+
   MetricsRegistry& registry() { return registry_; }
   std::string Render() const { return registry_.Render(); }
 
@@ -54,6 +61,8 @@ class GatewayMetrics {
   Family<Gauge>& policy_info_;
   Family<Counter>& reloads_;
   Family<Counter>& fallbacks_;
+  Family<Counter>& decision_log_lines_;
+  Family<Counter>& decision_log_dropped_;
 };
 
 }  // namespace switchyard::gateway

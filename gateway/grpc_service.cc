@@ -34,9 +34,10 @@ absl::Status Admit(Gateway& gateway, const v1::ChatRequest& proto,
                    absl::StatusOr<InboundRequest>& request, Routed& routed) {
   request = FromProto(proto);
   if (!request.ok()) {
-    gateway.RecordRejected(request.status(), nullptr);
+    gateway.RecordRejected(request.status(), nullptr, nullptr, "grpc");
     return request.status();
   }
+  request->edge = "grpc";
   return gateway.Admit(*request, routed);
 }
 

@@ -291,12 +291,14 @@ void HttpSession::HandleChat(ClientDialect dialect) {
   absl::StatusOr<InboundRequest> parsed = dialect == ClientDialect::kAnthropic
                                               ? ParseMessagesRequest(request_.body())
                                               : ParseChatCompletionRequest(request_.body());
+  const std::string_view edge = dialect == ClientDialect::kAnthropic ? "anthropic" : "openai";
   if (!parsed.ok()) {
-    gateway_.RecordRejected(parsed.status(), nullptr);
+    gateway_.RecordRejected(parsed.status(), nullptr, nullptr, edge);
     SendError(parsed.status());
     return;
   }
   inbound_ = *std::move(parsed);
+  inbound_.edge = std::string(edge);
   routed_ = Routed{};
   if (absl::Status status = gateway_.Admit(inbound_, routed_); !status.ok()) {
     SendError(status);

@@ -1,9 +1,13 @@
 // What the gateway knows about one request once it has ended: the input to metrics, budgets and
-// the decision log. Never holds prompt text or credentials.
+// the decision log. Never holds credentials; holds prompt text only when the decision log is
+// configured to record it (`decision_log.include_prompts`).
 #ifndef SWITCHYARD_GATEWAY_REQUEST_RECORD_H_
 #define SWITCHYARD_GATEWAY_REQUEST_RECORD_H_
 
 #include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +21,10 @@ struct RequestRecord {
   std::string tenant;    // "" when the request carried no authenticated tenant
   std::string key_name;  // the API key's configured name, never the key itself
   bool stream = false;
+  std::string edge;  // how it arrived: "openai", "anthropic" or "grpc"
+  // Refused before dispatch (bad input, unknown model, denied, unauthenticated, over budget):
+  // metered as a rejection, not as a served request.
+  bool rejected = false;
 
   // The decision ("" rule when the request was refused before classification).
   std::string policy_version;
@@ -34,6 +42,18 @@ struct RequestRecord {
   std::string outcome;  // "ok", "cancelled", or the status table's outcome
   double duration_seconds = 0;
   double ttft_seconds = -1;  // first delta after admission; -1 when none was sent
+
+  // The request's inputs to the policy that are not prompt text, so a decision can be re-made
+  // later (`switchyard replay`).
+  std::string requested_model;
+  std::map<std::string, std::string> metadata;
+  std::optional<int32_t> max_tokens;
+  int64_t estimated_prompt_tokens = 0;
+  double estimated_usd = 0;  // the decision's estimate on its chosen target
+  double difficulty_score = 0;
+  std::string difficulty_tier;
+  // The messages, only when the decision log records prompts; else empty.
+  std::vector<backends::Message> messages;
 };
 
 }  // namespace switchyard::gateway
