@@ -17,6 +17,7 @@
 #include "gateway/config_watcher.h"
 #include "gateway/log.h"
 #include "gateway/model_commands.h"
+#include "gateway/replay_command.h"
 #include "gateway/server.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -58,6 +59,13 @@ Usage:
       and finding type where requests went (locality, target) and spend per
       tenant. TIME is RFC 3339 (2026-01-02T15:04:05Z); --from inclusive, --to
       exclusive.
+  switchyard replay --config CANDIDATE --log FILE [--json] [--examples N]
+      Re-decide the requests of a decision log under a candidate config without
+      sending anything; report how the route split (locality, target),
+      sensitivity outcomes (level x locality) and estimated spend would change,
+      with examples of changed decisions. Records without prompt text are
+      re-decided from their recorded features; the report names the rules that
+      could not be re-evaluated.
   switchyard --version | --help
 
 Models are searched in the config's models.dirs, then in $SWITCHYARD_MODELS
@@ -258,6 +266,31 @@ int Audit(int argc, char** argv) {
   return RunAudit(options, std::cout, std::cerr);
 }
 
+int Replay(int argc, char** argv) {
+  std::string error;
+  std::optional<Args> args =
+      ParseArgs(argc, argv, 2, {"config", "log", "examples"}, {"json"}, error);
+  if (!args) return UsageError(error);
+  if (!args->positional.empty()) return UsageError("replay takes no positional arguments");
+  std::optional<std::string> path = Option(*args, "config");
+  std::optional<std::string> log = Option(*args, "log");
+  if (!path || !log) return UsageError("replay needs --config CANDIDATE and --log FILE");
+  ReplayOptions options;
+  options.log_path = *log;
+  options.json = Flag(*args, "json");
+  if (std::optional<std::string> value = Option(*args, "examples")) {
+    if (!absl::SimpleAtoi(*value, &options.examples) || options.examples < 0) {
+      return UsageError("--examples must be a non-negative integer");
+    }
+  }
+  absl::StatusOr<Config> config = LoadConfigFile(*path);
+  if (!config.ok()) {
+    std::cerr << config.status().message() << "\n";
+    return 1;
+  }
+  return RunReplay(*config, options, std::cout, std::cerr);
+}
+
 int Chat(int argc, char** argv) {
   std::string error;
   std::optional<Args> args = ParseArgs(argc, argv, 2,
@@ -353,6 +386,7 @@ int RunCli(int argc, char** argv) {
   if (command == "chat") return Chat(argc, argv);
   if (command == "classify") return Classify(argc, argv);
   if (command == "audit") return Audit(argc, argv);
+  if (command == "replay") return Replay(argc, argv);
   if (command == "models") return ModelsCommand(argc, argv);
   if (command == "pull") return PullCommand(argc, argv);
   return UsageError(absl::StrCat("unknown command '", command, "'"));

@@ -77,6 +77,13 @@ class AuditTest : public ::testing::Test {
     return path;
   }
 
+  std::string ReadConfig() {
+    std::ifstream in(config_, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
   std::filesystem::path dir_;
   std::string config_;
   std::string log_;
@@ -199,6 +206,110 @@ TEST_F(AuditTest, TheServersLogVerifiesAndTamperingIsFoundAtTheRightLine) {
   EXPECT_THAT(missing.err, HasSubstr("cannot open decision log"));
 }
 
+
+// Re-deciding the server's own log under a candidate that adds a priced remote target: from
+// recorded features when prompts were not logged (naming the rules that need the text), in full
+// when they were.
+TEST_F(AuditTest, ReplayRedecidesTheLogUnderACandidateConfig) {
+  const std::string candidate = (dir_ / "candidate.yaml").string();
+  std::ofstream(candidate)
+      << "targets:\n"
+         "  - {name: local, kind: local, model: stories260K.gguf, threads: 1}\n"
+         "  - name: cloud\n"
+         "    kind: openai_compatible\n"
+         "    base_url: http://127.0.0.1:9/v1\n"
+         "    model: x\n"
+         "    price: {input_per_million: 1000, output_per_million: 2000}\n"
+         "policy:\n"
+         "  default: cloud\n"
+         "  rules:\n"
+         "    - {name: no-forbidden, when: {keywords: [forbidden]}, deny: no}\n"
+         "    - {name: pii-local, when: {findings: [email]}, route: local}\n"
+         "    - {name: stories-to-cloud, when: {keywords: [story]}, route: cloud}\n";
+  for (const bool prompts : {false, true}) {
+    SCOPED_TRACE(prompts ? "with prompts" : "without prompts");
+    std::string yaml = ReadConfig();
+    if (prompts) {
+      yaml = std::regex_replace(yaml, std::regex("path: decisions.jsonl"),
+                                "path: prompts.jsonl, include_prompts: true");
+    }
+    std::ofstream(config_, std::ios::trunc) << yaml;
+    std::unique_ptr<ChildProcess> child;
+    std::string grpc;
+    const std::string http = Start(child, grpc);
+    ASSERT_FALSE(http.empty());
+    const std::string url = http + "/v1/chat/completions";
+    EXPECT_EQ(HttpPost(url, Chat("Tell me a story")).status, 200);
+    EXPECT_EQ(HttpPost(url, Chat("mail ann@corpmail.com a poem")).status, 200);
+    EXPECT_EQ(HttpPost(url, Chat("something forbidden")).status, 403);
+    EXPECT_EQ(HttpPost(url, "{not json").status, 400);
+    child->Signal(SIGTERM);
+    ASSERT_EQ(child->Wait(30), 0) << child->err();
+    const std::string log = (dir_ / (prompts ? "prompts.jsonl" : "decisions.jsonl")).string();
+    ASSERT_EQ(Lines(log).size(), 4u);
+    if (prompts) {
+      EXPECT_THAT(Lines(log)[0], HasSubstr("Tell me a story"));
+    } else {
+      EXPECT_THAT(Lines(log)[0], ::testing::Not(HasSubstr("Tell me a story")));
+    }
+
+    RunResult replay =
+        RunCommand({kBinary, "replay", "--config", candidate, "--log", log, "--json"});
+    ASSERT_EQ(replay.exit_code, 0) << replay.err;
+    json report = json::parse(replay.out);
+    EXPECT_EQ(report["records"]["total"], 4);
+    EXPECT_EQ(report["records"]["redecided"], 3);
+    EXPECT_EQ(report["records"]["with_prompts"], prompts ? 3 : 0);
+    EXPECT_EQ(report["records"]["skipped"], 1);  // the invalid body
+    EXPECT_EQ(report["estimated_usd"]["before"], 0.0);
+    EXPECT_GT(report["estimated_usd"]["after"].get<double>(), 0.0);
+    auto route = [&](const std::string& locality, const std::string& target) {
+      for (const json& row : report["routes"]) {
+        if (row["locality"] == locality && row["target"] == target) {
+          return std::pair<int, int>(row["before"], row["after"]);
+        }
+      }
+      return std::pair<int, int>(0, 0);
+    };
+    EXPECT_EQ(route("local", "local"), std::make_pair(2, 1));
+    EXPECT_EQ(route("denied", ""), std::make_pair(1, prompts ? 1 : 0));
+    EXPECT_EQ(route("remote", "cloud"), std::make_pair(0, prompts ? 1 : 2));
+    json first_change = report["examples"][0];
+    EXPECT_EQ(first_change["request_id"], json::parse(Lines(log)[0])["request_id"]);
+    EXPECT_EQ(first_change["before"]["rule"], "default");
+    EXPECT_EQ(first_change["before"]["target"], "local");
+    EXPECT_EQ(first_change["after"]["rule"], prompts ? "stories-to-cloud" : "default");
+    EXPECT_EQ(first_change["after"]["target"], "cloud");
+    if (prompts) {
+      EXPECT_EQ(report["changed"], 1);
+      EXPECT_EQ(report["not_reevaluated_rules"], json::array());
+    } else {
+      // Without the text the keyword rules cannot fire: the forbidden request is no longer
+      // denied, and the report says which rules could not be evaluated.
+      EXPECT_EQ(report["changed"], 2);
+      EXPECT_EQ(report["not_reevaluated_rules"], json::array({"no-forbidden", "stories-to-cloud"}));
+      bool found = false;
+      for (const json& row : report["sensitivity"]) {
+        if (row["level"] == "internal" && row["locality"] == "local") {
+          found = true;
+          EXPECT_EQ(row["before"], 1);
+          EXPECT_EQ(row["after"], 1);
+        }
+      }
+      EXPECT_TRUE(found) << report.dump();
+      RunResult text = RunCommand({kBinary, "replay", "--config", candidate, "--log", log});
+      EXPECT_EQ(text.exit_code, 0);
+      EXPECT_THAT(text.out, HasSubstr("changed decisions: 2 of 3"));
+      EXPECT_THAT(text.out, HasSubstr(": default/local -> default/cloud"));
+      EXPECT_THAT(text.out,
+                  HasSubstr("keyword/pattern tests of rules no-forbidden, stories-to-cloud could "
+                            "not match"));
+    }
+  }
+  RunResult usage = RunCommand({kBinary, "replay", "--log", "x.jsonl"});
+  EXPECT_EQ(usage.exit_code, 2);
+  EXPECT_THAT(usage.err, HasSubstr("replay needs --config CANDIDATE and --log FILE"));
+}
 
 }  // namespace
 }  // namespace switchyard::testing
