@@ -1,5 +1,6 @@
 #include "tests/mocks/mock_upstream.h"
 
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -11,10 +12,15 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <cstdio>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -25,8 +31,10 @@ namespace switchyard::mocks {
 namespace {
 
 namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
 namespace http = boost::beast::http;
 using tcp = net::ip::tcp;
+using TlsStream = ssl::stream<tcp::socket&>;
 using Json = nlohmann::ordered_json;
 
 std::string Lower(std::string_view text) {
@@ -458,9 +466,15 @@ struct MockUpstream::State {
     std::shared_ptr<std::atomic<bool>> done;
   };
   std::list<Worker> workers;  // guarded by mu
+  // TLS mode only.
+  std::unique_ptr<ssl::context> tls;
+  std::vector<std::string> alpn_offered;  // guarded by mu
+  size_t tls_failures = 0;                // guarded by mu
 
   void AcceptLoop();
   void Serve(tcp::socket socket);
+  static int SelectAlpn(SSL* ssl, const unsigned char** out, unsigned char* outlen,
+                        const unsigned char* in, unsigned int inlen, void* arg);
   void NoteAborted() {
     if (stopping.load()) return;
     std::lock_guard<std::mutex> lock(mu);
@@ -473,12 +487,15 @@ namespace {
 
 class SocketResponder : public Responder {
  public:
-  SocketResponder(tcp::socket& socket, const std::atomic<bool>& stopping,
-                  std::function<void()> note_aborted, bool keep_alive)
+  SocketResponder(tcp::socket& socket, TlsStream* tls, const std::atomic<bool>& stopping,
+                  std::function<void()> note_aborted, bool keep_alive, const Behaviour& behaviour)
       : socket_(socket),
+        tls_(tls),
         stopping_(stopping),
         note_aborted_(std::move(note_aborted)),
-        keep_alive_(keep_alive) {}
+        keep_alive_(keep_alive),
+        drip_interval_(behaviour.drip_interval),
+        drip_bytes_(std::max<size_t>(1, behaviour.drip_bytes)) {}
 
   bool closed() const { return closed_; }
   bool reset() const { return reset_; }
@@ -550,6 +567,23 @@ class SocketResponder : public Responder {
 
   bool WriteAll(std::string_view data) {
     if (closed_) return false;
+    if (drip_interval_.count() > 0) {
+      while (!data.empty()) {
+        const size_t n = std::min(drip_bytes_, data.size());
+        if (!Wait(drip_interval_) || !WriteNow(data.substr(0, n))) return false;
+        data.remove_prefix(n);
+      }
+      return true;
+    }
+    return WriteNow(data);
+  }
+
+  bool WriteNow(std::string_view data) {
+    if (tls_ != nullptr) {
+      boost::system::error_code ec;
+      net::write(*tls_, net::buffer(data.data(), data.size()), ec);
+      return ec ? Closed() : true;
+    }
     while (!data.empty()) {
       // MSG_NOSIGNAL: a client that went away must fail this write, not kill the process.
       ssize_t n = ::send(socket_.native_handle(), data.data(), data.size(), MSG_NOSIGNAL);
@@ -568,9 +602,12 @@ class SocketResponder : public Responder {
   }
 
   tcp::socket& socket_;
+  TlsStream* const tls_;  // null: plain TCP
   const std::atomic<bool>& stopping_;
   const std::function<void()> note_aborted_;
   const bool keep_alive_;
+  const std::chrono::milliseconds drip_interval_;
+  const size_t drip_bytes_;
   bool closed_ = false;
   bool reset_ = false;
 };
@@ -608,10 +645,27 @@ void MockUpstream::State::AcceptLoop() {
 void MockUpstream::State::Serve(tcp::socket socket) {
   const int fd = socket.native_handle();
   boost::beast::flat_buffer buffer;
-  while (!stopping.load()) {
+  std::optional<TlsStream> tls_stream;
+  bool serving = true;
+  if (tls != nullptr) {
+    tls_stream.emplace(socket, *tls);
+    boost::system::error_code ec;
+    tls_stream->handshake(ssl::stream_base::server, ec);
+    if (ec) {
+      std::lock_guard<std::mutex> lock(mu);
+      ++tls_failures;
+      changed.notify_all();
+      serving = false;
+    }
+  }
+  while (serving && !stopping.load()) {
     http::request<http::string_body> request;
     boost::system::error_code ec;
-    http::read(socket, buffer, request, ec);
+    if (tls_stream.has_value()) {
+      http::read(*tls_stream, buffer, request, ec);
+    } else {
+      http::read(socket, buffer, request, ec);
+    }
     if (ec) break;
     RecordedRequest recorded;
     recorded.method = std::string(request.method_string());
@@ -644,8 +698,22 @@ void MockUpstream::State::Serve(tcp::socket socket) {
       changed.notify_all();
     }
 
-    SocketResponder responder(socket, stopping, [this] { NoteAborted(); }, request.keep_alive());
-    if (handler) {
+    SocketResponder responder(socket, tls_stream.has_value() ? &*tls_stream : nullptr, stopping,
+                              [this] { NoteAborted(); }, request.keep_alive(), behaviour);
+    if (behaviour.hold_until_requests > 0) {
+      std::unique_lock<std::mutex> lock(mu);
+      changed.wait(lock, [&] {
+        return stopping.load() || requests.size() >= behaviour.hold_until_requests;
+      });
+    }
+    if (behaviour.kind == Behaviour::Kind::kOversizedBody) {
+      behaviour.kind = Behaviour::Kind::kOk;
+      behaviour.tokens = {std::string(behaviour.oversized_bytes, 'a')};
+    }
+    if (behaviour.kind == Behaviour::Kind::kWrongContentType) {
+      responder.Send(200, "text/html; charset=utf-8",
+                     "<!doctype html><html><body><h1>Sign in to continue</h1></body></html>", {});
+    } else if (handler) {
       handler(recorded, behaviour, responder);
     } else {
       responder.Send(404, "application/json",
@@ -661,9 +729,45 @@ void MockUpstream::State::Serve(tcp::socket socket) {
   socket.close(ec);
 }
 
-absl::StatusOr<std::unique_ptr<MockUpstream>> MockUpstream::Start(uint16_t port) {
+// Records the client's ALPN offer and picks http/1.1 when offered (the mock speaks nothing else).
+int MockUpstream::State::SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen,
+                                    const unsigned char* in, unsigned int inlen, void* arg) {
+  auto* state = static_cast<State*>(arg);
+  std::vector<std::string> offered;
+  for (unsigned int i = 0; i < inlen;) {
+    const unsigned int len = in[i];
+    if (i + 1 + len > inlen) break;
+    offered.emplace_back(reinterpret_cast<const char*>(in + i + 1), len);
+    i += 1 + len;
+  }
+  bool has_http11 = false;
+  unsigned int offset = 0;
+  for (const std::string& protocol : offered) {
+    if (protocol == "http/1.1") {
+      has_http11 = true;
+      *out = in + offset + 1;
+      *outlen = static_cast<unsigned char>(protocol.size());
+    }
+    offset += 1 + static_cast<unsigned int>(protocol.size());
+  }
+  {
+    std::lock_guard<std::mutex> lock(state->mu);
+    state->alpn_offered = std::move(offered);
+  }
+  return has_http11 ? SSL_TLSEXT_ERR_OK : SSL_TLSEXT_ERR_NOACK;
+}
+
+absl::StatusOr<std::unique_ptr<MockUpstream>> MockUpstream::Start(uint16_t port,
+                                                                  const std::optional<TlsFiles>& tls) {
   auto state = std::make_unique<State>();
   boost::system::error_code ec;
+  if (tls.has_value()) {
+    state->tls = std::make_unique<ssl::context>(ssl::context::tls_server);
+    state->tls->use_certificate_chain_file(tls->cert_chain, ec);
+    if (!ec) state->tls->use_private_key_file(tls->private_key, ssl::context::pem, ec);
+    if (ec) return absl::InvalidArgumentError("mock upstream TLS setup: " + ec.message());
+    SSL_CTX_set_alpn_select_cb(state->tls->native_handle(), &State::SelectAlpn, state.get());
+  }
   tcp::endpoint endpoint(net::ip::make_address("127.0.0.1"), port);
   state->acceptor.open(endpoint.protocol(), ec);
   if (!ec) state->acceptor.set_option(net::socket_base::reuse_address(true), ec);
@@ -686,6 +790,11 @@ MockUpstream::MockUpstream(std::unique_ptr<State> state) : state_(std::move(stat
 
 MockUpstream::~MockUpstream() {
   state_->stopping.store(true);
+  {
+    // Wakes workers holding an answer (hold_until_requests).
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->changed.notify_all();
+  }
   // shutdown() wakes a thread blocked in accept() or recv(); close() alone would not.
   ::shutdown(state_->acceptor.native_handle(), SHUT_RDWR);
   state_->accept_thread.join();
@@ -701,11 +810,13 @@ MockUpstream::~MockUpstream() {
 uint16_t MockUpstream::port() const { return state_->port; }
 
 std::string MockUpstream::base_url() const {
-  return "http://127.0.0.1:" + std::to_string(state_->port) + "/v1";
+  return std::string(state_->tls != nullptr ? "https" : "http") + "://127.0.0.1:" +
+         std::to_string(state_->port) + "/v1";
 }
 
 std::string MockUpstream::gemini_base_url() const {
-  return "http://127.0.0.1:" + std::to_string(state_->port) + "/v1beta";
+  return std::string(state_->tls != nullptr ? "https" : "http") + "://127.0.0.1:" +
+         std::to_string(state_->port) + "/v1beta";
 }
 
 void MockUpstream::SetBehaviour(Behaviour behaviour) {
@@ -764,6 +875,49 @@ bool MockUpstream::WaitForAbortedResponses(size_t count, std::chrono::millisecon
 size_t MockUpstream::connections_accepted() const {
   std::lock_guard<std::mutex> lock(state_->mu);
   return state_->accepted;
+}
+
+std::vector<std::string> MockUpstream::alpn_offered() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->alpn_offered;
+}
+
+size_t MockUpstream::tls_handshake_failures() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->tls_failures;
+}
+
+absl::StatusOr<TlsFiles> MakeTestCertificates(const std::string& dir) {
+  TlsFiles files{dir + "/ca.pem", dir + "/server.pem", dir + "/server.key"};
+  const std::string ext = dir + "/server.ext";
+  {
+    std::ofstream out(ext);
+    out << "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+           "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n";
+    if (!out.good()) return absl::InternalError("cannot write " + ext);
+  }
+  const std::string ec_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  const std::vector<std::string> commands = {
+      "openssl req -x509 " + ec_key + " -keyout '" + dir + "/ca.key' -out '" + files.ca_cert +
+          "' -days 1 -subj '/CN=Switchyard throwaway test CA' -addext "
+          "'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign'",
+      "openssl req " + ec_key + " -keyout '" + files.private_key + "' -out '" + dir +
+          "/server.csr' -subj '/CN=127.0.0.1'",
+      "openssl x509 -req -in '" + dir + "/server.csr' -CA '" + files.ca_cert + "' -CAkey '" + dir +
+          "/ca.key' -CAcreateserial -out '" + files.cert_chain + "' -days 1 -extfile '" + ext +
+          "'",
+  };
+  for (const std::string& command : commands) {
+    FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+    if (pipe == nullptr) return absl::InternalError("cannot run openssl");
+    std::string output;
+    char buffer[256];
+    while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+    if (::pclose(pipe) != 0) {
+      return absl::FailedPreconditionError("`" + command + "` failed: " + output);
+    }
+  }
+  return files;
 }
 
 }  // namespace switchyard::mocks

@@ -7,6 +7,11 @@
 // generateContent / streamGenerateContent at "/v1beta/models/". More plug in with AddHandler(),
 // reusing Behaviour and Responder, so faults are scripted identically for every provider.
 //
+// TLS: started with TlsFiles, the mock speaks HTTPS only (HTTP/1.1 over TLS; it records the ALPN
+// protocols each client offers, so a test can see whether a client asked for HTTP/2).
+// MakeTestCertificates writes a throwaway CA and a server certificate for 127.0.0.1 with the
+// `openssl` command-line tool.
+//
 // Threads: one accept thread and one thread per connection; all public methods are thread-safe.
 // The destructor closes every connection and joins every thread, so a test never leaks a hang.
 #ifndef SWITCHYARD_TESTS_MOCKS_MOCK_UPSTREAM_H_
@@ -56,6 +61,10 @@ struct Behaviour {
     // `error_message` (Anthropic "event: error" overloaded_error, OpenAI and Gemini
     // "data: {"error": ...}"), then ends the response normally.
     kStreamError,
+    // A normal answer (streamed or not) whose one token is `oversized_bytes` long.
+    kOversizedBody,
+    // 200 with an HTML page (a captive portal, a misrouted proxy), whatever was asked for.
+    kWrongContentType,
   };
   Kind kind = Kind::kOk;
   // The completion, token by token; a non-streamed answer is their concatenation.
@@ -77,6 +86,15 @@ struct Behaviour {
   // Anthropic: after the first token, an event of a type no client knows ("event: future_event").
   // Gemini: a chunk whose only part is not text (executableCode).
   bool unknown_event = false;
+  // kOversizedBody: the length of its one token.
+  size_t oversized_bytes = 64 << 10;
+  // Slow drip: when positive, every byte of the response (head included) goes out in pieces of
+  // `drip_bytes`, with `drip_interval` before each piece.
+  std::chrono::milliseconds drip_interval{0};
+  size_t drip_bytes = 64;
+  // Holds the answer until the mock has received this many requests in all (0: no wait), so a
+  // test can have N requests in flight at once before any of them fails.
+  size_t hold_until_requests = 0;
 };
 
 // Writes one response on one connection. Every method returns false once the client has gone
@@ -101,19 +119,33 @@ class Responder {
 
 enum class Dialect { kOpenAi, kAnthropic, kGemini };
 
+// PEM files for a TLS mock.
+struct TlsFiles {
+  std::string ca_cert;     // the CA that signed the server certificate: a client's ca_bundle
+  std::string cert_chain;  // the server certificate (for 127.0.0.1 and localhost)
+  std::string private_key;
+};
+
+// Generates a fresh CA and a server certificate signed by it in `dir` (which must exist), valid
+// for a day. Fails with the openssl tool's output when it is missing or refuses.
+absl::StatusOr<TlsFiles> MakeTestCertificates(const std::string& dir);
+
 class MockUpstream {
  public:
   using Handler =
       std::function<void(const RecordedRequest&, const Behaviour&, Responder&)>;
 
-  // Listens on 127.0.0.1:`port` (0 picks a free port) and serves until destroyed.
-  static absl::StatusOr<std::unique_ptr<MockUpstream>> Start(uint16_t port = 0);
+  // Listens on 127.0.0.1:`port` (0 picks a free port) and serves until destroyed; over TLS when
+  // `tls` is given.
+  static absl::StatusOr<std::unique_ptr<MockUpstream>> Start(
+      uint16_t port = 0, const std::optional<TlsFiles>& tls = std::nullopt);
   ~MockUpstream();
   MockUpstream(const MockUpstream&) = delete;
   MockUpstream& operator=(const MockUpstream&) = delete;
 
   uint16_t port() const;
-  // "http://127.0.0.1:PORT/v1", the base_url an OpenAI-compatible client expects.
+  // "http://127.0.0.1:PORT/v1" ("https://" in TLS mode), the base_url an OpenAI-compatible client
+  // expects.
   std::string base_url() const;
   // "http://127.0.0.1:PORT/v1beta", the base_url of the Gemini dialect.
   std::string gemini_base_url() const;
@@ -133,6 +165,10 @@ class MockUpstream {
   size_t aborted_responses() const;
   bool WaitForAbortedResponses(size_t count, std::chrono::milliseconds timeout) const;
   size_t connections_accepted() const;
+  // TLS mode: the ALPN protocols the latest client offered in its handshake, in its order.
+  std::vector<std::string> alpn_offered() const;
+  // TLS mode: handshakes that failed (e.g. the client did not trust the certificate).
+  size_t tls_handshake_failures() const;
 
  private:
   struct State;
