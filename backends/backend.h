@@ -47,10 +47,18 @@ struct Usage {
 
 enum class FinishReason { kStop, kLength };
 
-// What a finished generation reports once, after its last delta.
+// What a finished generation reports once, after its last delta; on failure only the fields
+// that explain the attempt (served_by, retries, fallbacks) are meaningful.
 struct Completion {
   FinishReason finish_reason = FinishReason::kStop;
   Usage usage;
+  // The target that produced the answer (or the last one tried, on failure); set by the
+  // dispatcher, which knows target names. Empty when no target was tried.
+  std::string served_by;
+  // Upstream attempts repeated after a failure, over every target tried.
+  int32_t retries = 0;
+  // Targets given up on before `served_by`.
+  int32_t fallbacks = 0;
 };
 
 // Receives the output of one request. Calls for one request never overlap: zero or more

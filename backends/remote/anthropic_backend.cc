@@ -34,6 +34,12 @@ const Json* Field(const Json& object, const char* name, Json::value_t type) {
   return &object[name];
 }
 
+// The "type" of an object, or "" when absent or not a string (value() would throw on a number).
+std::string TypeOf(const Json& object) {
+  const Json* type = Field(object, "type", Json::value_t::string);
+  return type != nullptr ? type->get<std::string>() : "";
+}
+
 class AnthropicReader : public ResponseReader {
  public:
   absl::Status OnEvent(const SseEvent& event, std::string* text, bool* finished) override {
@@ -41,14 +47,14 @@ class AnthropicReader : public ResponseReader {
     if (!data.is_object()) return MalformedStream("event data is not a JSON object");
     // The data's "type" repeats the event name; the name decides when both are present.
     std::string type = event.event;
-    if (type.empty()) type = data.value("type", "");
+    if (type.empty()) type = TypeOf(data);
     if (type == "message_start") {
       const Json* message = Field(data, "message", Json::value_t::object);
       if (message == nullptr) return MalformedStream("message_start without a message");
       ReadUsage(*message, &completion_.usage);
     } else if (type == "content_block_start") {
       const Json* block = Field(data, "content_block", Json::value_t::object);
-      if (block != nullptr && block->value("type", "") == "text") {
+      if (block != nullptr && TypeOf(*block) == "text") {
         if (const Json* t = Field(*block, "text", Json::value_t::string)) {
           text->append(t->get_ref<const std::string&>());
         }
@@ -56,7 +62,7 @@ class AnthropicReader : public ResponseReader {
     } else if (type == "content_block_delta") {
       const Json* delta = Field(data, "delta", Json::value_t::object);
       if (delta == nullptr) return MalformedStream("content_block_delta without a delta");
-      if (delta->value("type", "") == "text_delta") {
+      if (TypeOf(*delta) == "text_delta") {
         const Json* t = Field(*delta, "text", Json::value_t::string);
         if (t == nullptr) return MalformedStream("text_delta without text");
         text->append(t->get_ref<const std::string&>());
@@ -72,8 +78,12 @@ class AnthropicReader : public ResponseReader {
       *finished = true;
     } else if (type == "error") {
       return UpstreamStreamError(event.data);
+    } else if (type != "ping" && type != "content_block_stop") {
+      // The Messages stream is a closed set of events; anything else means we would be guessing
+      // at what the client should see.
+      return MalformedStream(absl::StrCat("unknown Anthropic event type '",
+                                          TruncateUpstreamText(type), "'"));
     }
-    // ping, content_block_stop and event types added after this code was written carry no text.
     return absl::OkStatus();
   }
 
@@ -82,11 +92,11 @@ class AnthropicReader : public ResponseReader {
   absl::Status OnBody(std::string_view raw, std::string* text) override {
     Json body = Json::parse(raw, nullptr, /*allow_exceptions=*/false);
     const Json* content = Field(body, "content", Json::value_t::array);
-    if (content == nullptr || body.value("type", "") != "message") {
+    if (content == nullptr || TypeOf(body) != "message") {
       return absl::UnavailableError("upstream returned an invalid Messages JSON");
     }
     for (const Json& block : *content) {
-      if (block.is_object() && block.value("type", "") == "text") {
+      if (block.is_object() && TypeOf(block) == "text") {
         if (const Json* t = Field(block, "text", Json::value_t::string)) {
           text->append(t->get_ref<const std::string&>());
         }
@@ -116,7 +126,7 @@ absl::StatusOr<std::unique_ptr<AnthropicBackend>> AnthropicBackend::Create(
 }
 
 AnthropicBackend::AnthropicBackend(AnthropicOptions options, std::shared_ptr<CurlLoop> loop)
-    : RemoteBackend(std::move(loop), options.breaker),
+    : RemoteBackend(std::move(loop), options),
       options_(std::move(options)),
       url_(absl::StrCat(absl::StripSuffix(options_.base_url, "/"), "/messages")) {}
 

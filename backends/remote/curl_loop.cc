@@ -448,7 +448,7 @@ size_t CurlLoop::Core::WriteCallback(char* data, size_t size, size_t count, void
   }
   t->body_bytes += n;
   if (t->body_bytes > t->request.max_body_bytes) {
-    t->abort_status = absl::UnavailableError(absl::StrCat(
+    t->abort_status = absl::OutOfRangeError(absl::StrCat(
         "upstream response body exceeds the limit of ", t->request.max_body_bytes, " bytes"));
     return 0;  // any short count makes libcurl fail the transfer with CURLE_WRITE_ERROR
   }

@@ -73,8 +73,9 @@ class TransferHandler {
   // Return false to abort the transfer at once; OnComplete then follows with kCancelled.
   virtual bool OnBody(std::string_view data) = 0;
   // `status` is the transport outcome: OK when a whole HTTP response arrived, whatever its HTTP
-  // status. Errors: kUnavailable (connect/TLS/network failure, body over the cap, loop shutting
-  // down), kDeadlineExceeded (any timeout), kCancelled (OnBody returned false).
+  // status. Errors: kUnavailable (connect/TLS/network failure, loop shutting down),
+  // kOutOfRange (body over max_body_bytes), kDeadlineExceeded (any timeout), kCancelled (OnBody
+  // returned false).
   virtual void OnComplete(const absl::Status& status) = 0;
 };
 

@@ -55,9 +55,10 @@ class GeminiReader : public ResponseReader {
       completion_.usage.completion_tokens =
           IntField(usage, "candidatesTokenCount") + IntField(usage, "thoughtsTokenCount");
     }
-    const bool has_candidates = response.contains("candidates") &&
-                                response["candidates"].is_array() &&
-                                !response["candidates"].empty();
+    if (response.contains("candidates") && !response["candidates"].is_array()) {
+      return MalformedStream("candidates is not a JSON array");
+    }
+    const bool has_candidates = response.contains("candidates") && !response["candidates"].empty();
     if (!has_candidates) {
       if (response.contains("promptFeedback") && response["promptFeedback"].is_object() &&
           response["promptFeedback"].contains("blockReason")) {
@@ -71,11 +72,21 @@ class GeminiReader : public ResponseReader {
     const Json& candidate = response["candidates"][0];
     if (!candidate.is_object()) return MalformedStream("candidate is not a JSON object");
     saw_candidate_ = true;
-    if (candidate.contains("content") && candidate["content"].is_object() &&
-        candidate["content"].contains("parts") && candidate["content"]["parts"].is_array()) {
-      for (const Json& part : candidate["content"]["parts"]) {
-        if (!part.is_object() || part.value("thought", false)) continue;
-        if (part.contains("text") && part["text"].is_string()) {
+    // A finish chunk may come without content, and content without parts; anything present
+    // must have the documented shape. Parts of other kinds (code, calls) carry no text.
+    if (candidate.contains("content")) {
+      const Json& content = candidate["content"];
+      if (!content.is_object()) return MalformedStream("candidate content is not a JSON object");
+      if (content.contains("parts")) {
+        if (!content["parts"].is_array()) return MalformedStream("content parts is not an array");
+        for (const Json& part : content["parts"]) {
+          if (!part.is_object()) return MalformedStream("a content part is not a JSON object");
+          if (part.contains("text") && !part["text"].is_string()) {
+            return MalformedStream("a part's text is not a string");
+          }
+          const bool thought = part.contains("thought") && part["thought"].is_boolean() &&
+                               part["thought"].get<bool>();
+          if (thought || !part.contains("text")) continue;
           text->append(part["text"].get_ref<const std::string&>());
         }
       }
@@ -112,7 +123,7 @@ absl::StatusOr<std::unique_ptr<GeminiBackend>> GeminiBackend::Create(
 
 GeminiBackend::GeminiBackend(GeminiOptions options, std::string url,
                              std::shared_ptr<CurlLoop> loop)
-    : RemoteBackend(std::move(loop), options.breaker),
+    : RemoteBackend(std::move(loop), options),
       options_(std::move(options)),
       url_(std::move(url)) {}
 

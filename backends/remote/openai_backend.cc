@@ -116,7 +116,7 @@ absl::StatusOr<std::unique_ptr<OpenAiBackend>> OpenAiBackend::Create(
 }
 
 OpenAiBackend::OpenAiBackend(OpenAiOptions options, std::shared_ptr<CurlLoop> loop)
-    : RemoteBackend(std::move(loop), options.breaker),
+    : RemoteBackend(std::move(loop), options),
       options_(std::move(options)),
       url_(absl::StrCat(absl::StripSuffix(options_.base_url, "/"), "/chat/completions")) {}
 

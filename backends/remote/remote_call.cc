@@ -25,6 +25,7 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr size_t kMaxUpstreamMessageBytes = 300;
+constexpr std::string_view kStreamErrorPrefix = "upstream stream error: ";
 
 absl::string_view Sv(std::string_view text) { return absl::string_view(text.data(), text.size()); }
 
@@ -45,11 +46,47 @@ absl::Status StatusForHttp(int http_status, std::string_view body) {
   std::string message = absl::StrCat("upstream returned HTTP ", http_status);
   if (!detail.empty()) absl::StrAppend(&message, ": ", detail);
   if (http_status == 429) return absl::ResourceExhaustedError(message);
-  if (http_status == 400 || http_status == 404 || http_status == 413 || http_status == 422) {
+  // The gateway's own key or config is at fault, not the client's request: a bad gateway.
+  if (http_status == 401 || http_status == 403) {
+    return absl::UnavailableError(absl::StrCat(
+        message, " (the upstream refused the gateway's credentials for this target; check its "
+                 "api_key_env)"));
+  }
+  if (http_status == 404) {
+    return absl::UnavailableError(absl::StrCat(
+        message, " (the upstream does not know this target's model or path; check its model and "
+                 "base_url)"));
+  }
+  if (http_status == 400 || http_status == 413 || http_status == 422) {
     return absl::InvalidArgumentError(message);
   }
   if (http_status >= 400 && http_status < 500) return absl::FailedPreconditionError(message);
   return absl::UnavailableError(message);
+}
+
+UpstreamErrorKind KindForHttp(int http_status) {
+  if (http_status == 429) return UpstreamErrorKind::kRateLimited;
+  if (http_status >= 400 && http_status < 500) return UpstreamErrorKind::kClientError;
+  return UpstreamErrorKind::kServerError;
+}
+
+// A provider reader's error: the upstream's own error event, the upstream refusing the prompt,
+// or a response we could not read.
+UpstreamErrorKind KindForReaderError(const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kInvalidArgument) return UpstreamErrorKind::kClientError;
+  if (absl::StartsWith(status.message(), Sv(kStreamErrorPrefix))) {
+    return UpstreamErrorKind::kServerError;
+  }
+  return UpstreamErrorKind::kBadResponse;
+}
+
+// application/json, any +json type, and (for a stream request) text/event-stream.
+bool AcceptableContentType(std::string_view content_type, bool stream) {
+  const std::string type = absl::AsciiStrToLower(
+      absl::StripAsciiWhitespace(Sv(content_type.substr(0, content_type.find(';')))));
+  if (type.empty()) return true;  // some servers send none; the body parser decides
+  if (type == "application/json" || absl::EndsWith(type, "+json")) return true;
+  return stream && type == "text/event-stream";
 }
 
 bool RetryableHttpStatus(int status) {
@@ -84,12 +121,15 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   const RemoteRequest& request() const { return request_; }
 
   void StartFirstAttempt() {
+    if (request_.retry_budget != nullptr) request_.retry_budget->RequestStarted();
     absl::MutexLock lock(&mu_);
+    counted_ = request_.retry_budget != nullptr;
     StartAttempt(absl::ZeroDuration());
   }
 
-  // Schedules another attempt if the policy allows; false means the caller reports the error.
-  // Called by a handler whose attempt failed before any delta reached the sink.
+  // Schedules another attempt if the policy and the target's retry budget allow; false means the
+  // caller reports the error. Called by a handler whose attempt failed before any delta reached
+  // the sink.
   bool MaybeRetry(std::optional<absl::Duration> retry_after) {
     absl::MutexLock lock(&mu_);
     const RetryOptions& retry = request_.retry;
@@ -98,8 +138,28 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     // The upstream knows its own rate limits better than our guess.
     if (retry_after.has_value()) delay = std::max(delay, *retry_after);
     if (absl::Now() + delay - started_ > retry.budget) return false;
+    if (!retrying_ && request_.retry_budget != nullptr) {
+      if (!request_.retry_budget->TryStartRetry()) {
+        if (request_.stats != nullptr) request_.stats->AddRetryBudgetExhausted();
+        return false;
+      }
+      retrying_ = true;
+    }
+    if (request_.stats != nullptr) request_.stats->AddRetry();
     StartAttempt(delay);
     return true;
+  }
+
+  // The request is over (answered, failed or cancelled): it leaves the retry budget's books.
+  // Idempotent.
+  void End() {
+    absl::MutexLock lock(&mu_);
+    EndLocked();
+  }
+
+  int32_t retries() {
+    absl::MutexLock lock(&mu_);
+    return std::max(0, attempts_ - 1);
   }
 
   void Cancel() {
@@ -109,12 +169,19 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       absl::MutexLock lock(&mu_);
       cancelled_ = true;
       id = current_;
+      EndLocked();
     }
     loop_->Cancel(id);
   }
 
  private:
   void StartAttempt(absl::Duration delay) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void EndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!counted_) return;
+    counted_ = false;
+    request_.retry_budget->RequestEnded(retrying_);
+  }
 
   const std::shared_ptr<SinkGuard> guard_;
   const std::shared_ptr<CurlLoop> loop_;
@@ -124,6 +191,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   int attempts_ ABSL_GUARDED_BY(mu_) = 0;
   CurlLoop::TransferId current_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  // Counted among the retry budget's active requests, and among its retries in flight.
+  bool counted_ ABSL_GUARDED_BY(mu_) = false;
+  bool retrying_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Turns one attempt's transfer into sink calls, with the provider's reader doing the parsing.
@@ -133,7 +203,8 @@ class RemoteHandler : public TransferHandler {
   explicit RemoteHandler(std::shared_ptr<Exchange> exchange)
       : exchange_(std::move(exchange)),
         guard_(exchange_->guard()),
-        reader_(exchange_->request().new_reader()) {}
+        reader_(exchange_->request().new_reader()),
+        parser_(exchange_->request().http.max_body_bytes) {}
 
   void OnHead(const HttpResponseHead& head) override {
     http_status_ = head.status;
@@ -141,6 +212,9 @@ class RemoteHandler : public TransferHandler {
     const std::string content_type =
         absl::AsciiStrToLower(std::string(head.Header("content-type")));
     sse_ = exchange_->request().stream && absl::StartsWith(content_type, "text/event-stream");
+    if (!AcceptableContentType(content_type, exchange_->request().stream)) {
+      bad_content_type_ = content_type;
+    }
     // Only the delta-seconds form; an HTTP date falls back to our own backoff.
     int64_t seconds = 0;
     std::string retry_after(head.Header("retry-after"));
@@ -154,6 +228,9 @@ class RemoteHandler : public TransferHandler {
     if (done_) return true;
     // The caller cancelled: stop the transfer now rather than at the loop's next wake-up.
     if (guard_->finished()) return false;
+    // A captive portal or a misrouted proxy answers 200 with an HTML page: say so, rather than
+    // what a JSON parser makes of it.
+    if (Is2xx() && !bad_content_type_.empty()) return FailContentType();
     if (!sse_ || !Is2xx()) {
       body_.append(data);
       return true;
@@ -161,13 +238,14 @@ class RemoteHandler : public TransferHandler {
     events_.clear();
     if (absl::Status status = parser_.Feed(data, &events_); !status.ok()) {
       const absl::string_view why = status.message();
-      return Fail(MalformedStream(std::string_view(why.data(), why.size())));
+      return Fail(MalformedStream(std::string_view(why.data(), why.size())),
+                  UpstreamErrorKind::kBadResponse);
     }
     for (const SseEvent& event : events_) {
       std::string text;
       bool finished = false;
       if (absl::Status status = reader_->OnEvent(event, &text, &finished); !status.ok()) {
-        return Fail(status);
+        return Fail(status, KindForReaderError(status));
       }
       if (!Deliver(text)) return false;
       if (finished) {
@@ -180,15 +258,33 @@ class RemoteHandler : public TransferHandler {
 
   void OnComplete(const absl::Status& status) override {
     if (done_) return;
+    if (status.code() == absl::StatusCode::kCancelled) {
+      // OnBody stopped the transfer because the caller cancelled: nothing to report or count.
+      done_ = true;
+      exchange_->End();
+      return;
+    }
     if (!status.ok()) {
+      if (status.code() == absl::StatusCode::kOutOfRange) {
+        // The loop's size cap.
+        Fail(absl::UnavailableError(status.message()), UpstreamErrorKind::kBadResponse);
+        return;
+      }
       // Only failures before any response (refused, DNS, TLS, reset before the status line) are
       // safe to repeat; after the status line the upstream may already be generating.
-      Fail(status, /*retryable=*/status.code() == absl::StatusCode::kUnavailable &&
-                       http_status_ == 0);
+      Fail(status,
+           status.code() == absl::StatusCode::kDeadlineExceeded ? UpstreamErrorKind::kTimeout
+                                                                 : UpstreamErrorKind::kConnect,
+           /*retryable=*/status.code() == absl::StatusCode::kUnavailable && http_status_ == 0);
       return;
     }
     if (!Is2xx()) {
-      Fail(StatusForHttp(http_status_, body_), RetryableHttpStatus(http_status_));
+      Fail(StatusForHttp(http_status_, body_), KindForHttp(http_status_),
+           RetryableHttpStatus(http_status_));
+      return;
+    }
+    if (!bad_content_type_.empty()) {
+      FailContentType();
       return;
     }
     if (sse_) {
@@ -196,13 +292,14 @@ class RemoteHandler : public TransferHandler {
       if (reader_->CompleteAtEnd() && !parser_.HasPartialEvent()) {
         Finish();
       } else {
-        Fail(absl::UnavailableError("upstream stream ended before it was complete"));
+        Fail(absl::UnavailableError("upstream stream ended before it was complete"),
+             UpstreamErrorKind::kBadResponse);
       }
       return;
     }
     std::string text;
     if (absl::Status parsed = reader_->OnBody(body_, &text); !parsed.ok()) {
-      Fail(parsed);
+      Fail(parsed, KindForReaderError(parsed));
       return;
     }
     if (Deliver(text)) Finish();
@@ -211,25 +308,45 @@ class RemoteHandler : public TransferHandler {
  private:
   bool Is2xx() const { return http_status_ >= 200 && http_status_ < 300; }
 
+  bool FailContentType() {
+    return Fail(absl::UnavailableError(absl::StrCat(
+                    "upstream answered HTTP ", http_status_, " with Content-Type '",
+                    TruncateUpstreamText(bad_content_type_), "', expected application/json",
+                    exchange_->request().stream ? " or text/event-stream" : "")),
+                UpstreamErrorKind::kBadResponse);
+  }
+
   // Reports an error (or retries) and returns false so the loop aborts the transfer.
-  bool Fail(const absl::Status& status, bool retryable = false) {
+  bool Fail(const absl::Status& status, UpstreamErrorKind kind, bool retryable = false) {
     done_ = true;
+    const RemoteRequest& request = exchange_->request();
+    if (request.stats != nullptr) request.stats->AddError(kind);
     // Only the upstream's health counts: not the client's errors, not its cancellations.
-    const auto& breaker = exchange_->request().breaker;
-    if (breaker != nullptr && (status.code() == absl::StatusCode::kUnavailable ||
-                               status.code() == absl::StatusCode::kDeadlineExceeded)) {
-      breaker->RecordFailure();
+    if (request.breaker != nullptr && (status.code() == absl::StatusCode::kUnavailable ||
+                                       status.code() == absl::StatusCode::kDeadlineExceeded)) {
+      request.breaker->RecordFailure();
     }
     // Once a delta reached the client a retry would repeat text it has already seen.
     if (retryable && !delivered_ && exchange_->MaybeRetry(retry_after_)) return false;
-    guard_->Done(RedactStatus(status, exchange_->request().api_key), Completion());
+    Completion completion;
+    completion.retries = exchange_->retries();
+    exchange_->End();
+    absl::Status reported = RedactStatus(status, request.api_key);
+    if (!request.target.empty()) {
+      reported = absl::Status(reported.code(), absl::StrCat("target '", request.target, "': ",
+                                                            reported.message()));
+    }
+    guard_->Done(reported, completion);
     return false;
   }
 
   void Finish() {
     done_ = true;
     if (const auto& breaker = exchange_->request().breaker) breaker->RecordSuccess();
-    guard_->Done(absl::OkStatus(), reader_->completion());
+    Completion completion = reader_->completion();
+    completion.retries = exchange_->retries();
+    exchange_->End();
+    guard_->Done(absl::OkStatus(), completion);
   }
 
   bool Deliver(const std::string& text) {
@@ -247,6 +364,8 @@ class RemoteHandler : public TransferHandler {
   std::optional<absl::Duration> retry_after_;
   // The response really is an event stream.
   bool sse_ = false;
+  // A 2xx answer of a type we cannot read (lower-cased); empty when acceptable.
+  std::string bad_content_type_;
   // Non-streaming or error bodies; bounded by the loop's max_body_bytes.
   std::string body_;
   SseParser parser_;
@@ -310,9 +429,10 @@ std::unique_ptr<Call> StartRemoteCall(const std::shared_ptr<CurlLoop>& loop, Rem
   if (request.breaker != nullptr && !request.breaker->Allow()) {
     // Fail fast while the target is ejected; the sink still hears of it through OnDone.
     auto guard = std::make_shared<SinkGuard>(std::move(sink));
-    guard->Done(absl::UnavailableError("upstream ejected by its circuit breaker after repeated "
-                                       "failures; retry later"),
-                Completion());
+    std::string message = "upstream ejected by its circuit breaker after repeated failures; retry "
+                          "later";
+    if (!request.target.empty()) message = absl::StrCat("target '", request.target, "': ", message);
+    guard->Done(absl::UnavailableError(message), Completion());
     auto exchange = std::make_shared<Exchange>(std::move(guard), loop, std::move(request));
     return std::make_unique<RemoteCall>(std::move(exchange));
   }
@@ -345,7 +465,7 @@ std::string UpstreamErrorMessage(std::string_view body) {
     if (error.is_object() && error.contains("message") && error["message"].is_string()) {
       std::string message = error["message"].get<std::string>();
       // Anthropic's error.type ("overloaded_error") says more than its message does.
-      if (parsed.value("type", "") == "error" && error.contains("type") &&
+      if (parsed.contains("type") && parsed["type"] == "error" && error.contains("type") &&
           error["type"].is_string()) {
         return absl::StrCat(error["type"].get<std::string>(), ": ", message);
       }
@@ -357,8 +477,8 @@ std::string UpstreamErrorMessage(std::string_view body) {
 }
 
 absl::Status UpstreamStreamError(std::string_view data) {
-  return absl::UnavailableError(
-      absl::StrCat("upstream stream error: ", TruncateUpstreamText(UpstreamErrorMessage(data))));
+  return absl::UnavailableError(absl::StrCat(Sv(kStreamErrorPrefix),
+                                             TruncateUpstreamText(UpstreamErrorMessage(data))));
 }
 
 absl::Status MalformedStream(std::string_view why) {

@@ -2,15 +2,19 @@
 // and the mapping of upstream HTTP errors to status codes. An adapter only builds its request
 // (URL, headers, JSON body) and supplies a ResponseReader that understands its wire format.
 //
-// Error mapping (the message names the upstream HTTP status and carries the upstream's own error
-// message, truncated, with the API key redacted):
+// Error mapping (the message names the target when the options name it, the upstream HTTP status,
+// and the upstream's own error message, truncated, with the API key redacted):
 //   connect / TLS / network failure, stream cut off     -> kUnavailable
 //   upstream 5xx, invalid JSON or malformed SSE          -> kUnavailable
-//   response body over max_body_bytes                    -> kUnavailable
+//   a 2xx whose Content-Type is neither JSON nor SSE     -> kUnavailable
+//   response over max_body_bytes, SSE line over it       -> kUnavailable
+//   upstream 401, 403 (the gateway's key is refused)     -> kUnavailable
+//   upstream 404 (the target's model or URL is wrong)    -> kUnavailable
 //   any timeout (connect, first byte, idle, total)       -> kDeadlineExceeded
 //   upstream 429                                         -> kResourceExhausted
-//   upstream 400, 404, 413, 422 (the request is at fault)-> kInvalidArgument
-//   other 4xx (401, 403: our key or config is at fault)  -> kFailedPrecondition
+//   upstream 400, 413, 422 (the request is at fault)     -> kInvalidArgument
+//   other 4xx                                            -> kFailedPrecondition
+// 401, 403 and 404 are the gateway's fault, not the client's: the client sees a 502.
 #ifndef SWITCHYARD_BACKENDS_REMOTE_REMOTE_CALL_H_
 #define SWITCHYARD_BACKENDS_REMOTE_REMOTE_CALL_H_
 
@@ -27,12 +31,14 @@
 #include "backends/remote/circuit_breaker.h"
 #include "backends/remote/curl_loop.h"
 #include "backends/remote/sse_parser.h"
+#include "backends/remote/upstream_stats.h"
 
 namespace switchyard::backends {
 
 // Retries with jittered exponential backoff. Only an attempt that failed before any delta reached
 // the sink is repeated, and only for upstream 429, 500, 502, 503, 504, 529 or a connection that
 // failed before a response began; a Retry-After (seconds) from the upstream lengthens the wait.
+// The target's RetryBudget may refuse a retry: the request then ends with the upstream's error.
 struct RetryOptions {
   // Attempts in all, the first included; 1 disables retries.
   int max_attempts = 3;
@@ -45,6 +51,8 @@ struct RetryOptions {
 
 // The options every remote provider takes.
 struct RemoteOptions {
+  // The target's name in the gateway's config; error messages name it. Empty: none.
+  std::string name;
   // The API root the provider's paths are appended to, e.g. "https://api.openai.com/v1"; http or
   // https.
   std::string base_url;
@@ -54,6 +62,7 @@ struct RemoteOptions {
   // from the environment variable named in its config. Never appears in a status or log.
   std::string api_key;
   HttpTimeouts timeouts;
+  // The largest response accepted: a whole body, a whole stream, and so any one SSE line.
   size_t max_body_bytes = 8 << 20;
   // PEM CA bundle for TLS verification; empty uses the system store.
   std::string ca_bundle_path;
@@ -61,6 +70,8 @@ struct RemoteOptions {
   // timeout then applies.
   bool stream = true;
   RetryOptions retry;
+  // Bounds the retries in flight at the target (see upstream_stats.h).
+  RetryBudgetOptions retry_budget;
   // Ejects the target after repeated upstream failures (see circuit_breaker.h).
   CircuitBreakerOptions breaker;
 };
@@ -97,6 +108,12 @@ struct RemoteRequest {
   // Told every attempt's outcome; a request it does not allow fails at once with kUnavailable.
   // Null: none.
   std::shared_ptr<CircuitBreaker> breaker;
+  // Admits retries; null: no limit beyond `retry`.
+  std::shared_ptr<RetryBudget> retry_budget;
+  // Counts retries and errors by kind; null: none.
+  std::shared_ptr<UpstreamStats> stats;
+  // Prefixes every error message as "target '<name>': "; empty: no prefix.
+  std::string target;
 };
 
 // The HttpRequest fields every provider sets the same way from its options.
@@ -106,25 +123,38 @@ HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url);
 std::unique_ptr<Call> StartRemoteCall(const std::shared_ptr<CurlLoop>& loop, RemoteRequest request,
                                       std::shared_ptr<ChatSink> sink);
 
-// What every provider adapter is as a Backend: a target with its own circuit breaker.
+// What every provider adapter is as a Backend: a target with its own circuit breaker, retry
+// budget and counters.
 class RemoteBackend : public Backend {
  public:
   // False while the circuit breaker has ejected the target.
   bool Available() const override { return breaker_->state() != BreakerState::kOpen; }
   const CircuitBreaker& breaker() const { return *breaker_; }
+  const RetryBudget& retry_budget() const { return *retry_budget_; }
+  const UpstreamStats& stats() const { return *stats_; }
 
  protected:
-  RemoteBackend(std::shared_ptr<CurlLoop> loop, const CircuitBreakerOptions& breaker)
-      : loop_(std::move(loop)), breaker_(std::make_shared<CircuitBreaker>(breaker)) {}
+  RemoteBackend(std::shared_ptr<CurlLoop> loop, const RemoteOptions& options)
+      : loop_(std::move(loop)),
+        name_(options.name),
+        breaker_(std::make_shared<CircuitBreaker>(options.breaker)),
+        retry_budget_(std::make_shared<RetryBudget>(options.retry_budget)),
+        stats_(std::make_shared<UpstreamStats>()) {}
 
-  // StartRemoteCall on this target's loop, with its breaker.
+  // StartRemoteCall on this target's loop, with its breaker, budget and counters.
   std::unique_ptr<Call> StartRemote(RemoteRequest request, std::shared_ptr<ChatSink> sink) {
     request.breaker = breaker_;
+    request.retry_budget = retry_budget_;
+    request.stats = stats_;
+    request.target = name_;
     return StartRemoteCall(loop_, std::move(request), std::move(sink));
   }
 
   const std::shared_ptr<CurlLoop> loop_;
+  const std::string name_;
   const std::shared_ptr<CircuitBreaker> breaker_;
+  const std::shared_ptr<RetryBudget> retry_budget_;
+  const std::shared_ptr<UpstreamStats> stats_;
 };
 
 // Shared wire helpers.
@@ -138,7 +168,8 @@ std::string TruncateUpstreamText(std::string text);
 // The message of an error body shaped {"error": {"message": ...}} (OpenAI, Anthropic, Gemini all
 // use that path), prefixed by Anthropic's error.type when present; else the raw body, trimmed.
 std::string UpstreamErrorMessage(std::string_view body);
-// kUnavailable "upstream stream error: <message>" for an error event inside a stream.
+// kUnavailable "upstream stream error: <message>" for an error event inside a stream (counted as
+// a server error, not a bad response).
 absl::Status UpstreamStreamError(std::string_view data);
 absl::Status MalformedStream(std::string_view why);
 

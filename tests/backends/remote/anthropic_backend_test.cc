@@ -178,13 +178,16 @@ TEST_F(AnthropicBackendTest, StreamingMaxTokensIsLength) {
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kLength);
 }
 
-TEST_F(AnthropicBackendTest, UnknownEventTypesAreIgnored) {
+TEST_F(AnthropicBackendTest, UnknownEventTypeIsAPreciseUpstreamError) {
   Behaviour behaviour;
   behaviour.unknown_event = true;
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
-  ASSERT_TRUE(sink->status().ok()) << sink->status();
-  EXPECT_EQ(sink->text(), "Hello, world!");
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->status().message(),
+              HasSubstr("malformed upstream stream: unknown Anthropic event type 'future_event'"));
+  // The token before it reached the client; nothing after it.
+  EXPECT_EQ(sink->text(), "Hello");
 }
 
 TEST_F(AnthropicBackendTest, ErrorJsonBecomesAPreciseError) {
@@ -194,7 +197,7 @@ TEST_F(AnthropicBackendTest, ErrorJsonBecomesAPreciseError) {
   behaviour.error_message = "invalid x-api-key " + std::string(kApiKey);
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(sink->status().message(),
               HasSubstr("upstream returned HTTP 401: authentication_error: invalid x-api-key"));
   EXPECT_THAT(sink->status().message(), ::testing::Not(HasSubstr(kApiKey)));

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -234,7 +235,7 @@ TEST_F(OpenAiBackendTest, Http429IsResourceExhausted) {
   }
 }
 
-TEST_F(OpenAiBackendTest, ClientErrorsMapToInvalidArgumentOrFailedPrecondition) {
+TEST_F(OpenAiBackendTest, RequestErrorsAreInvalidArgumentCredentialErrorsUnavailable) {
   Behaviour behaviour;
   behaviour.kind = Behaviour::Kind::kHttpError;
   behaviour.http_status = 400;
@@ -246,9 +247,30 @@ TEST_F(OpenAiBackendTest, ClientErrorsMapToInvalidArgumentOrFailedPrecondition) 
   auto bad_request = Run(Options());
   EXPECT_EQ(bad_request->status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad_request->status().message(), HasSubstr("max_tokens is too large"));
-  auto unauthorized = Run(Options());
-  EXPECT_EQ(unauthorized->status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(unauthorized->status().message(), HasSubstr("HTTP 401"));
+  // Our key, not the client's request, is at fault: a bad gateway, naming the target.
+  OpenAiOptions named = Options();
+  named.name = "frontier";
+  auto unauthorized = Run(named);
+  EXPECT_EQ(unauthorized->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(unauthorized->status().message(),
+              HasSubstr("target 'frontier': upstream returned HTTP 401: Invalid API key (the "
+                        "upstream refused the gateway's credentials for this target"));
+  for (int status : {403, 404}) {
+    behaviour.http_status = status;
+    behaviour.error_message = "The model `upstream-model-x` does not exist";
+    mock_->SetBehaviour(behaviour);
+    auto sink = Run(named);
+    EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << status;
+    EXPECT_THAT(sink->status().message(),
+                HasSubstr(absl::StrCat("target 'frontier': upstream returned HTTP ", status,
+                                       ": The model `upstream-model-x` does not exist (")));
+  }
+  // Not retried: another attempt would be refused the same way.
+  named.retry.max_attempts = 3;
+  named.retry.initial_backoff = absl::Milliseconds(1);
+  const size_t before = mock_->request_count();
+  EXPECT_EQ(Run(named)->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(mock_->request_count(), before + 1);
 }
 
 TEST_F(OpenAiBackendTest, ApiKeyNeverAppearsInErrors) {
