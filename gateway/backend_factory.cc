@@ -52,6 +52,7 @@ absl::StatusOr<std::shared_ptr<backends::Backend>> CreateLocal(
 
 // The options every remote kind shares, from the target's config and the environment.
 absl::Status FillRemoteOptions(const TargetConfig& target, backends::RemoteOptions& options) {
+  options.name = target.name;
   options.base_url = target.remote.base_url;
   options.model = target.remote.model;
   if (!target.remote.api_key_env.empty()) {
@@ -67,6 +68,7 @@ absl::Status FillRemoteOptions(const TargetConfig& target, backends::RemoteOptio
   options.timeouts.idle = Seconds(target.remote.idle_timeout_seconds);
   options.timeouts.total = Seconds(target.remote.total_timeout_seconds);
   options.ca_bundle_path = target.remote.ca_bundle;
+  options.max_body_bytes = static_cast<size_t>(target.remote.max_response_bytes);
   return absl::OkStatus();
 }
 

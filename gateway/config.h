@@ -49,6 +49,7 @@ struct RemoteTargetConfig {
   double idle_timeout_seconds = 60;
   double total_timeout_seconds = 600;  // non-streaming only
   std::string ca_bundle;               // "" = the system's
+  int64_t max_response_bytes = 8 << 20;  // a body, or a whole stream, larger fails with 502
 
   bool operator==(const RemoteTargetConfig&) const = default;
 };

@@ -39,6 +39,7 @@ class MeteredSink : public backends::ChatSink {
   }
 
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
+    if (!completion.served_by.empty()) record_.served_by = completion.served_by;
     Finish(status.ok() ? "ok" : MapStatus(status.code()).outcome, completion.usage);
     inner_->OnDone(status, completion);
   }
@@ -101,6 +102,23 @@ RequestRecord RecordOf(const policies::Decision* decision, const InboundRequest&
   return record;
 }
 
+// Names the target in the completion of a request sent to that one target only.
+class ServedBySink : public backends::ChatSink {
+ public:
+  ServedBySink(std::shared_ptr<backends::ChatSink> inner, std::string target)
+      : inner_(std::move(inner)), target_(std::move(target)) {}
+  void OnDelta(std::string_view text) override { inner_->OnDelta(text); }
+  void OnDone(const absl::Status& status, const backends::Completion& completion) override {
+    backends::Completion named = completion;
+    named.served_by = target_;
+    inner_->OnDone(status, named);
+  }
+
+ private:
+  const std::shared_ptr<backends::ChatSink> inner_;
+  const std::string target_;
+};
+
 // Refuses at once, through the sink like every other failure.
 class FailedCall : public backends::Call {
  public:
@@ -144,12 +162,13 @@ class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
       run_->outer_->Delta(text);
     }
     void OnDone(const absl::Status& status, const backends::Completion& completion) override {
+      run_->retries_.fetch_add(completion.retries);
       if (!status.ok() && !started_ && ShouldFallBack(status) &&
           index_ + 1 < run_->targets_.size()) {
         run_->StartFrom(index_ + 1, status);
         return;
       }
-      run_->outer_->Done(status, completion);
+      run_->outer_->Done(status, run_->Explained(completion, index_));
     }
 
    private:
@@ -157,6 +176,15 @@ class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
     const size_t index_;
     bool started_ = false;
   };
+
+  // The completion as the client sees it: which target answered (or failed last), after how many
+  // retries over all attempts and how many targets of the route passed over.
+  backends::Completion Explained(backends::Completion completion, size_t index) const {
+    completion.served_by = targets_[index];
+    completion.retries = retries_.load();
+    completion.fallbacks = static_cast<int32_t>(index);
+    return completion;
+  }
 
   // Weak: an attempt's sink is released on a backend thread, which must never hold the last
   // reference to the backends (a backend cannot join its own thread). The request's edge keeps
@@ -166,6 +194,10 @@ class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
   const std::vector<std::string> targets_;
   const std::shared_ptr<backends::SinkGuard> outer_;
   GatewayMetrics& metrics_;
+  // Retries reported by the attempts so far.
+  std::atomic<int32_t> retries_{0};
+  // The last target started, for the explanation of a request that no target could serve.
+  std::atomic<int64_t> last_started_{-1};
   absl::Mutex mu_;
   std::unique_ptr<backends::Call> current_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -181,6 +213,7 @@ void FallbackRun::StartFrom(size_t index, absl::Status last_error) {
       continue;
     }
     if (index > 0) metrics_.ObserveFallback(targets_[0], name);
+    last_started_.store(static_cast<int64_t>(index));
     std::unique_ptr<backends::Call> call = sender_->Start(
         *backend->second, name, std::make_shared<AttemptSink>(shared_from_this(), index));
     absl::MutexLock lock(&mu_);
@@ -191,7 +224,9 @@ void FallbackRun::StartFrom(size_t index, absl::Status last_error) {
     }
     return;
   }
-  outer_->Done(last_error, {});
+  const int64_t last = last_started_.load();
+  outer_->Done(last_error, last >= 0 ? Explained({}, static_cast<size_t>(last))
+                                     : backends::Completion{});
 }
 
 void FallbackRun::Cancel() {
@@ -250,6 +285,7 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, BackendF
     if (!opened.ok()) return opened.status();
     gateway->decision_log_ = *std::move(opened);
   }
+  gateway->metrics_->SetUpstreamStats(runtime->backends);
   gateway->runtime_ = std::move(runtime);
   gateway->factory_ = std::move(factory);
   std::random_device random;
@@ -318,6 +354,7 @@ absl::Status Gateway::Reload(Config config) {
   next->config = std::move(config);
   metrics_->SetPolicyVersion(old_version, next->config.version);
   engine_metrics_->Track(next->backends);
+  metrics_->SetUpstreamStats(next->backends);
   {
     absl::MutexLock lock(&mu_);
     runtime_ = std::move(next);
@@ -369,7 +406,9 @@ std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
     targets.insert(targets.begin(), routed.decision.target);
   }
   if (targets.size() == 1) {
-    return sender->Start(*backend->second, routed.decision.target, std::move(metered));
+    return sender->Start(
+        *backend->second, routed.decision.target,
+        std::make_shared<ServedBySink>(std::move(metered), routed.decision.target));
   }
   auto run = std::make_shared<FallbackRun>(routed.runtime, std::move(sender), std::move(targets),
                                            std::move(metered), *metrics_);

@@ -97,6 +97,49 @@ void GatewayMetrics::AddBreakerStates(
   }
 }
 
+void GatewayMetrics::SetUpstreamStats(
+    const std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>>& backends) {
+  if (upstream_retries_ == nullptr) {
+    upstream_retries_ = &registry_.AddCallbackCounter(
+        "switchyard_upstream_retries_total",
+        "Upstream attempts repeated after a failure, by remote target.", {"target"});
+    upstream_errors_ = &registry_.AddCallbackCounter(
+        "switchyard_upstream_errors_total",
+        "Failed upstream attempts (retried or not), by remote target and kind: connect, timeout, "
+        "rate_limited, server_error, client_error, bad_response.",
+        {"target", "kind"});
+    upstream_budget_exhausted_ = &registry_.AddCallbackCounter(
+        "switchyard_upstream_retry_budget_exhausted_total",
+        "Retries refused by a remote target's retry budget (the request failed over or ended).",
+        {"target"});
+  }
+  for (const auto& [name, backend] : backends) {
+    auto remote = std::dynamic_pointer_cast<backends::RemoteBackend>(backend);
+    if (remote == nullptr) continue;
+    // Weak: a scrape must not keep a target that a reload removed alive.
+    std::weak_ptr<backends::RemoteBackend> weak = remote;
+    auto read = [weak](auto get) {
+      return [weak, get] {
+        std::shared_ptr<backends::RemoteBackend> target = weak.lock();
+        return target == nullptr ? 0.0 : static_cast<double>(get(target->stats()));
+      };
+    };
+    upstream_retries_->Set({name}, read([](const backends::UpstreamStats& s) {
+                             return s.retries();
+                           }));
+    upstream_budget_exhausted_->Set({name}, read([](const backends::UpstreamStats& s) {
+                                      return s.retry_budget_exhausted();
+                                    }));
+    for (int k = 0; k < backends::kUpstreamErrorKinds; ++k) {
+      const auto kind = static_cast<backends::UpstreamErrorKind>(k);
+      upstream_errors_->Set({name, backends::UpstreamErrorKindName(kind)},
+                            read([kind](const backends::UpstreamStats& s) {
+                              return s.errors(kind);
+                            }));
+    }
+  }
+}
+
 void GatewayMetrics::ObserveRejected(std::string_view rule, std::string_view outcome) {
   rejected_.WithLabels({rule, outcome}).Increment();
 }

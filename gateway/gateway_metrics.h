@@ -33,6 +33,13 @@ class GatewayMetrics {
   void AddBreakerStates(
       const std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>>& backends);
 
+  // Exports each remote target's upstream counters, read at scrape time:
+  // switchyard_upstream_retries_total{target}, switchyard_upstream_errors_total{target,kind} and
+  // switchyard_upstream_retry_budget_exhausted_total{target}. Called again after a reload, it
+  // points the series at the new backends.
+  void SetUpstreamStats(
+      const std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>>& backends);
+
   // A request moved on from the first target of its route to `to`.
   void ObserveFallback(std::string_view from, std::string_view to) {
     fallbacks_.WithLabels({from, to}).Increment();
@@ -63,6 +70,10 @@ class GatewayMetrics {
   Family<Counter>& fallbacks_;
   Family<Counter>& decision_log_lines_;
   Family<Counter>& decision_log_dropped_;
+  // Registered by the first SetUpstreamStats.
+  CallbackFamily* upstream_retries_ = nullptr;
+  CallbackFamily* upstream_errors_ = nullptr;
+  CallbackFamily* upstream_budget_exhausted_ = nullptr;
 };
 
 }  // namespace switchyard::gateway

@@ -41,6 +41,15 @@ absl::Status Admit(Gateway& gateway, const v1::ChatRequest& proto,
   return gateway.Admit(*request, routed);
 }
 
+// The served-by, retries and fallbacks explanation as trailing metadata (the gRPC twin of the
+// HTTP x-switchyard-* headers). Call before Finish.
+void AddExplanation(grpc::CallbackServerContext* context, const backends::Completion& completion) {
+  if (completion.served_by.empty()) return;
+  context->AddTrailingMetadata("x-switchyard-served-by", completion.served_by);
+  context->AddTrailingMetadata("x-switchyard-retries", std::to_string(completion.retries));
+  context->AddTrailingMetadata("x-switchyard-fallbacks", std::to_string(completion.fallbacks));
+}
+
 // Shared by the chat reactors: decides who finishes the RPC (exactly once) and owns the backend
 // call, so gRPC cancellation, backend completion and reactor teardown can race safely.
 class CallState {
@@ -87,8 +96,9 @@ class CallState {
 
 class ChatReactor : public grpc::ServerUnaryReactor {
  public:
-  ChatReactor(Gateway& gateway, const v1::ChatRequest& request, v1::ChatResponse* response)
-      : gateway_(gateway), response_(response) {
+  ChatReactor(Gateway& gateway, grpc::CallbackServerContext* context,
+              const v1::ChatRequest& request, v1::ChatResponse* response)
+      : gateway_(gateway), context_(context), response_(response) {
     Begin(request);
   }
 
@@ -111,6 +121,7 @@ class ChatReactor : public grpc::ServerUnaryReactor {
     void OnDelta(std::string_view text) override { text_.append(text); }
     void OnDone(const absl::Status& status, const backends::Completion& completion) override {
       if (!state_->TryFinish()) return;
+      AddExplanation(reactor_->context_, completion);
       if (status.ok()) {
         reactor_->response_->set_content(std::move(text_));
         reactor_->response_->set_finish_reason(
@@ -153,6 +164,7 @@ class ChatReactor : public grpc::ServerUnaryReactor {
   }
 
   Gateway& gateway_;
+  grpc::CallbackServerContext* const context_;
   // Keeps the runtime (config and backends) of this request alive until the reactor is done, on
   // a gRPC thread, never on a backend thread.
   Routed routed_;
@@ -163,7 +175,9 @@ class ChatReactor : public grpc::ServerUnaryReactor {
 
 class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
  public:
-  StreamChatReactor(Gateway& gateway, const v1::ChatRequest& request) : gateway_(gateway) {
+  StreamChatReactor(Gateway& gateway, grpc::CallbackServerContext* context,
+                    const v1::ChatRequest& request)
+      : gateway_(gateway), context_(context) {
     Begin(request);
   }
 
@@ -202,12 +216,16 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
     Unref();
   }
 
-  // Called by the sink on a backend thread.
-  void Enqueue(v1::ChatChunk chunk, std::optional<grpc::Status> final_status) {
+  // Called by the sink on a backend thread. `explained` (with a final status) becomes trailing
+  // metadata.
+  void Enqueue(v1::ChatChunk chunk, std::optional<grpc::Status> final_status,
+               const backends::Completion* explained = nullptr) {
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
       if (final_status_) return;  // already ending (cancelled)
+      // Under the lock, before final_status_ is set: Finish cannot have been called yet.
+      if (explained != nullptr) AddExplanation(context_, *explained);
       if (chunk.ByteSizeLong() > 0) queue_.push_back(std::move(chunk));
       if (final_status) final_status_ = std::move(final_status);
       finish = PumpLocked();
@@ -233,7 +251,7 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
         chunk.set_finish_reason(std::string(FinishReasonName(completion.finish_reason)));
         ToProto(completion.usage, *chunk.mutable_usage());
       }
-      reactor_->Enqueue(std::move(chunk), ToGrpcStatus(status));
+      reactor_->Enqueue(std::move(chunk), ToGrpcStatus(status), &completion);
     }
 
    private:
@@ -282,6 +300,7 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
   }
 
   Gateway& gateway_;
+  grpc::CallbackServerContext* const context_;
   Routed routed_;  // as in ChatReactor
   std::shared_ptr<CallState> state_ = std::make_shared<CallState>();
   std::atomic<int> refs_{2};
@@ -370,15 +389,15 @@ absl::StatusOr<InboundRequest> FromProto(const v1::ChatRequest& proto) {
   return request;
 }
 
-grpc::ServerUnaryReactor* GrpcService::Chat(grpc::CallbackServerContext*,
+grpc::ServerUnaryReactor* GrpcService::Chat(grpc::CallbackServerContext* context,
                                             const v1::ChatRequest* request,
                                             v1::ChatResponse* response) {
-  return new ChatReactor(gateway_, *request, response);
+  return new ChatReactor(gateway_, context, *request, response);
 }
 
-grpc::ServerWriteReactor<v1::ChatChunk>* GrpcService::StreamChat(grpc::CallbackServerContext*,
-                                                                 const v1::ChatRequest* request) {
-  return new StreamChatReactor(gateway_, *request);
+grpc::ServerWriteReactor<v1::ChatChunk>* GrpcService::StreamChat(
+    grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
+  return new StreamChatReactor(gateway_, context, *request);
 }
 
 grpc::ServerUnaryReactor* GrpcService::Explain(grpc::CallbackServerContext* context,

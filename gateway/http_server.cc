@@ -90,6 +90,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   Routed routed_;
   std::unique_ptr<backends::Call> call_;
   int64_t created_ = 0;
+  // Which target answered, after how many retries and fallbacks; set when the backend is done.
+  std::optional<backends::Completion> explained_;
 
   // Streaming (SSE) state.
   bool stream_started_ = false;
@@ -100,6 +102,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::string stream_pending_;
   std::string stream_writing_;
 };
+
+// For a stream, whose headers went out before the answer was complete: the served-by, retries and
+// fallbacks explanation as an SSE comment line, which every SSE client ignores.
+std::string ExplainComment(const backends::Completion& completion) {
+  return absl::StrCat(": x-switchyard-served-by=", completion.served_by,
+                      " x-switchyard-retries=", completion.retries,
+                      " x-switchyard-fallbacks=", completion.fallbacks, "\n\n");
+}
 
 // Feeds a backend's output to a session in the client's dialect, hopping onto its strand.
 class HttpChatSink : public backends::ChatSink {
@@ -137,6 +147,7 @@ class HttpChatSink : public backends::ChatSink {
 
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
     std::string tail;
+    if (stream_ && status.ok()) tail = ExplainComment(completion);
     if (stream_ && status.ok() && dialect_ == ClientDialect::kAnthropic) {
       if (first_) tail += MessageStartEvents(MessageId(id_), model_);
       tail += MessageEndEvents(completion);
@@ -167,6 +178,7 @@ class HttpChatSink : public backends::ChatSink {
 };
 
 void HttpSession::DoRead() {
+  explained_.reset();
   parser_.emplace();
   parser_->body_limit(static_cast<uint64_t>(shared_->max_body_bytes));
   parser_->header_limit(kHeaderLimit);
@@ -324,13 +336,15 @@ void HttpSession::OnDelta(std::string event) {
 void HttpSession::OnChatDone(absl::Status status, backends::Completion completion,
                              std::string text) {
   if (client_gone_ || exchange_done_) return;
+  explained_ = completion;
   if (inbound_.stream && stream_started_) {
     if (!status.ok()) {
       // Midway failure: an explicit error event, and no [DONE], so no client mistakes it for a
       // complete answer.
-      text = dialect_ == ClientDialect::kAnthropic
-                 ? MessageErrorEvent(status)
-                 : absl::StrCat("data: ", ErrorJson(status), "\n\n");
+      text = absl::StrCat(ExplainComment(completion),
+                          dialect_ == ClientDialect::kAnthropic
+                              ? MessageErrorEvent(status)
+                              : absl::StrCat("data: ", ErrorJson(status), "\n\n"));
     }
     QueueStreamBytes(std::move(text), true);
     return;
@@ -346,12 +360,13 @@ void HttpSession::OnChatDone(absl::Status status, backends::Completion completio
   auto response =
       std::make_shared<http::response<http::string_body>>(http::status::ok, request_.version());
   response->set(http::field::content_type, "application/json");
+  // The model that answered: a fallback target when the first choice failed.
+  const std::string& model =
+      completion.served_by.empty() ? routed_.decision.target : completion.served_by;
   response->body() =
       dialect_ == ClientDialect::kAnthropic
-          ? MessageJson(MessageId(inbound_.chat.request_id), routed_.decision.target, text,
-                        completion)
-          : ChatCompletionJson(inbound_.chat.request_id, routed_.decision.target, created_, text,
-                               completion);
+          ? MessageJson(MessageId(inbound_.chat.request_id), model, text, completion)
+          : ChatCompletionJson(inbound_.chat.request_id, model, created_, text, completion);
   SendResponse(std::move(response));
 }
 
@@ -366,6 +381,11 @@ void HttpSession::SetDecisionHeaders(http::fields& fields) const {
     if (!routed_.decision.findings.empty()) {
       fields.set("x-switchyard-findings", FindingTypes(routed_.decision));
     }
+  }
+  if (explained_.has_value() && !explained_->served_by.empty()) {
+    fields.set("x-switchyard-served-by", explained_->served_by);
+    fields.set("x-switchyard-retries", std::to_string(explained_->retries));
+    fields.set("x-switchyard-fallbacks", std::to_string(explained_->fallbacks));
   }
   if (!inbound_.chat.request_id.empty()) fields.set("x-request-id", inbound_.chat.request_id);
 }
