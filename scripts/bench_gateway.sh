@@ -145,7 +145,7 @@ stop
 echo "bench_gateway: $streams concurrent SSE streams (25 tokens, one per 200 ms)" >&2
 start_mock --tokens 25 --token-delay-us 200000
 start_gateway
-run "warm/http" $(target_args http) --requests 200 --concurrency 4 --expect-tokens 25 --stream
+run "warm/http" $(target_args http) --requests 8 --concurrency 8 --expect-tokens 25 --stream
 echo "{\"label\":\"hold/before\",\"rss_bytes\":$(rss_of "$gateway_pid")}" >>"$results"
 for kind in direct http grpc; do
   # Every stream lasts 5 s; the 4 s window holds all of them open at once.
