@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gateway/audit_command.h"
+#include "gateway/auth.h"
 #include "gateway/classify_command.h"
 #include "gateway/config.h"
 #include "gateway/config_watcher.h"
@@ -66,6 +67,9 @@ Usage:
       with examples of changed decisions. Records without prompt text are
       re-decided from their recorded features; the report names the rules that
       could not be re-evaluated.
+  switchyard hash-key
+      Read an API key on stdin and print its SHA-256, for the sha256 field of
+      an auth.keys entry (the key itself is never stored in the config).
   switchyard --version | --help
 
 Models are searched in the config's models.dirs, then in $SWITCHYARD_MODELS
@@ -389,6 +393,10 @@ int RunCli(int argc, char** argv) {
   if (command == "replay") return Replay(argc, argv);
   if (command == "models") return ModelsCommand(argc, argv);
   if (command == "pull") return PullCommand(argc, argv);
+  if (command == "hash-key") {
+    if (argc > 2) return UsageError("hash-key reads the key on stdin and takes no arguments");
+    return HashKeyCommand(std::cin, std::cout, std::cerr);
+  }
   return UsageError(absl::StrCat("unknown command '", command, "'"));
 }
 

@@ -177,6 +177,184 @@ absl::Status ParseTargets(const YamlReader& yaml, const YAML::Node& root, Config
   return absl::OkStatus();
 }
 
+absl::Status ParseLimits(const YamlReader& yaml, const YAML::Node& node, std::string_view what,
+                         Limits& out) {
+  SY_RETURN_IF_ERROR(yaml.ExpectMap(node, what,
+                                    {"usd_per_day", "usd_per_month", "tokens_per_minute",
+                                     "requests_per_minute", "max_concurrent", "on_exhausted"}));
+  SY_ASSIGN_OR_RETURN(per_day, yaml.Double(node, "usd_per_day", 0, 1e12));
+  SY_ASSIGN_OR_RETURN(per_month, yaml.Double(node, "usd_per_month", 0, 1e12));
+  SY_ASSIGN_OR_RETURN(tokens, yaml.Int(node, "tokens_per_minute", 1, int64_t{1} << 50));
+  SY_ASSIGN_OR_RETURN(requests, yaml.Int(node, "requests_per_minute", 1, int64_t{1} << 50));
+  SY_ASSIGN_OR_RETURN(concurrent, yaml.Int(node, "max_concurrent", 1, int64_t{1} << 30));
+  SY_ASSIGN_OR_RETURN(on_exhausted, yaml.String(node, "on_exhausted"));
+  out.usd_per_day = per_day;
+  out.usd_per_month = per_month;
+  out.tokens_per_minute = tokens;
+  out.requests_per_minute = requests;
+  out.max_concurrent = concurrent;
+  if (on_exhausted.has_value() && *on_exhausted != "reject" && *on_exhausted != "downgrade") {
+    return yaml.Error(node["on_exhausted"],
+                      absl::StrCat("'on_exhausted' must be reject or downgrade, not \"",
+                                   *on_exhausted, "\""));
+  }
+  out.on_exhausted = on_exhausted.value_or("reject") == "downgrade"
+                         ? Limits::OnExhausted::kDowngrade
+                         : Limits::OnExhausted::kReject;
+  return absl::OkStatus();
+}
+
+// One list of key entries, from the config or a key file (`yaml` names the file).
+absl::Status ParseKeyList(const YamlReader& yaml, const YAML::Node& list, AuthConfig& auth) {
+  if (!list.IsSequence()) return yaml.Error(list, "'keys' must be a list of key entries");
+  for (const YAML::Node& node : list) {
+    if (!node.IsMap()) return yaml.Error(node, "each key must be a map with name, tenant, sha256");
+    SY_ASSIGN_OR_RETURN(name, yaml.String(node, "name", /*required=*/true));
+    SY_RETURN_IF_ERROR(yaml.ExpectMap(node, absl::StrCat("key '", *name, "'"),
+                                      {"name", "tenant", "sha256", "limits"}));
+    SY_ASSIGN_OR_RETURN(tenant, yaml.String(node, "tenant", /*required=*/true));
+    SY_ASSIGN_OR_RETURN(sha256, yaml.String(node, "sha256", /*required=*/true));
+    ApiKey key;
+    key.name = *name;
+    key.tenant = *tenant;
+    if (key.name.empty()) return yaml.Error(node["name"], "key name must not be empty");
+    if (key.tenant.empty() || key.tenant == "anonymous") {
+      return yaml.Error(node["tenant"], "tenant must be non-empty and not \"anonymous\"");
+    }
+    std::optional<std::array<unsigned char, 32>> digest = ParseSha256Hex(*sha256);
+    if (!digest) {
+      return yaml.Error(node["sha256"],
+                        "'sha256' must be 64 hex digits (the output of `switchyard hash-key`)");
+    }
+    key.sha256 = *digest;
+    if (auth.FindKey(key.name) != nullptr) {
+      return yaml.Error(node["name"], absl::StrCat("duplicate key name '", key.name, "'"));
+    }
+    for (const ApiKey& other : auth.keys) {
+      if (other.sha256 == key.sha256) {
+        return yaml.Error(node["sha256"], absl::StrCat("key '", key.name,
+                                                       "' has the same hash as key '", other.name,
+                                                       "'"));
+      }
+    }
+    if (const YAML::Node limits = node["limits"]) {
+      SY_RETURN_IF_ERROR(ParseLimits(yaml, limits, absl::StrCat("limits of key '", key.name, "'"),
+                                     key.limits));
+    }
+    auth.keys.push_back(std::move(key));
+  }
+  return absl::OkStatus();
+}
+
+std::string Resolve(std::string_view base_dir, const std::string& path) {
+  std::filesystem::path resolved(path);
+  if (resolved.is_relative() && !base_dir.empty()) {
+    resolved = std::filesystem::path(base_dir) / resolved;
+  }
+  return resolved.lexically_normal().string();
+}
+
+absl::Status ParseAuth(const YamlReader& yaml, const YAML::Node& root, std::string_view base_dir,
+                       Config& config) {
+  AuthConfig& auth = config.auth;
+  if (const YAML::Node node = root["auth"]) {
+    SY_RETURN_IF_ERROR(
+        yaml.ExpectMap(node, "auth", {"allow_unauthenticated", "keys", "key_file"}));
+    SY_ASSIGN_OR_RETURN(allow, yaml.Bool(node, "allow_unauthenticated"));
+    auth.allow_unauthenticated = allow.value_or(false);
+    if (const YAML::Node keys = node["keys"]) SY_RETURN_IF_ERROR(ParseKeyList(yaml, keys, auth));
+    SY_ASSIGN_OR_RETURN(key_file, yaml.String(node, "key_file"));
+    if (key_file.has_value()) {
+      const std::string path = Resolve(base_dir, *key_file);
+      std::ifstream in(path, std::ios::binary);
+      if (!in) {
+        return yaml.Error(node["key_file"], absl::StrCat("cannot open key file '", path, "'"));
+      }
+      std::ostringstream text;
+      text << in.rdbuf();
+      SY_ASSIGN_OR_RETURN(keys, policies::ParseYaml(text.str(), path));
+      SY_RETURN_IF_ERROR(ParseKeyList(YamlReader{path}, keys, auth));
+    }
+  }
+  if (const YAML::Node tenants = root["tenants"]) {
+    if (!tenants.IsMap()) {
+      return yaml.Error(tenants, "'tenants' must be a map from tenant name to its limits");
+    }
+    for (const auto& entry : tenants) {
+      TenantConfig tenant;
+      tenant.name = entry.first.Scalar();
+      if (tenant.name.empty() || tenant.name == "anonymous") {
+        return yaml.Error(entry.first, "tenant must be non-empty and not \"anonymous\"");
+      }
+      SY_RETURN_IF_ERROR(ParseLimits(yaml, entry.second,
+                                     absl::StrCat("limits of tenant '", tenant.name, "'"),
+                                     tenant.limits));
+      auth.tenants.push_back(std::move(tenant));
+    }
+  }
+  // Every tenant a key names is a configured tenant (for metrics labels), limits or not.
+  for (const ApiKey& key : auth.keys) {
+    if (auth.FindTenant(key.tenant) == nullptr) auth.tenants.push_back({key.tenant, Limits{}});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDowngradeTargets(const YamlReader& yaml, const YAML::Node& root,
+                                   const Config& config) {
+  bool any_local = false;
+  for (const TargetConfig& target : config.targets) {
+    any_local = any_local || target.kind == TargetKind::kLocal;
+  }
+  if (any_local) return absl::OkStatus();
+  auto downgrades = [](const Limits& limits) {
+    return limits.on_exhausted == Limits::OnExhausted::kDowngrade;
+  };
+  for (const TenantConfig& tenant : config.auth.tenants) {
+    if (downgrades(tenant.limits)) {
+      return yaml.Error(root["tenants"][tenant.name],
+                        absl::StrCat("tenant '", tenant.name,
+                                     "': on_exhausted: downgrade needs a local target"));
+    }
+  }
+  for (const ApiKey& key : config.auth.keys) {
+    if (downgrades(key.limits)) {
+      return yaml.Error(root["auth"],
+                        absl::StrCat("key '", key.name,
+                                     "': on_exhausted: downgrade needs a local target"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseMetering(const YamlReader& yaml, const YAML::Node& root,
+                           std::string_view base_dir, Config& config) {
+  if (const YAML::Node node = root["metering"]) {
+    SY_RETURN_IF_ERROR(yaml.ExpectMap(node, "metering", {"state_file", "reference_target"}));
+    SY_ASSIGN_OR_RETURN(state_file, yaml.String(node, "state_file"));
+    SY_ASSIGN_OR_RETURN(reference, yaml.String(node, "reference_target"));
+    if (state_file.has_value()) {
+      if (state_file->empty()) {
+        return yaml.Error(node["state_file"], "'state_file' must not be empty");
+      }
+      config.metering.state_file = Resolve(base_dir, *state_file);
+    }
+    if (reference.has_value()) {
+      if (config.FindTarget(*reference) == nullptr) {
+        return yaml.Error(node["reference_target"],
+                          absl::StrCat("reference_target '", *reference,
+                                       "' is not a configured target"));
+      }
+      config.metering.reference_target = *reference;
+    }
+  }
+  if (const YAML::Node node = root["metrics"]) {
+    SY_RETURN_IF_ERROR(yaml.ExpectMap(node, "metrics", {"per_key_labels"}));
+    SY_ASSIGN_OR_RETURN(per_key, yaml.Bool(node, "per_key_labels"));
+    config.metrics_per_key_labels = per_key.value_or(false);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string_view TargetKindName(TargetKind kind) {
@@ -207,7 +385,7 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
   if (!root.IsMap()) return yaml.Error(root, "the config must be a YAML map");
   SY_RETURN_IF_ERROR(yaml.ExpectMap(root, "the config",
                                     {"listeners", "limits", "models", "targets", "decision_log",
-                                     "policy"}));
+                                     "policy", "auth", "tenants", "metering", "metrics"}));
   Config config;
   config.file = std::string(file);
   config.version = ContentHash(text);
@@ -251,6 +429,9 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
     config.decision_log.path = resolved.lexically_normal().string();
     config.decision_log.include_prompts = include_prompts.value_or(false);
   }
+  SY_RETURN_IF_ERROR(ParseAuth(yaml, root, base_dir, config));
+  SY_RETURN_IF_ERROR(CheckDowngradeTargets(yaml, root, config));
+  SY_RETURN_IF_ERROR(ParseMetering(yaml, root, base_dir, config));
 
   const YAML::Node policy = root["policy"];
   if (!policy) return yaml.Error(root, "missing required key 'policy'");

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "gateway/auth.h"
 #include "policies/policy_set.h"
 
 namespace switchyard::gateway {
@@ -75,6 +76,11 @@ struct DecisionLogConfig {
   bool operator==(const DecisionLogConfig&) const = default;
 };
 
+struct MeteringConfig {
+  std::string state_file;        // "" = spend is not kept across restarts
+  std::string reference_target;  // the frontier target savings are measured against; "" = none
+};
+
 struct Config {
   std::string file;     // where it came from ("<embedded default>" for the built-in one)
   std::string version;  // content hash of the file (policy_version)
@@ -87,6 +93,9 @@ struct Config {
   std::vector<TargetConfig> targets;
   DecisionLogConfig decision_log;
   std::shared_ptr<const policies::PolicySet> policy;
+  AuthConfig auth;  // keys, tenants and their limits
+  MeteringConfig metering;
+  bool metrics_per_key_labels = false;  // `metrics.per_key_labels`: a `key` label on spend
 
   const TargetConfig* FindTarget(std::string_view name) const;
 };

@@ -14,31 +14,61 @@
 namespace switchyard::gateway {
 namespace {
 
-// Wraps the edge's sink: fills in the request's record as it runs and hands it to
-// Gateway::Finished when the request ends; keeps the in-flight gauge honest.
+// Wraps the edge's sink: fills in the request's record as it runs, prices it, settles its
+// budget reservation and hands the record to Gateway::Finished when the request ends; keeps the
+// in-flight gauge honest. Ends a stream whose running cost reaches its budget with an error.
 class MeteredSink : public backends::ChatSink {
  public:
   MeteredSink(std::shared_ptr<backends::ChatSink> inner, Gateway& gateway,
-              std::atomic<int64_t>& in_flight, RequestRecord record)
+              std::atomic<int64_t>& in_flight, RequestRecord record,
+              std::shared_ptr<const Pricing> pricing, std::shared_ptr<Reservation> reservation,
+              int64_t prompt_tokens_estimate, std::chrono::steady_clock::time_point received)
       : inner_(std::move(inner)),
         gateway_(gateway),
         in_flight_(in_flight),
         record_(std::move(record)),
+        pricing_(std::move(pricing)),
+        reservation_(std::move(reservation)),
+        prompt_tokens_estimate_(prompt_tokens_estimate),
         start_(std::chrono::steady_clock::now()) {
     in_flight_.fetch_add(1);
+    if (received != std::chrono::steady_clock::time_point{} && received < start_) {
+      overhead_seconds_ = std::chrono::duration<double>(start_ - received).count();
+    }
   }
 
   ~MeteredSink() override {
     // A request cancelled by its client never reaches OnDone; it still ends here.
-    if (!done_) Finish("cancelled", backends::Usage{});
+    if (!done_) Finish("cancelled", EstimatedUsage());
   }
 
+  // A fallback moved the request to another target.
+  void SetServedBy(const std::string& target) { record_.served_by = target; }
+
   void OnDelta(std::string_view text) override {
+    if (done_) return;
     if (record_.ttft_seconds < 0) record_.ttft_seconds = Elapsed();
-    inner_->OnDelta(text);
+    delta_bytes_ += text.size();
+    if (reservation_ != nullptr) {
+      const double running = pricing_->Cost(record_.served_by, EstimatedUsage());
+      // Only a stream is cut: a whole answer is cheaper to finish than to throw away, and
+      // admission bounds its overshoot.
+      if (!reservation_->Running(running) && record_.stream) {
+        // The budget ran out mid-stream: end it with an explicit error, never a normal end. The
+        // edge cancels the backend call when it sees the error.
+        const absl::Status status = absl::ResourceExhaustedError(absl::StrCat(
+            "budget exhausted mid-stream for tenant '", record_.tenant, "' after ",
+            absl::StrFormat("%.6f", running), " USD; the rest of the answer was not generated"));
+        Finish(MapStatus(status.code()).outcome, EstimatedUsage());
+        Timed([&] { inner_->OnDone(status, {}); });
+        return;
+      }
+    }
+    Timed([&] { inner_->OnDelta(text); });
   }
 
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
+    if (done_) return;
     if (!completion.served_by.empty()) record_.served_by = completion.served_by;
     Finish(status.ok() ? "ok" : MapStatus(status.code()).outcome, completion.usage);
     inner_->OnDone(status, completion);
@@ -49,11 +79,31 @@ class MeteredSink : public backends::ChatSink {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
 
+  template <typename F>
+  void Timed(F f) {
+    const auto before = std::chrono::steady_clock::now();
+    f();
+    overhead_seconds_ +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count();
+  }
+
+  // What the request has used so far when the backend has not reported usage: the prompt
+  // estimate and the output at four bytes per token.
+  backends::Usage EstimatedUsage() const {
+    return {prompt_tokens_estimate_, static_cast<int64_t>((delta_bytes_ + 3) / 4)};
+  }
+
   void Finish(std::string_view outcome, const backends::Usage& usage) {
     done_ = true;
     record_.outcome = std::string(outcome);
     record_.usage = usage;
     record_.duration_seconds = Elapsed();
+    record_.cost_usd = pricing_->Cost(record_.served_by, usage);
+    record_.savings_usd = pricing_->Savings(usage, record_.cost_usd);
+    record_.gateway_overhead_seconds = overhead_seconds_;
+    if (reservation_ != nullptr) {
+      reservation_->Settle(record_.cost_usd, usage.prompt_tokens + usage.completion_tokens);
+    }
     gateway_.Finished(record_);
     in_flight_.fetch_sub(1);
   }
@@ -62,7 +112,12 @@ class MeteredSink : public backends::ChatSink {
   Gateway& gateway_;
   std::atomic<int64_t>& in_flight_;
   RequestRecord record_;
+  const std::shared_ptr<const Pricing> pricing_;
+  const std::shared_ptr<Reservation> reservation_;
+  const int64_t prompt_tokens_estimate_;
   std::chrono::steady_clock::time_point start_;
+  size_t delta_bytes_ = 0;
+  double overhead_seconds_ = 0;
   bool done_ = false;
 };
 
@@ -141,12 +196,13 @@ class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
  public:
   FallbackRun(std::weak_ptr<const Runtime> runtime, std::shared_ptr<const Sender> sender,
               std::vector<std::string> targets, std::shared_ptr<backends::ChatSink> sink,
-              GatewayMetrics& metrics)
+              GatewayMetrics& metrics, std::function<void(const std::string&)> on_attempt)
       : runtime_(std::move(runtime)),
         sender_(std::move(sender)),
         targets_(std::move(targets)),
         outer_(std::make_shared<backends::SinkGuard>(std::move(sink))),
-        metrics_(metrics) {}
+        metrics_(metrics),
+        on_attempt_(std::move(on_attempt)) {}
 
   // Starts the first usable target at or after `index`; reports `last_error` when none is left.
   void StartFrom(size_t index, absl::Status last_error);
@@ -198,6 +254,8 @@ class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
   std::atomic<int32_t> retries_{0};
   // The last target started, for the explanation of a request that no target could serve.
   std::atomic<int64_t> last_started_{-1};
+  // Told the target of each attempt before it starts (attempts never overlap).
+  const std::function<void(const std::string&)> on_attempt_;
   absl::Mutex mu_;
   std::unique_ptr<backends::Call> current_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -214,6 +272,7 @@ void FallbackRun::StartFrom(size_t index, absl::Status last_error) {
     }
     if (index > 0) metrics_.ObserveFallback(targets_[0], name);
     last_started_.store(static_cast<int64_t>(index));
+    on_attempt_(name);
     std::unique_ptr<backends::Call> call = sender_->Start(
         *backend->second, name, std::make_shared<AttemptSink>(shared_from_this(), index));
     absl::MutexLock lock(&mu_);
@@ -263,6 +322,52 @@ policies::RequestFeatures FeaturesOf(const InboundRequest& request) {
   return features;
 }
 
+void ApplyPrincipal(const Principal& principal, InboundRequest& request) {
+  request.tenant = principal.tenant;
+  request.key_name = principal.key_name;
+  if (!principal.tenant.empty()) request.metadata["tenant"] = principal.tenant;
+}
+
+double Pricing::Cost(std::string_view target, const backends::Usage& usage) const {
+  auto price = prices.find(target);
+  if (price == prices.end()) return 0;
+  return (static_cast<double>(usage.prompt_tokens) * price->second.input_per_million +
+          static_cast<double>(usage.completion_tokens) * price->second.output_per_million) /
+         1e6;
+}
+
+double Pricing::Savings(const backends::Usage& usage, double cost_usd) const {
+  if (reference_target.empty()) return 0;
+  return Cost(reference_target, usage) - cost_usd;
+}
+
+namespace {
+
+std::shared_ptr<const Pricing> PricingOf(const Config& config) {
+  auto pricing = std::make_shared<Pricing>();
+  for (const TargetConfig& target : config.targets) pricing->prices[target.name] = target.price;
+  pricing->reference_target = config.metering.reference_target;
+  return pricing;
+}
+
+// The budget scopes a request is charged to: its tenant and its key, when authenticated.
+std::vector<BudgetScope> ScopesOf(const Config& config, const InboundRequest& request) {
+  std::vector<BudgetScope> scopes;
+  if (request.tenant.empty()) return scopes;
+  const TenantConfig* tenant = config.auth.FindTenant(request.tenant);
+  scopes.push_back({absl::StrCat("tenant:", request.tenant),
+                    absl::StrCat("tenant '", request.tenant, "'"),
+                    tenant != nullptr ? tenant->limits : Limits{}});
+  if (const ApiKey* key = config.auth.FindKey(request.key_name)) {
+    scopes.push_back({absl::StrCat("key:", key->name),
+                      absl::StrCat("key '", key->name, "' of tenant '", key->tenant, "'"),
+                      key->limits});
+  }
+  return scopes;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, BackendFactory factory) {
   auto runtime = std::make_shared<Runtime>();
   for (const TargetConfig& target : config.targets) {
@@ -274,8 +379,17 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, BackendF
     runtime->backends.emplace(target.name, *std::move(backend));
   }
   runtime->config = std::move(config);
+  runtime->pricing = PricingOf(runtime->config);
   std::unique_ptr<Gateway> gateway(new Gateway());
+  gateway->ledger_ = Ledger::Create();
+  if (!runtime->config.metering.state_file.empty()) {
+    absl::StatusOr<std::unique_ptr<LedgerFile>> file =
+        LedgerFile::Open(runtime->config.metering.state_file, gateway->ledger_);
+    if (!file.ok()) return file.status();
+    gateway->ledger_file_ = *std::move(file);
+  }
   gateway->metrics_ = std::make_unique<GatewayMetrics>(runtime->config);
+  gateway->metrics_->SetBudgets(runtime->config, gateway->ledger_);
   gateway->engine_metrics_ =
       std::make_unique<EngineMetrics>(gateway->metrics_->registry(), runtime->backends);
   gateway->metrics_->AddBreakerStates(runtime->backends);
@@ -351,10 +465,15 @@ absl::Status Gateway::Reload(Config config) {
     next->backends.emplace(target.name, *std::move(backend));
   }
   const std::string old_version = old->config.version;
+  if (config.metering.state_file != old->config.metering.state_file) {
+    Log(LogLevel::kWarning, "reload: a new metering.state_file takes effect at the next restart");
+  }
   next->config = std::move(config);
+  next->pricing = PricingOf(next->config);
   metrics_->SetPolicyVersion(old_version, next->config.version);
   engine_metrics_->Track(next->backends);
   metrics_->SetUpstreamStats(next->backends);
+  metrics_->SetBudgets(next->config, ledger_);
   {
     absl::MutexLock lock(&mu_);
     runtime_ = std::move(next);
@@ -362,15 +481,80 @@ absl::Status Gateway::Reload(Config config) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Principal> Gateway::Authenticate(std::optional<std::string_view> presented_key) {
+  absl::StatusOr<Principal> principal =
+      gateway::Authenticate(runtime()->config.auth, presented_key);
+  if (!principal.ok()) RecordRejected(principal.status(), nullptr);
+  return principal;
+}
+
 absl::Status Gateway::Admit(const InboundRequest& request, Routed& routed) {
   absl::Status status = Route(request, routed);
-  if (!status.ok()) {
-    RecordRejected(status,
-                   status.code() == absl::StatusCode::kPermissionDenied ? &routed.decision
-                                                                        : nullptr,
-                   &request);
+  const bool classified = status.ok() || status.code() == absl::StatusCode::kPermissionDenied;
+  if (classified) {
+    metrics_->ObserveDecision(routed.decision.level,
+                              routed.decision.denied ? "denied" : routed.locality());
   }
+  if (status.ok()) status = AdmitBudget(request, routed);
+  if (!status.ok()) RecordRejected(status, classified ? &routed.decision : nullptr, &request);
   return status;
+}
+
+absl::Status Gateway::AdmitBudget(const InboundRequest& request, Routed& routed) {
+  const Config& config = routed.runtime->config;
+  std::vector<BudgetScope> scopes = ScopesOf(config, request);
+  if (scopes.empty()) return absl::OkStatus();
+  policies::Decision& decision = routed.decision;
+  const int64_t tokens = decision.cost.prompt_tokens + decision.cost.completion_tokens;
+  Admission admission = ledger_->Admit(scopes, decision.cost.estimated_usd, tokens);
+  if (admission.verdict == Admission::Verdict::kAdmitted) {
+    routed.reservation = std::move(admission.reservation);
+    return absl::OkStatus();
+  }
+  if (admission.verdict == Admission::Verdict::kRateLimited) {
+    return WithRetryAfter(absl::ResourceExhaustedError(admission.message),
+                          admission.retry_after_seconds);
+  }
+  const bool downgrade = admission.on_exhausted == Limits::OnExhausted::kDowngrade;
+  // A spent budget set to downgrade: the first local target this request is cleared for.
+  const TargetConfig* local = nullptr;
+  if (downgrade) {
+    for (const TargetConfig& target : config.targets) {
+      if (target.kind == TargetKind::kLocal && routed.runtime->backends.contains(target.name) &&
+          config.policy->MayReceive(target.name, decision.level_rank)) {
+        local = &target;
+        break;
+      }
+    }
+  }
+  metrics_->ObserveBudgetExhausted(request.tenant, local != nullptr ? "downgrade" : "reject");
+  if (local == nullptr) {
+    return absl::ResourceExhaustedError(
+        downgrade ? absl::StrCat(admission.message, "; no local target is cleared for this request")
+                  : admission.message);
+  }
+  if (local->name != decision.target) {
+    std::erase_if(decision.rejected,
+                  [&](const policies::Rejection& r) { return r.target == local->name; });
+    decision.rejected.push_back({decision.target, absl::StrCat("budget: ", admission.message)});
+    decision.target = local->name;
+    decision.targets = {local->name};
+    decision.locality = policies::Locality::kLocal;
+    decision.cost.estimated_usd = 0;
+    for (const policies::TargetCost& cost : decision.cost.targets) {
+      if (cost.target == local->name) decision.cost.estimated_usd = cost.estimated_usd;
+    }
+  }
+  decision.reason = absl::StrCat("downgraded to '", local->name, "': ", admission.message);
+  routed.budget_note = absl::StrCat("downgraded; ", admission.message);
+  admission = ledger_->Admit(std::move(scopes), decision.cost.estimated_usd, tokens,
+                             /*waive_usd=*/true);
+  if (admission.verdict != Admission::Verdict::kAdmitted) {
+    return WithRetryAfter(absl::ResourceExhaustedError(admission.message),
+                          admission.retry_after_seconds);
+  }
+  routed.reservation = std::move(admission.reservation);
+  return absl::OkStatus();
 }
 
 std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
@@ -378,7 +562,9 @@ std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
                                                   std::shared_ptr<backends::ChatSink> sink) {
   auto metered = std::make_shared<MeteredSink>(
       std::move(sink), *this, in_flight_,
-      RecordOf(&routed.decision, request, decision_log_ && decision_log_->include_prompts()));
+      RecordOf(&routed.decision, request, decision_log_ && decision_log_->include_prompts()),
+      routed.runtime->pricing, routed.reservation, routed.decision.cost.prompt_tokens,
+      request.received);
   const Runtime& runtime = *routed.runtime;
   const TargetConfig* target = runtime.config.FindTarget(routed.decision.target);
   auto backend = runtime.backends.find(routed.decision.target);
@@ -410,8 +596,9 @@ std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
         *backend->second, routed.decision.target,
         std::make_shared<ServedBySink>(std::move(metered), routed.decision.target));
   }
-  auto run = std::make_shared<FallbackRun>(routed.runtime, std::move(sender), std::move(targets),
-                                           std::move(metered), *metrics_);
+  auto run = std::make_shared<FallbackRun>(
+      routed.runtime, std::move(sender), std::move(targets), metered, *metrics_,
+      [metered](const std::string& target) { metered->SetServedBy(target); });
   run->StartFrom(0, absl::UnavailableError("no target of the route is available"));
   return std::make_unique<FallbackCall>(std::move(run));
 }
@@ -438,8 +625,7 @@ void Gateway::Finished(const RequestRecord& record) {
   if (record.rejected) {
     metrics_->ObserveRejected(record.rule, record.outcome);
   } else {
-    metrics_->ObserveRequest(record.target, record.rule, record.locality, record.outcome,
-                             record.duration_seconds, record.usage);
+    metrics_->ObserveRequest(record);
   }
   if (decision_log_) decision_log_->Append(record);
 }

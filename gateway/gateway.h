@@ -4,6 +4,7 @@
 #define SWITCHYARD_GATEWAY_GATEWAY_H_
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -14,6 +15,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "backends/backend.h"
+#include "gateway/auth.h"
+#include "gateway/budget.h"
 #include "gateway/config.h"
 #include "gateway/decision_log.h"
 #include "gateway/engine_metrics.h"
@@ -33,6 +36,24 @@ struct InboundRequest {
   std::string tenant;    // set by the edge from the caller's credentials, never from the body
   std::string key_name;  // the API key's configured name
   std::string edge;      // "openai", "anthropic" or "grpc"; set by the edge
+  // When the edge had the whole request; the start of the gateway's own time (overhead metric).
+  std::chrono::steady_clock::time_point received{};
+};
+
+// Sets the request's tenant and key from its credentials. An authenticated tenant replaces any
+// caller-supplied metadata["tenant"], so policies that read it see the authenticated one.
+void ApplyPrincipal(const Principal& principal, InboundRequest& request);
+
+// Prices usage on the configured targets. Shared by a config generation's requests, which
+// outlive it safely (it holds no backends).
+struct Pricing {
+  std::map<std::string, Price, std::less<>> prices;
+  std::string reference_target;  // "" = no savings are computed
+
+  // USD for `usage` on `target` (0 for an unknown target).
+  double Cost(std::string_view target, const backends::Usage& usage) const;
+  // The same usage on the reference target minus `cost_usd`; 0 without a reference target.
+  double Savings(const backends::Usage& usage, double cost_usd) const;
 };
 
 // What the policy sees of a request. Views into `request`, which must outlive the result.
@@ -42,6 +63,7 @@ policies::RequestFeatures FeaturesOf(const InboundRequest& request);
 // by every request that started under it.
 struct Runtime {
   Config config;
+  std::shared_ptr<const Pricing> pricing;
   std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>> backends;
 };
 
@@ -49,6 +71,10 @@ struct Runtime {
 struct Routed {
   policies::Decision decision;
   std::shared_ptr<const Runtime> runtime;
+  // The request's hold on its tenant's and key's budgets (null when it is charged to none).
+  std::shared_ptr<Reservation> reservation;
+  // Why a spent budget changed the decision ("" when it did not); sent as x-switchyard-budget.
+  std::string budget_note;
   std::string_view locality() const {
     return decision.locality == policies::Locality::kLocal ? "local" : "remote";
   }
@@ -73,7 +99,14 @@ class Gateway {
   // the policy denies (the message is the policy's).
   absl::Status Route(const InboundRequest& request, Routed& routed) const;
 
-  // Route() for a request about to run: a refusal is also counted in the metrics.
+  // Resolves a client's presented API key against the current config (see Authenticate in
+  // auth.h); a refusal is counted in the metrics.
+  absl::StatusOr<Principal> Authenticate(std::optional<std::string_view> presented_key);
+
+  // Route() for a request about to run, then its tenant's and key's limits: the estimated cost is
+  // reserved (routed.reservation). ResourceExhausted (with a Retry-After payload for rate limits,
+  // see RetryAfterSeconds) when a limit refuses; a spent budget set to `downgrade` re-routes to a
+  // cleared local target instead. A refusal is also counted in the metrics.
   absl::Status Admit(const InboundRequest& request, Routed& routed);
 
   // Starts the routed request. The sink sees the backend's deltas and exactly one OnDone (or
@@ -103,12 +136,15 @@ class Gateway {
 
  private:
   Gateway() = default;
+  absl::Status AdmitBudget(const InboundRequest& request, Routed& routed);
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const Runtime> runtime_ ABSL_GUARDED_BY(mu_);
   BackendFactory factory_;
   absl::Mutex reload_mu_;  // one reload at a time
   std::unique_ptr<GatewayMetrics> metrics_;
+  std::shared_ptr<Ledger> ledger_;
+  std::unique_ptr<LedgerFile> ledger_file_;  // when metering.state_file is set
   // Declared after metrics_ so it detaches from the registry before the registry goes.
   std::unique_ptr<EngineMetrics> engine_metrics_;
   // After metrics_: its counters live in the registry. Fixed at start (a reload warns).

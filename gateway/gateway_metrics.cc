@@ -1,14 +1,26 @@
 #include "gateway/gateway_metrics.h"
 
 #include "backends/remote/remote_call.h"
+#include "gateway/budget.h"
 #include "gateway/config.h"
 
 namespace switchyard::gateway {
 
+namespace {
+
+std::vector<std::string> WithKey(std::vector<std::string> labels, bool per_key) {
+  if (per_key) labels.push_back("key");
+  return labels;
+}
+
+}  // namespace
+
 GatewayMetrics::GatewayMetrics(const Config& config)
-    : requests_(registry_.AddCounter("switchyard_requests_total",
-                                     "Chat requests dispatched to a target, by how they ended.",
-                                     {"target", "rule", "locality", "outcome"})),
+    : per_key_labels_(config.metrics_per_key_labels),
+      requests_(registry_.AddCounter(
+          "switchyard_requests_total",
+          "Chat requests dispatched to a target, by tenant, rule and how they ended.",
+          WithKey({"tenant", "target", "rule", "locality", "outcome"}, per_key_labels_))),
       rejected_(registry_.AddCounter(
           "switchyard_requests_rejected_total",
           "Chat requests refused before dispatch (invalid, unknown model, denied by policy).",
@@ -39,12 +51,46 @@ GatewayMetrics::GatewayMetrics(const Config& config)
       decision_log_dropped_(registry_.AddCounter(
           "switchyard_decision_log_dropped_total",
           "Decision log records lost: queue full (overflow) or a failed write (write_error).",
-          {"reason"})) {
+          {"reason"})),
+      decisions_(registry_.AddCounter(
+          "switchyard_decisions_total",
+          "Classified requests by sensitivity level and where they may go (local, remote, denied).",
+          {"level", "locality"})),
+      spend_(registry_.AddCounter(
+          "switchyard_spend_usd_total",
+          "USD spent: provider-reported usage priced at the serving target's prices.",
+          WithKey({"tenant", "target"}, per_key_labels_))),
+      savings_(registry_.AddCounter(
+          "switchyard_savings_usd_total",
+          "USD saved: the same usage priced on metering.reference_target, minus the spend.",
+          {"tenant", "target"})),
+      budget_exhausted_(registry_.AddCounter(
+          "switchyard_budget_exhausted_total",
+          "Requests that found a USD budget spent, by tenant and action (reject or downgrade).",
+          {"tenant", "action"})),
+      ttft_(registry_.AddHistogram(
+          "switchyard_time_to_first_token_seconds",
+          "Time from dispatch to the first output delta, by serving target.", {"target"},
+          ExponentialBuckets(0.005, 2, 14))),
+      overhead_(registry_.AddHistogram(
+          "switchyard_gateway_overhead_seconds",
+          "Time a request spent in the gateway outside the backend: admission (auth, parsing, "
+          "classification, budgets) plus encoding streamed deltas.",
+          {}, ExponentialBuckets(0.00001, 2.5, 14))),
+      budget_remaining_(registry_.AddCallbackGauge(
+          "switchyard_budget_remaining_usd",
+          "USD left in each tenant's budget window (day or month), read at scrape time.",
+          {"tenant", "window"})) {
   AddBuildInfo(registry_, SWITCHYARD_VERSION);
   // Pre-create the success series of every target so rate() sees a zero from the first scrape.
   for (const TargetConfig& target : config.targets) {
     tokens_prompt_.WithLabels({target.name});
     tokens_completion_.WithLabels({target.name});
+  }
+  for (const TenantConfig& tenant : config.auth.tenants) {
+    for (std::string_view action : {"reject", "downgrade"}) {
+      budget_exhausted_.WithLabels({tenant.name, action});
+    }
   }
   policy_info_.WithLabels({config.version}).Set(1);
   reloads_.WithLabels({"ok"});
@@ -54,13 +100,52 @@ GatewayMetrics::GatewayMetrics(const Config& config)
   decision_log_dropped_.WithLabels({"write_error"});
 }
 
-void GatewayMetrics::ObserveRequest(std::string_view target, std::string_view rule,
-                                    std::string_view locality, std::string_view outcome,
-                                    double seconds, const backends::Usage& usage) {
-  requests_.WithLabels({target, rule, locality, outcome}).Increment();
-  tokens_prompt_.WithLabels({target}).Increment(static_cast<double>(usage.prompt_tokens));
-  tokens_completion_.WithLabels({target}).Increment(static_cast<double>(usage.completion_tokens));
-  duration_.WithLabels({target, outcome}).Observe(seconds);
+void GatewayMetrics::ObserveRequest(const RequestRecord& record) {
+  const std::string_view tenant = TenantLabel(record.tenant);
+  const std::string_view target = record.target;
+  const std::string_view served_by = record.served_by.empty() ? target : record.served_by;
+  const backends::Usage& usage = record.usage;
+  if (per_key_labels_) {
+    requests_.WithLabels({tenant, target, record.rule, record.locality, record.outcome,
+                          record.key_name}).Increment();
+    spend_.WithLabels({tenant, served_by, record.key_name}).Increment(record.cost_usd);
+  } else {
+    requests_.WithLabels({tenant, target, record.rule, record.locality, record.outcome})
+        .Increment();
+    spend_.WithLabels({tenant, served_by}).Increment(record.cost_usd);
+  }
+  savings_.WithLabels({tenant, served_by}).Increment(std::max(0.0, record.savings_usd));
+  tokens_prompt_.WithLabels({served_by}).Increment(static_cast<double>(usage.prompt_tokens));
+  tokens_completion_.WithLabels({served_by})
+      .Increment(static_cast<double>(usage.completion_tokens));
+  duration_.WithLabels({target, record.outcome}).Observe(record.duration_seconds);
+  if (record.ttft_seconds >= 0) ttft_.WithLabels({served_by}).Observe(record.ttft_seconds);
+  overhead_.WithLabels({}).Observe(record.gateway_overhead_seconds);
+}
+
+void GatewayMetrics::SetBudgets(const Config& config, std::shared_ptr<Ledger> ledger) {
+  for (const std::vector<std::string>& series : budget_series_) {
+    budget_remaining_.Remove({series[0], series[1]});
+  }
+  budget_series_.clear();
+  for (const TenantConfig& tenant : config.auth.tenants) {
+    const std::string id = "tenant:" + tenant.name;
+    std::weak_ptr<Ledger> weak = ledger;
+    if (const std::optional<double> limit = tenant.limits.usd_per_day) {
+      budget_series_.push_back({tenant.name, "day"});
+      budget_remaining_.Set({tenant.name, "day"}, [weak, id, limit = *limit] {
+        std::shared_ptr<Ledger> ledger = weak.lock();
+        return ledger == nullptr ? limit : std::max(0.0, limit - ledger->SpentToday(id));
+      });
+    }
+    if (const std::optional<double> limit = tenant.limits.usd_per_month) {
+      budget_series_.push_back({tenant.name, "month"});
+      budget_remaining_.Set({tenant.name, "month"}, [weak, id, limit = *limit] {
+        std::shared_ptr<Ledger> ledger = weak.lock();
+        return ledger == nullptr ? limit : std::max(0.0, limit - ledger->SpentThisMonth(id));
+      });
+    }
+  }
 }
 
 void GatewayMetrics::SetPolicyVersion(std::string_view old_version,

@@ -13,18 +13,31 @@
 #include "backends/backend.h"
 #include "gateway/decision_log.h"
 #include "gateway/metrics.h"
+#include "gateway/request_record.h"
 
 namespace switchyard::gateway {
 
 struct Config;
+class Ledger;
 
 class GatewayMetrics {
  public:
   explicit GatewayMetrics(const Config& config);
 
-  // One dispatched request ended (any outcome, "cancelled" when the client went away).
-  void ObserveRequest(std::string_view target, std::string_view rule, std::string_view locality,
-                      std::string_view outcome, double seconds, const backends::Usage& usage);
+  // One dispatched request ended (any outcome, "cancelled" when the client went away): requests,
+  // tokens, duration, time to first token, gateway overhead, spend and savings.
+  void ObserveRequest(const RequestRecord& record);
+  // A request was classified: its sensitivity level and where it may go (local, remote, denied).
+  void ObserveDecision(std::string_view level, std::string_view locality) {
+    decisions_.WithLabels({level, locality}).Increment();
+  }
+  // A tenant's or key's USD budget was found spent; `action` is reject or downgrade.
+  void ObserveBudgetExhausted(std::string_view tenant, std::string_view action) {
+    budget_exhausted_.WithLabels({TenantLabel(tenant), action}).Increment();
+  }
+  // Exports switchyard_budget_remaining_usd{tenant,window} for every configured tenant with a USD
+  // limit, read from `ledger` at scrape time; replaces the previous config's set.
+  void SetBudgets(const Config& config, std::shared_ptr<Ledger> ledger);
   // A request refused before dispatch (bad input, unknown model, denied by policy).
   void ObserveRejected(std::string_view rule, std::string_view outcome);
 
@@ -59,6 +72,11 @@ class GatewayMetrics {
   std::string Render() const { return registry_.Render(); }
 
  private:
+  static std::string_view TenantLabel(std::string_view tenant) {
+    return tenant.empty() ? "anonymous" : tenant;
+  }
+
+  const bool per_key_labels_;
   MetricsRegistry registry_;
   Family<Counter>& requests_;
   Family<Counter>& rejected_;
@@ -74,6 +92,14 @@ class GatewayMetrics {
   CallbackFamily* upstream_retries_ = nullptr;
   CallbackFamily* upstream_errors_ = nullptr;
   CallbackFamily* upstream_budget_exhausted_ = nullptr;
+  Family<Counter>& decisions_;
+  Family<Counter>& spend_;
+  Family<Counter>& savings_;
+  Family<Counter>& budget_exhausted_;
+  Family<Histogram>& ttft_;
+  Family<Histogram>& overhead_;
+  CallbackFamily& budget_remaining_;
+  std::vector<std::vector<std::string>> budget_series_;  // label values set by SetBudgets
 };
 
 }  // namespace switchyard::gateway

@@ -1,6 +1,7 @@
 #include "gateway/grpc_service.h"
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <optional>
 
@@ -29,15 +30,32 @@ void ToProto(const backends::Usage& usage, v1::Usage& out) {
   out.set_total_tokens(usage.prompt_tokens + usage.completion_tokens);
 }
 
-// Converts and routes a chat request, counting a refusal in the metrics.
-absl::Status Admit(Gateway& gateway, const v1::ChatRequest& proto,
-                   absl::StatusOr<InboundRequest>& request, Routed& routed) {
+// The caller's API key from the `authorization` (Bearer) or `x-api-key` metadata.
+absl::StatusOr<Principal> AuthenticateCall(Gateway& gateway,
+                                           const grpc::CallbackServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto value = [&](const char* name) -> std::optional<std::string_view> {
+    auto it = metadata.find(name);
+    if (it == metadata.end()) return std::nullopt;
+    return std::string_view(it->second.data(), it->second.size());
+  };
+  return gateway.Authenticate(PresentedKey(value("authorization"), value("x-api-key")));
+}
+
+// Converts and routes an authenticated chat request, counting a refusal in the metrics.
+absl::Status Admit(Gateway& gateway, const absl::StatusOr<Principal>& principal,
+                   const v1::ChatRequest& proto, absl::StatusOr<InboundRequest>& request,
+                   Routed& routed) {
+  const auto received = std::chrono::steady_clock::now();
+  if (!principal.ok()) return principal.status();
   request = FromProto(proto);
   if (!request.ok()) {
     gateway.RecordRejected(request.status(), nullptr, nullptr, "grpc");
     return request.status();
   }
   request->edge = "grpc";
+  ApplyPrincipal(*principal, *request);
+  request->received = received;
   return gateway.Admit(*request, routed);
 }
 
@@ -97,9 +115,10 @@ class CallState {
 class ChatReactor : public grpc::ServerUnaryReactor {
  public:
   ChatReactor(Gateway& gateway, grpc::CallbackServerContext* context,
-              const v1::ChatRequest& request, v1::ChatResponse* response)
+              absl::StatusOr<Principal> principal, const v1::ChatRequest& request,
+              v1::ChatResponse* response)
       : gateway_(gateway), context_(context), response_(response) {
-    Begin(request);
+    Begin(principal, request);
   }
 
   void OnCancel() override {
@@ -137,10 +156,10 @@ class ChatReactor : public grpc::ServerUnaryReactor {
     std::string text_;
   };
 
-  void Begin(const v1::ChatRequest& proto) {
+  void Begin(const absl::StatusOr<Principal>& principal, const v1::ChatRequest& proto) {
     absl::StatusOr<InboundRequest> request;
     Routed& routed = routed_;
-    if (absl::Status status = Admit(gateway_, proto, request, routed); !status.ok()) {
+    if (absl::Status status = Admit(gateway_, principal, proto, request, routed); !status.ok()) {
       if (status.code() == absl::StatusCode::kPermissionDenied) {
         ToProto(routed, *response_->mutable_decision());
       }
@@ -176,9 +195,9 @@ class ChatReactor : public grpc::ServerUnaryReactor {
 class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
  public:
   StreamChatReactor(Gateway& gateway, grpc::CallbackServerContext* context,
-                    const v1::ChatRequest& request)
+                    absl::StatusOr<Principal> principal, const v1::ChatRequest& request)
       : gateway_(gateway), context_(context) {
-    Begin(request);
+    Begin(principal, request);
   }
 
   void OnWriteDone(bool ok) override {
@@ -277,10 +296,10 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
     return std::nullopt;
   }
 
-  void Begin(const v1::ChatRequest& proto) {
+  void Begin(const absl::StatusOr<Principal>& principal, const v1::ChatRequest& proto) {
     absl::StatusOr<InboundRequest> request;
     Routed& routed = routed_;
-    if (absl::Status status = Admit(gateway_, proto, request, routed); !status.ok()) {
+    if (absl::Status status = Admit(gateway_, principal, proto, request, routed); !status.ok()) {
       Enqueue(v1::ChatChunk(), ToGrpcStatus(status));
       Unref();
       return;
@@ -392,23 +411,31 @@ absl::StatusOr<InboundRequest> FromProto(const v1::ChatRequest& proto) {
 grpc::ServerUnaryReactor* GrpcService::Chat(grpc::CallbackServerContext* context,
                                             const v1::ChatRequest* request,
                                             v1::ChatResponse* response) {
-  return new ChatReactor(gateway_, context, *request, response);
+  return new ChatReactor(gateway_, context, AuthenticateCall(gateway_, *context), *request,
+                         response);
 }
 
 grpc::ServerWriteReactor<v1::ChatChunk>* GrpcService::StreamChat(
     grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
-  return new StreamChatReactor(gateway_, context, *request);
+  return new StreamChatReactor(gateway_, context, AuthenticateCall(gateway_, *context),
+                               *request);
 }
 
 grpc::ServerUnaryReactor* GrpcService::Explain(grpc::CallbackServerContext* context,
                                                const v1::ChatRequest* request,
                                                v1::ExplainResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Principal> principal = AuthenticateCall(gateway_, *context);
+  if (!principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status()));
+    return reactor;
+  }
   absl::StatusOr<InboundRequest> inbound = FromProto(*request);
   if (!inbound.ok()) {
     reactor->Finish(ToGrpcStatus(inbound.status()));
     return reactor;
   }
+  ApplyPrincipal(*principal, *inbound);
   Routed routed;
   absl::Status status = gateway_.Route(*inbound, routed);
   // A denial is an answer here, not an error: Explain says what would happen.
@@ -424,6 +451,12 @@ grpc::ServerUnaryReactor* GrpcService::Explain(grpc::CallbackServerContext* cont
 grpc::ServerUnaryReactor* GrpcService::ListModels(grpc::CallbackServerContext* context,
                                                   const v1::ListModelsRequest*,
                                                   v1::ListModelsResponse* response) {
+  if (absl::StatusOr<Principal> principal = AuthenticateCall(gateway_, *context);
+      !principal.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(principal.status()));
+    return reactor;
+  }
   const std::shared_ptr<const Runtime> runtime = gateway_.runtime();
   v1::Model* auto_model = response->add_models();
   auto_model->set_id("auto");

@@ -58,6 +58,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void Handle();
   void HandleChat(ClientDialect dialect);
   void HandleExplain();
+  // Resolves the request's API key; answers 401 in the client's dialect and returns nullopt when
+  // it is missing or unknown.
+  std::optional<Principal> Authenticate();
 
   void SendJson(http::status status, std::string body);
   void SendError(const absl::Status& status);
@@ -92,6 +95,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   int64_t created_ = 0;
   // Which target answered, after how many retries and fallbacks; set when the backend is done.
   std::optional<backends::Completion> explained_;
+  std::chrono::steady_clock::time_point received_{};
 
   // Streaming (SSE) state.
   bool stream_started_ = false;
@@ -214,6 +218,7 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
     return;
   }
   request_ = parser_->release();
+  received_ = std::chrono::steady_clock::now();
   keep_alive_ = request_.keep_alive() && !shared_->draining.load();
   Handle();
 }
@@ -265,6 +270,7 @@ void HttpSession::Handle() {
     SendJson(readiness.ready ? http::status::ok : http::status::service_unavailable,
              readiness.json);
   } else if (path == "/v1/models") {
+    if (!Authenticate()) return;
     SendJson(http::status::ok, ModelsJson(gateway_.runtime()->config, UnixSeconds()));
   } else if (path == "/metrics") {
     auto response = std::make_shared<http::response<http::string_body>>(http::status::ok,
@@ -281,14 +287,32 @@ void HttpSession::Handle() {
 
 // The decision a chat completions body would get, without running it. A denial is an answer
 // here (200, "denied": true), not an error.
+std::optional<Principal> HttpSession::Authenticate() {
+  auto header = [this](std::string_view name) -> std::optional<std::string_view> {
+    auto it = request_.find(beast::string_view(name.data(), name.size()));
+    if (it == request_.end()) return std::nullopt;
+    return std::string_view(it->value().data(), it->value().size());
+  };
+  absl::StatusOr<Principal> principal =
+      gateway_.Authenticate(PresentedKey(header("authorization"), header("x-api-key")));
+  if (!principal.ok()) {
+    SendError(principal.status());
+    return std::nullopt;
+  }
+  return *std::move(principal);
+}
+
 void HttpSession::HandleExplain() {
   dialect_ = ClientDialect::kOpenAi;
+  std::optional<Principal> principal = Authenticate();
+  if (!principal) return;
   absl::StatusOr<InboundRequest> parsed = ParseChatCompletionRequest(request_.body());
   if (!parsed.ok()) {
     SendError(parsed.status());
     return;
   }
   inbound_ = *std::move(parsed);
+  ApplyPrincipal(*principal, inbound_);
   routed_ = Routed{};
   absl::Status status = gateway_.Route(inbound_, routed_);
   if (!status.ok() && status.code() != absl::StatusCode::kPermissionDenied) {
@@ -300,6 +324,8 @@ void HttpSession::HandleExplain() {
 
 void HttpSession::HandleChat(ClientDialect dialect) {
   dialect_ = dialect;
+  std::optional<Principal> principal = Authenticate();
+  if (!principal) return;
   absl::StatusOr<InboundRequest> parsed = dialect == ClientDialect::kAnthropic
                                               ? ParseMessagesRequest(request_.body())
                                               : ParseChatCompletionRequest(request_.body());
@@ -311,6 +337,8 @@ void HttpSession::HandleChat(ClientDialect dialect) {
   }
   inbound_ = *std::move(parsed);
   inbound_.edge = std::string(edge);
+  ApplyPrincipal(*principal, inbound_);
+  inbound_.received = received_;
   routed_ = Routed{};
   if (absl::Status status = gateway_.Admit(inbound_, routed_); !status.ok()) {
     SendError(status);
@@ -387,6 +415,7 @@ void HttpSession::SetDecisionHeaders(http::fields& fields) const {
     fields.set("x-switchyard-retries", std::to_string(explained_->retries));
     fields.set("x-switchyard-fallbacks", std::to_string(explained_->fallbacks));
   }
+  if (!routed_.budget_note.empty()) fields.set("x-switchyard-budget", routed_.budget_note);
   if (!inbound_.chat.request_id.empty()) fields.set("x-request-id", inbound_.chat.request_id);
 }
 
@@ -398,8 +427,18 @@ void HttpSession::SendJson(http::status status, std::string body) {
 }
 
 void HttpSession::SendError(const absl::Status& status) {
-  SendJson(static_cast<http::status>(MapStatus(status.code()).http_status),
-           dialect_ == ClientDialect::kAnthropic ? AnthropicErrorJson(status) : ErrorJson(status));
+  auto response = std::make_shared<http::response<http::string_body>>(
+      static_cast<http::status>(MapStatus(status.code()).http_status), request_.version());
+  response->set(http::field::content_type, "application/json");
+  if (std::optional<int64_t> seconds = RetryAfterSeconds(status)) {
+    response->set(http::field::retry_after, std::to_string(*seconds));
+  }
+  if (status.code() == absl::StatusCode::kUnauthenticated) {
+    response->set(http::field::www_authenticate, "Bearer");
+  }
+  response->body() =
+      dialect_ == ClientDialect::kAnthropic ? AnthropicErrorJson(status) : ErrorJson(status);
+  SendResponse(std::move(response));
 }
 
 void HttpSession::SendResponse(std::shared_ptr<http::response<http::string_body>> response) {

@@ -307,6 +307,10 @@ std::string ErrorJson(std::string_view message, std::string_view type, std::stri
 
 std::string ErrorJson(const absl::Status& status) {
   const WireError& wire = MapStatus(status.code());
+  // OpenAI's own answer to a bad key, which its SDKs recognise.
+  if (status.code() == absl::StatusCode::kUnauthenticated) {
+    return ErrorJson(policies::StdSv(status.message()), "invalid_request_error", "invalid_api_key");
+  }
   return ErrorJson(policies::StdSv(status.message()), wire.openai_type, wire.outcome);
 }
 

@@ -54,6 +54,10 @@ struct RequestRecord {
   std::string difficulty_tier;
   // The messages, only when the decision log records prompts; else empty.
   std::vector<backends::Message> messages;
+  // Time spent in the gateway outside the backend: from the edge having the whole request to the
+  // backend's start (auth, parsing, classification, budgets), plus the edge's encoding of each
+  // streamed delta.
+  double gateway_overhead_seconds = 0;
 };
 
 }  // namespace switchyard::gateway

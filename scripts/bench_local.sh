@@ -69,6 +69,7 @@ run_mix() {  # LABEL URL MODEL_NAME
 
 cat >"$work/switchyard.yaml" <<EOF
 listeners: { http: 127.0.0.1:$sy_port, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 models: { dirs: ["$models"] }
 targets:
   - { name: local, kind: local, model: $model, threads: $threads, slots: $slots,

@@ -202,6 +202,7 @@ TEST_F(ServeTest, SighupAndFileChangesReloadTheConfig) {
   // A second server with a config file, so there is something to reload.
   std::string yaml =
       "listeners: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"
+      "auth: {allow_unauthenticated: true}\n"
       "targets:\n"
       "  - {name: local, kind: local, model: stories260K.gguf, threads: 1}\n"
       "policy:\n"
@@ -234,7 +235,7 @@ TEST_F(ServeTest, SighupAndFileChangesReloadTheConfig) {
   rewrite(yaml + "    - {name: third, when: {keywrds: [beta]}, route: local}\n");
   std::optional<std::string> refused = child.WaitForLine("reload refused", 20);
   ASSERT_TRUE(refused.has_value()) << child.err();
-  EXPECT_THAT(*refused, HasSubstr(path + ":8:"));
+  EXPECT_THAT(*refused, HasSubstr(path + ":9:"));
   EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "second");
 
   // SIGHUP reloads too (here: back to the first version).

@@ -44,6 +44,7 @@ class ExplainTest : public ::testing::Test {
     upstream_ = *std::move(upstream);
     const std::string yaml = R"(
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 models: { dirs: [")" + kModels + R"("] }
 targets:
   - { name: local, kind: local, model: stories260K.gguf, threads: 1, context: 256 }

@@ -46,6 +46,7 @@ std::unique_ptr<Server> StartServer(const std::string& targets_and_limits,
                                     const std::string& default_target = "local") {
   const std::string yaml = R"(
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 models: { dirs: [")" + kModels + R"("] }
 )" + targets_and_limits + R"(
 policy:
@@ -126,6 +127,7 @@ targets:
   const std::string path = ::testing::TempDir() + "/engine_reload_test.yaml";
   std::ofstream(path) << R"(
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 models: { dirs: [")" + kModels + R"("] }
 targets:
   - { name: local, kind: local, model: stories260K.gguf, threads: 1, slots: 2, context: 256 }

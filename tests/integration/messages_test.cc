@@ -80,6 +80,7 @@ class MessagesTest : public ::testing::Test {
         "total_seconds: 10 }";
     const std::string yaml = R"(
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 targets:
   - { name: claude, kind: anthropic, model: claude-upstream, base_url: ")" +
                              upstream_->base_url() + R"(", )" + timeouts + R"( }

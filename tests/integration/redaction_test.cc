@@ -61,6 +61,7 @@ class RedactionTest : public ::testing::Test {
     // gpt and claude may only receive public data; the rule redacts every finding for them.
     const std::string yaml = R"(
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 targets:
   - { name: gpt, kind: openai_compatible, model: gpt-upstream, base_url: ")" +
                              upstream_->base_url() + R"(", )" + timeouts + R"( }

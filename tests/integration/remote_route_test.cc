@@ -31,6 +31,7 @@ class RemoteRouteTest : public ::testing::Test {
     setenv("SWITCHYARD_TEST_UPSTREAM_KEY", "sk-test-secret-key-123", 1);
     const std::string yaml = R"(
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 models: { dirs: [")" + std::string(SWITCHYARD_SHARED_MODELS) + R"("] }
 targets:
   - { name: local, kind: local, model: stories260K.gguf, threads: 1, slots: 2, max_tokens: 16 }

@@ -38,6 +38,8 @@ constexpr char kConfig[] = R"EOF(
 listeners:
   http: 127.0.0.1:0
   grpc: 127.0.0.1:0
+auth:
+  allow_unauthenticated: true
 limits:
   max_body_bytes: 4096
   drain_timeout_seconds: 10
@@ -496,9 +498,9 @@ TEST_F(ServerTest, MetricsCountRequestsAndPassPromtool) {
   ASSERT_EQ(metrics.status, 200);
   EXPECT_THAT(metrics.headers["content-type"], HasSubstr("text/plain; version=0.0.4"));
   const std::string& text = metrics.body;
-  EXPECT_THAT(text, HasSubstr("switchyard_requests_total{target=\"cloud\",rule=\"default\","
-                              "locality=\"remote\",outcome=\"ok\"} 1"));
-  EXPECT_THAT(text, HasSubstr("switchyard_requests_total{target=\"local\","
+  EXPECT_THAT(text, HasSubstr("switchyard_requests_total{tenant=\"anonymous\",target=\"cloud\","
+                              "rule=\"default\",locality=\"remote\",outcome=\"ok\"} 1"));
+  EXPECT_THAT(text, HasSubstr("switchyard_requests_total{tenant=\"anonymous\",target=\"local\","
                               "rule=\"keep-sensitive-local\",locality=\"local\",outcome=\"ok\"} 1"));
   EXPECT_THAT(text, HasSubstr("switchyard_requests_rejected_total{rule=\"block-forbidden\","
                               "outcome=\"denied\"} 1"));

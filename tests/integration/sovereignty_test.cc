@@ -105,6 +105,7 @@ class SovereigntyTest : public ::testing::Test {
     upstream_ = *std::move(upstream);
     const std::string yaml = R"(
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 targets:
   - { name: local, kind: local, model: unused.gguf }
   - name: cloud

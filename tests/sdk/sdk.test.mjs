@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +18,9 @@ const kTokens = 5;
 const kAnswer = 'tok' + ' tok'.repeat(kTokens - 1);
 const kPromptTokens = 7;  // the mock's default usage
 const kStartTimeoutMs = 15000;
+// The gateway requires an API key; the config holds only its SHA-256.
+const kApiKey = 'sk-sdk-test-4b1e0c7a';
+const kApiKeyHash = createHash('sha256').update(kApiKey).digest('hex');
 
 const children = [];
 let workDir;
@@ -59,6 +63,9 @@ before(async () => {
   const timeouts = '{ connect_seconds: 2, first_byte_seconds: 5, idle_seconds: 5, total_seconds: 10 }';
   const config = `
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth:
+  keys:
+    - { name: sdk-tests, tenant: sdk, sha256: ${kApiKeyHash} }
 targets:
   - { name: gpt, kind: openai_compatible, model: gpt-up, base_url: "${mockBase}/v1", timeouts: ${timeouts} }
   - { name: claude, kind: anthropic, model: claude-up, base_url: "${mockBase}/v1", timeouts: ${timeouts} }
@@ -81,7 +88,7 @@ after(() => {
 const kTargets = ['gpt', 'claude', 'gem'];
 
 describe('openai SDK', () => {
-  const client = () => new OpenAI({ apiKey: 'unused', baseURL: `${gatewayUrl}/v1`, maxRetries: 0,
+  const client = (apiKey = kApiKey) => new OpenAI({ apiKey, baseURL: `${gatewayUrl}/v1`, maxRetries: 0,
                                     timeout: 20000 });
 
   for (const model of kTargets) {
@@ -126,10 +133,16 @@ describe('openai SDK', () => {
         client().chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] }),
         (error) => error instanceof OpenAI.NotFoundError && /nope/.test(error.message));
   });
+
+  test('a wrong API key is an AuthenticationError', async () => {
+    await assert.rejects(
+        client('sk-wrong').chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'x' }] }),
+        (error) => error instanceof OpenAI.AuthenticationError && error.code === 'invalid_api_key');
+  });
 });
 
 describe('anthropic SDK', () => {
-  const client = () => new Anthropic({ apiKey: 'unused', baseURL: gatewayUrl, maxRetries: 0,
+  const client = (apiKey = kApiKey) => new Anthropic({ apiKey, baseURL: gatewayUrl, maxRetries: 0,
                                        timeout: 20000 });
 
   for (const model of kTargets) {
@@ -184,5 +197,13 @@ describe('anthropic SDK', () => {
                    error.error?.type === 'error' &&
                    error.error?.error?.type === 'invalid_request_error' &&
                    /max_tokens/.test(error.message));
+  });
+
+  test('a wrong API key is an AuthenticationError in Anthropic shape', async () => {
+    await assert.rejects(
+        client('sk-wrong').messages.create({ model: 'claude', max_tokens: 8,
+                                             messages: [{ role: 'user', content: 'x' }] }),
+        (error) => error instanceof Anthropic.AuthenticationError &&
+                   error.error?.error?.type === 'authentication_error');
   });
 });
