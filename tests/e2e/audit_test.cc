@@ -37,6 +37,7 @@ class AuditTest : public ::testing::Test {
     config_ = (dir_ / "switchyard.yaml").string();
     log_ = (dir_ / "decisions.jsonl").string();
     std::ofstream(config_) << "listeners: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"
+                              "auth: {allow_unauthenticated: true}\n"
                               "decision_log: { path: decisions.jsonl }\n"
                               "targets:\n"
                               "  - {name: local, kind: local, model: stories260K.gguf, threads: 1}\n"

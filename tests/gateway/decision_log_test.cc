@@ -409,7 +409,7 @@ TEST(DecisionLogGatewayTest, OneLinePerRequestDispatchedOrRefused) {
   EXPECT_EQ(records[3].outcome, "invalid_request");
 
   const std::string metrics = (*gateway)->metrics().Render();
-  EXPECT_THAT(metrics, HasSubstr("switchyard_requests_total{target=\"local\",rule=\"default\","
+  EXPECT_THAT(metrics, HasSubstr("switchyard_requests_total{tenant=\"acme\",target=\"local\",rule=\"default\","
                                  "locality=\"local\",outcome=\"ok\"} 1\n"));
   EXPECT_THAT(metrics, HasSubstr("switchyard_requests_rejected_total{rule=\"no-forbidden\","
                                  "outcome=\"denied\"} 1\n"));

@@ -32,12 +32,7 @@ constexpr char kPrometheus[] = "/usr/bin/prometheus";
 
 // Metrics the dashboard and alerts use that other work in progress adds (metering and budgets,
 // upstream retry accounting). Remove a name once the gateway exports it.
-const std::set<std::string> kNotYetExported = {
-    "switchyard_decisions_total",          "switchyard_spend_usd_total",
-    "switchyard_savings_usd_total",        "switchyard_budget_remaining_usd",
-    "switchyard_time_to_first_token_seconds", "switchyard_gateway_overhead_seconds",
-    "switchyard_upstream_retries_total",   "switchyard_upstream_errors_total",
-};
+const std::set<std::string> kNotYetExported = {};
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -102,6 +97,7 @@ class MonitoringTest : public ::testing::Test {
     // A remote target on a closed port: the `frontier` rule falls back from it to local, so the
     // fallback, breaker and upstream series exist too.
     std::ofstream(config) << "listeners: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"
+                             "auth: {allow_unauthenticated: true}\n"
                              "decision_log: { path: decisions.jsonl }\n"
                              "targets:\n"
                              "  - {name: local, kind: local, model: stories260K.gguf, threads: 1}\n"

@@ -47,6 +47,7 @@ class RemoteFallbackTest : public ::testing::Test {
     }
     const std::string yaml = R"(
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 targets:
   - { name: primary, kind: openai_compatible, model: p-model, base_url: ")" +
                              primary_->base_url() + R"(" }
@@ -260,6 +261,7 @@ TEST(RemoteLimitsTest, ResponsesOverTheTargetsCapAreABadGateway) {
   (*upstream)->SetBehaviour(big);
   const std::string yaml = R"(
 listeners: { http: 127.0.0.1:0, grpc: 127.0.0.1:0 }
+auth: { allow_unauthenticated: true }
 targets:
   - name: small
     kind: openai_compatible
