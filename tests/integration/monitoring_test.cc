@@ -98,6 +98,7 @@ class MonitoringTest : public ::testing::Test {
     // fallback, breaker and upstream series exist too.
     std::ofstream(config) << "listeners: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"
                              "auth: {allow_unauthenticated: true}\n"
+                             "tenants: {acme: {usd_per_day: 5, usd_per_month: 100}}\n"
                              "decision_log: { path: decisions.jsonl }\n"
                              "targets:\n"
                              "  - {name: local, kind: local, model: stories260K.gguf, threads: 1}\n"

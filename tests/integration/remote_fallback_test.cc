@@ -289,7 +289,7 @@ policy: { default: small }
   too_small.replace(too_small.find("4096"), 4, "100");
   absl::StatusOr<Config> refused = ParseConfig(too_small, "limits.yaml", "");
   ASSERT_FALSE(refused.ok());
-  EXPECT_THAT(refused.status().message(), HasSubstr("limits.yaml:8:"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("limits.yaml:9:"));
   EXPECT_THAT(refused.status().message(), HasSubstr("max_response_bytes"));
 }
 
