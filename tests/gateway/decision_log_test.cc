@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fake_backend.h"
+#include "tests/support/recording_sink.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -326,12 +327,7 @@ policy:
     - { name: no-forbidden, when: { keywords: [forbidden] }, deny: "not allowed" }
 )EOF";
 
-class RecordingSink : public backends::ChatSink {
- public:
-  void OnDelta(std::string_view) override {}
-  void OnDone(const absl::Status&, const backends::Completion&) override { done_.Notify(); }
-  absl::Notification done_;
-};
+using ::switchyard::testing::RecordingSink;
 
 // Every request, dispatched or refused, ends in exactly one line; the metrics count each once.
 TEST(DecisionLogGatewayTest, OneLinePerRequestDispatchedOrRefused) {

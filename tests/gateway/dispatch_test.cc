@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fake_backend.h"
+#include "tests/support/recording_sink.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -21,17 +22,7 @@ policy:
   clearance: { cloud: public }
 )EOF";
 
-class RecordingSink : public backends::ChatSink {
- public:
-  void OnDelta(std::string_view text) override { text_ += text; }
-  void OnDone(const absl::Status& status, const backends::Completion&) override {
-    status_ = status;
-    done_.Notify();
-  }
-  absl::Notification done_;
-  absl::Status status_;
-  std::string text_;
-};
+using ::switchyard::testing::RecordingSink;
 
 class DispatchTest : public ::testing::Test {
  protected:

@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/fake_backend.h"
+#include "tests/support/recording_sink.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -27,17 +28,7 @@ policy:
 
 constexpr char kMessage[] = "write to bob@initech.com today";
 
-class RecordingSink : public backends::ChatSink {
- public:
-  void OnDelta(std::string_view text) override { text_ += text; }
-  void OnDone(const absl::Status& status, const backends::Completion&) override {
-    status_ = status;
-    done_.Notify();
-  }
-  absl::Notification done_;
-  absl::Status status_;
-  std::string text_;
-};
+using ::switchyard::testing::RecordingSink;
 
 class RedactionDispatchTest : public ::testing::Test {
  protected:

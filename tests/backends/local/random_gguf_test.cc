@@ -11,6 +11,7 @@
 #include "backends/local/model_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/recording_sink.h"
 
 namespace switchyard::testing {
 namespace {
@@ -19,20 +20,6 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 const std::string kStories = std::string(SWITCHYARD_SHARED_MODELS) + "/stories260K.gguf";
-
-class CollectingSink : public backends::ChatSink {
- public:
-  void OnDelta(std::string_view text) override { text_ += text; }
-  void OnDone(const absl::Status& status, const backends::Completion& completion) override {
-    status_ = status;
-    completion_ = completion;
-    done_.Notify();
-  }
-  absl::Notification done_;
-  std::string text_;
-  absl::Status status_;
-  backends::Completion completion_;
-};
 
 class RandomGgufTest : public ::testing::Test {
  protected:
@@ -68,7 +55,7 @@ class RandomGgufTest : public ::testing::Test {
     request.messages.push_back({"user", "Once upon a time"});
     request.max_tokens = 12;
     request.temperature = 0.0f;
-    auto sink = std::make_shared<CollectingSink>();
+    auto sink = std::make_shared<RecordingSink>();
     auto call = (*backend)->Start(request, sink);
     EXPECT_TRUE(sink->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
     EXPECT_TRUE(sink->status_.ok()) << sink->status_;
