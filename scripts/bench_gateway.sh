@@ -143,17 +143,23 @@ done
 stop
 
 echo "bench_gateway: $streams concurrent SSE streams (25 tokens, one per 200 ms)" >&2
-start_mock --tokens 25 --token-delay-us 200000
-start_gateway
-run "warm/http" $(target_args http) --requests 8 --concurrency 8 --expect-tokens 25 --stream
-echo "{\"label\":\"hold/before\",\"rss_bytes\":$(rss_of "$gateway_pid")}" >>"$results"
+# Each path gets a fresh gateway, warmed by a few streams of its own kind, so its memory is
+# measured from its own baseline (memory the allocator kept after another path's run would
+# otherwise count against, or hide in, the next path's figure).
 for kind in direct http grpc; do
+  start_mock --tokens 25 --token-delay-us 200000
+  start_gateway
+  if [[ $kind != direct ]]; then
+    # shellcheck disable=SC2046
+    run "warm/$kind" $(target_args $kind) --requests 8 --concurrency 8 --expect-tokens 25 --stream
+    echo "{\"label\":\"hold/before/$kind\",\"rss_bytes\":$(rss_of "$gateway_pid")}" >>"$results"
+  fi
   # Every stream lasts 5 s; the 4 s window holds all of them open at once.
   # shellcheck disable=SC2046
   run "hold/$kind/$streams" $(target_args $kind) --stream --concurrency "$streams" \
     --duration 4 --warmup 0 --expect-tokens 25 --max-tokens 25
+  stop
 done
-stop
 
 python3 - "$results" "$out" "$duration" "$warmup" "$streams" "$prompt_bytes" <<'EOF'
 import json, os, sys
@@ -231,10 +237,10 @@ for kind in ("direct", "http", "grpc"):
 add(f"\n### {streams} concurrent SSE streams (25 tokens, one per 200 ms; each stream 5 s)\n")
 add("| path | streams done | gap p99 / p99.9 / max | stalls (gap > 1 s) | gateway RSS before → peak |")
 add("| --- | --- | --- | --- | --- |")
-before = get("hold/before")
 for kind in ("direct", "http", "grpc"):
     r = get(f"hold/{kind}/{streams}")
     if not r: continue
+    before = get(f"hold/before/{kind}")
     g = r["gap"]
     rss = "—"
     if kind != "direct" and before:

@@ -1,4 +1,5 @@
-// AnthropicBackend against the mock upstream speaking the Anthropic Messages wire format.
+// AnthropicBackend against the mock upstream speaking the Anthropic Messages
+// wire format.
 #include "backends/remote/anthropic_backend.h"
 
 #include <stdlib.h>
@@ -7,11 +8,11 @@
 #include <memory>
 #include <string>
 
+#include "nlohmann/json.hpp"
+#include "tests/backends/remote/backend_fixture.h"
+#include "tests/mocks/mock_upstream.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
-#include "tests/backends/remote/recording_sink.h"
-#include "tests/mocks/mock_upstream.h"
 
 namespace switchyard::backends {
 namespace {
@@ -26,62 +27,19 @@ using std::chrono::milliseconds;
 
 constexpr char kApiKey[] = "sk-ant-test-SECRET-0123456789";
 
-ChatRequest SimpleRequest() {
-  ChatRequest request;
-  request.request_id = "chatcmpl-test";
-  request.messages = {{"user", "Say hello"}};
-  return request;
-}
-
-class AnthropicBackendTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-    setenv("no_proxy", "127.0.0.1,localhost", 1);
-  }
-
-  void SetUp() override {
-    auto mock = MockUpstream::Start();
-    ASSERT_TRUE(mock.ok()) << mock.status();
-    mock_ = std::move(*mock);
-    auto loop = CurlLoop::Create();
-    ASSERT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-  }
-
+class AnthropicBackendTest
+    : public RemoteBackendTest<AnthropicBackend, AnthropicOptions> {
+protected:
   AnthropicOptions Options() const {
-    AnthropicOptions options;
-    options.base_url = mock_->base_url();
-    options.model = "claude-mock-1";
-    options.api_key = kApiKey;
-    options.timeouts.connect = absl::Seconds(2);
-    options.timeouts.first_byte = absl::Seconds(5);
-    options.timeouts.idle = absl::Seconds(5);
-    options.timeouts.total = absl::Seconds(10);
-    options.retry.max_attempts = 1;
-    return options;
+    return MockOptions(mock_->base_url(), "claude-mock-1", kApiKey);
   }
-
-  std::shared_ptr<RecordingSink> Run(const AnthropicOptions& options,
-                                     ChatRequest request = SimpleRequest()) {
-    auto sink = std::make_shared<RecordingSink>();
-    auto backend = AnthropicBackend::Create(options, loop_);
-    EXPECT_TRUE(backend.ok()) << backend.status();
-    if (!backend.ok()) return sink;
-    std::unique_ptr<Call> call = (*backend)->Start(std::move(request), sink);
-    EXPECT_TRUE(sink->WaitDone()) << "no OnDone within the time limit";
-    EXPECT_EQ(sink->contract_violations(), 0);
-    return sink;
-  }
-
-  std::unique_ptr<MockUpstream> mock_;
-  std::shared_ptr<CurlLoop> loop_;
 };
 
 TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
   ChatRequest request = SimpleRequest();
-  request.messages = {{"system", "Be brief."},   {"user", "Hi"},       {"user", "there"},
-                      {"assistant", "Hello."},   {"developer", "No."}, {"tool", "42"},
+  request.messages = {{"system", "Be brief."}, {"user", "Hi"},
+                      {"user", "there"},       {"assistant", "Hello."},
+                      {"developer", "No."},    {"tool", "42"},
                       {"user", "\xc3\xa9"}};
   request.max_tokens = 64;
   request.temperature = 0.7f;
@@ -90,7 +48,7 @@ TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
   request.seed = 42;
   request.user = "user-1";
   request.top_k = 5;
-  request.frequency_penalty = 0.5f;  // not an Anthropic field: left out
+  request.frequency_penalty = 0.5f; // not an Anthropic field: left out
   auto sink = Run(Options(), request);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
   ASSERT_EQ(mock_->request_count(), 1u);
@@ -118,7 +76,8 @@ TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
     "stop_sequences": ["END"],
     "metadata": {"user_id": "user-1"},
     "stream": true
-  })")) << recorded.body;
+  })"))
+      << recorded.body;
 }
 
 TEST_F(AnthropicBackendTest, FillsInTheRequiredMaxTokens) {
@@ -162,8 +121,10 @@ TEST_F(AnthropicBackendTest, StreamingForwardsEachDeltaAndUsageFromBothEvents) {
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   ASSERT_TRUE(sink->status().ok()) << sink->status();
-  EXPECT_THAT(sink->deltas(), ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
-  // input_tokens from message_start, output_tokens from message_delta (not message_start's 1).
+  EXPECT_THAT(sink->deltas(),
+              ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
+  // input_tokens from message_start, output_tokens from message_delta (not
+  // message_start's 1).
   EXPECT_EQ(sink->completion().usage.prompt_tokens, 9);
   EXPECT_EQ(sink->completion().usage.completion_tokens, 6);
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
@@ -185,7 +146,8 @@ TEST_F(AnthropicBackendTest, UnknownEventTypeIsAPreciseUpstreamError) {
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(sink->status().message(),
-              HasSubstr("malformed upstream stream: unknown Anthropic event type 'future_event'"));
+              HasSubstr("malformed upstream stream: unknown Anthropic event "
+                        "type 'future_event'"));
   // The token before it reached the client; nothing after it.
   EXPECT_EQ(sink->text(), "Hello");
 }
@@ -199,7 +161,8 @@ TEST_F(AnthropicBackendTest, ErrorJsonBecomesAPreciseError) {
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(sink->status().message(),
-              HasSubstr("upstream returned HTTP 401: authentication_error: invalid x-api-key"));
+              HasSubstr("upstream returned HTTP 401: authentication_error: "
+                        "invalid x-api-key"));
   EXPECT_THAT(sink->status().message(), ::testing::Not(HasSubstr(kApiKey)));
 }
 
@@ -222,7 +185,8 @@ TEST_F(AnthropicBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
   behaviour.reset_after_tokens = 2;
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable)
+      << sink->status();
   EXPECT_EQ(sink->text(), "Hello,");
 }
 
@@ -261,11 +225,13 @@ TEST_F(AnthropicBackendTest, Http429WithoutRetriesIsResourceExhausted) {
   Behaviour behaviour;
   behaviour.kind = Behaviour::Kind::kHttpError;
   behaviour.http_status = 429;
-  behaviour.error_message = "Number of request tokens has exceeded your rate limit";
+  behaviour.error_message =
+      "Number of request tokens has exceeded your rate limit";
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(sink->status().message(), HasSubstr("rate_limit_error: Number of request tokens"));
+  EXPECT_THAT(sink->status().message(),
+              HasSubstr("rate_limit_error: Number of request tokens"));
 }
 
 TEST(AnthropicBackendCreateTest, RejectsBadOptions) {
@@ -282,5 +248,5 @@ TEST(AnthropicBackendCreateTest, RejectsBadOptions) {
             absl::StatusCode::kInvalidArgument);
 }
 
-}  // namespace
-}  // namespace switchyard::backends
+} // namespace
+} // namespace switchyard::backends
