@@ -9,6 +9,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/budget.h"
 #include "gateway/decision_json.h"
 #include "gateway/openai_codec.h"
 #include "gateway/status_map.h"
@@ -66,6 +67,14 @@ void AddExplanation(grpc::CallbackServerContext* context, const backends::Comple
   context->AddTrailingMetadata("x-switchyard-served-by", completion.served_by);
   context->AddTrailingMetadata("x-switchyard-retries", std::to_string(completion.retries));
   context->AddTrailingMetadata("x-switchyard-fallbacks", std::to_string(completion.fallbacks));
+}
+
+// A rate or concurrency limit's hint, as trailing metadata `retry-after` (whole seconds, like the
+// HTTP header), so gRPC clients can back off as HTTP clients do. Call before Finish.
+void AddRetryAfter(grpc::CallbackServerContext* context, const absl::Status& status) {
+  if (std::optional<int64_t> seconds = RetryAfterSeconds(status)) {
+    context->AddTrailingMetadata("retry-after", std::to_string(*seconds));
+  }
 }
 
 // Shared by the chat reactors: decides who finishes the RPC (exactly once) and owns the backend
@@ -164,6 +173,7 @@ class ChatReactor : public grpc::ServerUnaryReactor {
         ToProto(routed, *response_->mutable_decision());
       }
       state_->TryFinish();
+      AddRetryAfter(context_, status);
       Finish(ToGrpcStatus(status));
       Unref();
       return;
@@ -300,6 +310,7 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
     absl::StatusOr<InboundRequest> request;
     Routed& routed = routed_;
     if (absl::Status status = Admit(gateway_, principal, proto, request, routed); !status.ok()) {
+      AddRetryAfter(context_, status);
       Enqueue(v1::ChatChunk(), ToGrpcStatus(status));
       Unref();
       return;

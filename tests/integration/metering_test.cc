@@ -377,7 +377,7 @@ TEST_F(MeteringTest, RequestsPerMinuteIs429WithRetryAfter) {
 TEST_F(MeteringTest, MaxConcurrentPerKeyIs429WhileTheFirstRuns) {
   Start("", ", limits: { max_concurrent: 1 }");
   mocks::Behaviour slow;
-  slow.delay = std::chrono::milliseconds(800);
+  slow.delay = std::chrono::milliseconds(1500);
   upstream_->SetBehaviour(slow);
   std::thread first([&] { EXPECT_EQ(Chat(kSlowKey, Body("hi")).status, 200); });
   for (int i = 0; i < 200 && upstream_->request_count() == 0; ++i) {
@@ -389,6 +389,39 @@ TEST_F(MeteringTest, MaxConcurrentPerKeyIs429WhileTheFirstRuns) {
   EXPECT_EQ(second.headers["retry-after"], "1");
   EXPECT_THAT(second.body,
               HasSubstr("key 'slow-app' of tenant 'gamma' reached its max_concurrent"));
+  // gRPC callers get RESOURCE_EXHAUSTED with the same hint as trailing metadata, unary and
+  // streamed.
+  auto stub = v1::Switchyard::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(server_->grpc_port()), grpc::InsecureChannelCredentials()));
+  v1::ChatRequest request;
+  request.set_max_tokens(4);
+  v1::Message* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("hi");
+  auto retry_after = [](const grpc::ClientContext& context) {
+    auto it = context.GetServerTrailingMetadata().find("retry-after");
+    if (it == context.GetServerTrailingMetadata().end()) return std::string("(none)");
+    return std::string(it->second.data(), it->second.size());
+  };
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("x-api-key", kSlowKey);
+    v1::ChatResponse response;
+    grpc::Status status = stub->Chat(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(status.error_message(), HasSubstr("reached its max_concurrent"));
+    EXPECT_EQ(retry_after(context), "1");
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("x-api-key", kSlowKey);
+    auto reader = stub->StreamChat(&context, request);
+    v1::ChatChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(retry_after(context), "1");
+  }
   // The same tenant's other key is not limited.
   EXPECT_EQ(Chat(kGammaKey, Body("hi")).status, 200);
   first.join();
