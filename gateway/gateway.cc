@@ -481,10 +481,11 @@ absl::Status Gateway::Reload(Config config) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Principal> Gateway::Authenticate(std::optional<std::string_view> presented_key) {
+absl::StatusOr<Principal> Gateway::Authenticate(std::optional<std::string_view> presented_key,
+                                                std::string_view edge) {
   absl::StatusOr<Principal> principal =
       gateway::Authenticate(runtime()->config.auth, presented_key);
-  if (!principal.ok()) RecordRejected(principal.status(), nullptr);
+  if (!principal.ok()) RecordRejected(principal.status(), nullptr, nullptr, edge);
   return principal;
 }
 

@@ -100,8 +100,10 @@ class Gateway {
   absl::Status Route(const InboundRequest& request, Routed& routed) const;
 
   // Resolves a client's presented API key against the current config (see Authenticate in
-  // auth.h); a refusal is counted in the metrics.
-  absl::StatusOr<Principal> Authenticate(std::optional<std::string_view> presented_key);
+  // auth.h); a refusal is counted in the metrics and the decision log, under `edge` (where the
+  // request arrived: openai, anthropic or grpc).
+  absl::StatusOr<Principal> Authenticate(std::optional<std::string_view> presented_key,
+                                         std::string_view edge);
 
   // Route() for a request about to run, then its tenant's and key's limits: the estimated cost is
   // reserved (routed.reservation). ResourceExhausted (with a Retry-After payload for rate limits,

@@ -40,7 +40,7 @@ absl::StatusOr<Principal> AuthenticateCall(Gateway& gateway,
     if (it == metadata.end()) return std::nullopt;
     return std::string_view(it->second.data(), it->second.size());
   };
-  return gateway.Authenticate(PresentedKey(value("authorization"), value("x-api-key")));
+  return gateway.Authenticate(PresentedKey(value("authorization"), value("x-api-key")), "grpc");
 }
 
 // Converts and routes an authenticated chat request, counting a refusal in the metrics.

@@ -285,8 +285,6 @@ void HttpSession::Handle() {
   }
 }
 
-// The decision a chat completions body would get, without running it. A denial is an answer
-// here (200, "denied": true), not an error.
 std::optional<Principal> HttpSession::Authenticate() {
   auto header = [this](std::string_view name) -> std::optional<std::string_view> {
     auto it = request_.find(beast::string_view(name.data(), name.size()));
@@ -294,7 +292,8 @@ std::optional<Principal> HttpSession::Authenticate() {
     return std::string_view(it->value().data(), it->value().size());
   };
   absl::StatusOr<Principal> principal =
-      gateway_.Authenticate(PresentedKey(header("authorization"), header("x-api-key")));
+      gateway_.Authenticate(PresentedKey(header("authorization"), header("x-api-key")),
+                            dialect_ == ClientDialect::kAnthropic ? "anthropic" : "openai");
   if (!principal.ok()) {
     SendError(principal.status());
     return std::nullopt;
@@ -302,6 +301,8 @@ std::optional<Principal> HttpSession::Authenticate() {
   return *std::move(principal);
 }
 
+// The decision a chat completions body would get, without running it. A denial is an answer
+// here (200, "denied": true), not an error.
 void HttpSession::HandleExplain() {
   dialect_ = ClientDialect::kOpenAi;
   std::optional<Principal> principal = Authenticate();

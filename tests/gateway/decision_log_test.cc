@@ -370,10 +370,13 @@ TEST(DecisionLogGatewayTest, OneLinePerRequestDispatchedOrRefused) {
 
   (*gateway)->RecordRejected(absl::InvalidArgumentError("bad body"), nullptr, nullptr,
                              "anthropic");
+  // No key where the config asks for one: refused, and logged under the edge it came in on.
+  EXPECT_EQ((*gateway)->Authenticate(std::nullopt, "grpc").status().code(),
+            absl::StatusCode::kUnauthenticated);
   (*gateway)->decision_log()->Flush();
 
   std::vector<std::string> lines = ReadLines(path);
-  ASSERT_EQ(lines.size(), 4u) << ReadAll(path);
+  ASSERT_EQ(lines.size(), 5u) << ReadAll(path);
   EXPECT_FALSE(VerifyDecisionLogChain(lines).has_value());
   std::vector<RequestRecord> records;
   for (const std::string& line : lines) {
@@ -403,13 +406,16 @@ TEST(DecisionLogGatewayTest, OneLinePerRequestDispatchedOrRefused) {
   EXPECT_EQ(records[2].requested_model, "gpt-9");
   EXPECT_EQ(records[3].edge, "anthropic");
   EXPECT_EQ(records[3].outcome, "invalid_request");
+  EXPECT_EQ(records[4].edge, "grpc");
+  EXPECT_EQ(records[4].outcome, "unauthenticated");
+  EXPECT_TRUE(records[4].denied);
 
   const std::string metrics = (*gateway)->metrics().Render();
   EXPECT_THAT(metrics, HasSubstr("switchyard_requests_total{tenant=\"acme\",target=\"local\",rule=\"default\","
                                  "locality=\"local\",outcome=\"ok\"} 1\n"));
   EXPECT_THAT(metrics, HasSubstr("switchyard_requests_rejected_total{rule=\"no-forbidden\","
                                  "outcome=\"denied\"} 1\n"));
-  EXPECT_THAT(metrics, HasSubstr("switchyard_decision_log_lines_total 4\n"));
+  EXPECT_THAT(metrics, HasSubstr("switchyard_decision_log_lines_total 5\n"));
   EXPECT_THAT(metrics, HasSubstr("switchyard_decision_log_dropped_total{reason=\"overflow\"} 0\n"));
   EXPECT_THAT(metrics, Not(HasSubstr("outcome=\"denied\"} 2")));
   std::filesystem::remove(path);
