@@ -1,9 +1,13 @@
 #include "backends/remote/openai_backend.h"
 
+#include <optional>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "backends/json_text.h"
 #include "backends/remote/openai_chunk.h"
 #include "nlohmann/json.hpp"
 
@@ -121,6 +125,72 @@ OpenAiBackend::OpenAiBackend(OpenAiOptions options, std::shared_ptr<CurlLoop> lo
       url_(absl::StrCat(absl::StripSuffix(options_.base_url, "/"), "/chat/completions")) {}
 
 std::string OpenAiBackend::BuildRequestBody(const ChatRequest& request) const {
+  if (std::optional<std::string> body = DirectRequestBody(request)) return *std::move(body);
+  return DomRequestBody(request);
+}
+
+std::optional<std::string> OpenAiBackend::DirectRequestBody(const ChatRequest& request) const {
+  size_t size = 192 + options_.model.size() + request.user.size();
+  for (const Message& message : request.messages) {
+    size += 32 + message.role.size() + message.content.size();
+  }
+  for (const std::string& stop : request.stop) size += 4 + stop.size();
+  std::string out;
+  out.reserve(size);
+  // Numbers as dump() writes them: integers in decimal, floating point through nlohmann's own
+  // shortest round-trip formatting (no text to escape there, so it stays cheap).
+  auto number = [&out](std::string_view name, double value) {
+    out += ",\"";
+    out += name;
+    out += "\":";
+    out += Json(value).dump();
+  };
+  out += "{\"model\":";
+  if (!AppendJsonString(options_.model, out)) return std::nullopt;
+  out += ",\"messages\":[";
+  for (size_t i = 0; i < request.messages.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    out += "{\"role\":";
+    if (!AppendJsonString(request.messages[i].role, out)) return std::nullopt;
+    out += ",\"content\":";
+    if (!AppendJsonString(request.messages[i].content, out)) return std::nullopt;
+    out.push_back('}');
+  }
+  out.push_back(']');
+  if (request.max_tokens.has_value()) {
+    out += ",\"max_tokens\":";
+    out += std::to_string(*request.max_tokens);
+  }
+  if (request.temperature.has_value()) number("temperature", ShortestDouble(*request.temperature));
+  if (request.top_p.has_value()) number("top_p", ShortestDouble(*request.top_p));
+  if (!request.stop.empty()) {
+    out += ",\"stop\":[";
+    for (size_t i = 0; i < request.stop.size(); ++i) {
+      if (i > 0) out.push_back(',');
+      if (!AppendJsonString(request.stop[i], out)) return std::nullopt;
+    }
+    out.push_back(']');
+  }
+  if (request.seed.has_value()) {
+    out += ",\"seed\":";
+    out += std::to_string(*request.seed);
+  }
+  if (request.frequency_penalty.has_value()) {
+    number("frequency_penalty", ShortestDouble(*request.frequency_penalty));
+  }
+  if (request.presence_penalty.has_value()) {
+    number("presence_penalty", ShortestDouble(*request.presence_penalty));
+  }
+  if (!request.user.empty()) {
+    out += ",\"user\":";
+    if (!AppendJsonString(request.user, out)) return std::nullopt;
+  }
+  out += options_.stream ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
+                         : ",\"stream\":false}";
+  return out;
+}
+
+std::string OpenAiBackend::DomRequestBody(const ChatRequest& request) const {
   // ordered_json keeps the fields in the order the OpenAI reference lists them, which makes
   // captured requests easy to read.
   nlohmann::ordered_json body;

@@ -15,6 +15,7 @@
 #define SWITCHYARD_BACKENDS_REMOTE_OPENAI_BACKEND_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -38,9 +39,16 @@ class OpenAiBackend : public RemoteBackend {
   std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) override;
 
   // The exact JSON body sent upstream; public so tests and debugging tools can inspect it.
+  // Written directly (the per-request hot path), or through DomRequestBody when some text is not
+  // valid UTF-8.
   std::string BuildRequestBody(const ChatRequest& request) const;
+  // The same body built through nlohmann's DOM: invalid UTF-8 replaced by U+FFFD. The reference
+  // the direct writer is tested against byte for byte.
+  std::string DomRequestBody(const ChatRequest& request) const;
 
  private:
+  // nullopt when some text is not valid UTF-8.
+  std::optional<std::string> DirectRequestBody(const ChatRequest& request) const;
   OpenAiBackend(OpenAiOptions options, std::shared_ptr<CurlLoop> loop);
 
   const OpenAiOptions options_;

@@ -1,5 +1,4 @@
-// AnthropicBackend against the mock upstream speaking the Anthropic Messages
-// wire format.
+// AnthropicBackend against the mock upstream speaking the Anthropic Messages wire format.
 #include "backends/remote/anthropic_backend.h"
 
 #include <stdlib.h>
@@ -8,11 +7,11 @@
 #include <memory>
 #include <string>
 
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/backends/remote/backend_fixture.h"
 #include "tests/mocks/mock_upstream.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 
 namespace switchyard::backends {
 namespace {
@@ -27,9 +26,8 @@ using std::chrono::milliseconds;
 
 constexpr char kApiKey[] = "sk-ant-test-SECRET-0123456789";
 
-class AnthropicBackendTest
-    : public RemoteBackendTest<AnthropicBackend, AnthropicOptions> {
-protected:
+class AnthropicBackendTest : public RemoteBackendTest<AnthropicBackend, AnthropicOptions> {
+ protected:
   AnthropicOptions Options() const {
     return MockOptions(mock_->base_url(), "claude-mock-1", kApiKey);
   }
@@ -37,9 +35,8 @@ protected:
 
 TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
   ChatRequest request = SimpleRequest();
-  request.messages = {{"system", "Be brief."}, {"user", "Hi"},
-                      {"user", "there"},       {"assistant", "Hello."},
-                      {"developer", "No."},    {"tool", "42"},
+  request.messages = {{"system", "Be brief."},   {"user", "Hi"},       {"user", "there"},
+                      {"assistant", "Hello."},   {"developer", "No."}, {"tool", "42"},
                       {"user", "\xc3\xa9"}};
   request.max_tokens = 64;
   request.temperature = 0.7f;
@@ -48,7 +45,7 @@ TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
   request.seed = 42;
   request.user = "user-1";
   request.top_k = 5;
-  request.frequency_penalty = 0.5f; // not an Anthropic field: left out
+  request.frequency_penalty = 0.5f;  // not an Anthropic field: left out
   auto sink = Run(Options(), request);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
   ASSERT_EQ(mock_->request_count(), 1u);
@@ -76,8 +73,7 @@ TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
     "stop_sequences": ["END"],
     "metadata": {"user_id": "user-1"},
     "stream": true
-  })"))
-      << recorded.body;
+  })")) << recorded.body;
 }
 
 TEST_F(AnthropicBackendTest, FillsInTheRequiredMaxTokens) {
@@ -121,10 +117,8 @@ TEST_F(AnthropicBackendTest, StreamingForwardsEachDeltaAndUsageFromBothEvents) {
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   ASSERT_TRUE(sink->status().ok()) << sink->status();
-  EXPECT_THAT(sink->deltas(),
-              ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
-  // input_tokens from message_start, output_tokens from message_delta (not
-  // message_start's 1).
+  EXPECT_THAT(sink->deltas(), ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
+  // input_tokens from message_start, output_tokens from message_delta (not message_start's 1).
   EXPECT_EQ(sink->completion().usage.prompt_tokens, 9);
   EXPECT_EQ(sink->completion().usage.completion_tokens, 6);
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
@@ -146,8 +140,7 @@ TEST_F(AnthropicBackendTest, UnknownEventTypeIsAPreciseUpstreamError) {
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(sink->status().message(),
-              HasSubstr("malformed upstream stream: unknown Anthropic event "
-                        "type 'future_event'"));
+              HasSubstr("malformed upstream stream: unknown Anthropic event type 'future_event'"));
   // The token before it reached the client; nothing after it.
   EXPECT_EQ(sink->text(), "Hello");
 }
@@ -161,8 +154,7 @@ TEST_F(AnthropicBackendTest, ErrorJsonBecomesAPreciseError) {
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(sink->status().message(),
-              HasSubstr("upstream returned HTTP 401: authentication_error: "
-                        "invalid x-api-key"));
+              HasSubstr("upstream returned HTTP 401: authentication_error: invalid x-api-key"));
   EXPECT_THAT(sink->status().message(), ::testing::Not(HasSubstr(kApiKey)));
 }
 
@@ -185,8 +177,7 @@ TEST_F(AnthropicBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
   behaviour.reset_after_tokens = 2;
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable)
-      << sink->status();
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
   EXPECT_EQ(sink->text(), "Hello,");
 }
 
@@ -225,13 +216,11 @@ TEST_F(AnthropicBackendTest, Http429WithoutRetriesIsResourceExhausted) {
   Behaviour behaviour;
   behaviour.kind = Behaviour::Kind::kHttpError;
   behaviour.http_status = 429;
-  behaviour.error_message =
-      "Number of request tokens has exceeded your rate limit";
+  behaviour.error_message = "Number of request tokens has exceeded your rate limit";
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(sink->status().message(),
-              HasSubstr("rate_limit_error: Number of request tokens"));
+  EXPECT_THAT(sink->status().message(), HasSubstr("rate_limit_error: Number of request tokens"));
 }
 
 TEST(AnthropicBackendCreateTest, RejectsBadOptions) {
@@ -248,5 +237,5 @@ TEST(AnthropicBackendCreateTest, RejectsBadOptions) {
             absl::StatusCode::kInvalidArgument);
 }
 
-} // namespace
-} // namespace switchyard::backends
+}  // namespace
+}  // namespace switchyard::backends

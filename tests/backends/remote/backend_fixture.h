@@ -13,9 +13,9 @@
 #include "absl/time/time.h"
 #include "backends/backend.h"
 #include "backends/remote/curl_loop.h"
+#include "gtest/gtest.h"
 #include "tests/backends/remote/recording_sink.h"
 #include "tests/mocks/mock_upstream.h"
-#include "gtest/gtest.h"
 
 namespace switchyard::backends {
 
@@ -31,7 +31,7 @@ inline ChatRequest SimpleRequest() {
 // (base_url, model, api_key, timeouts, retry).
 template <typename Backend, typename Options>
 class RemoteBackendTest : public ::testing::Test {
-protected:
+ protected:
   static void SetUpTestSuite() {
     // A proxy from the developer's environment must not intercept calls to the
     // local mock.
@@ -50,8 +50,7 @@ protected:
 
   // Options aimed at the mock: short timeouts, and one attempt, so fault tests
   // see each failure as it is (the retry tests turn retries back on).
-  static Options MockOptions(std::string base_url, std::string model,
-                             std::string api_key) {
+  static Options MockOptions(std::string base_url, std::string model, std::string api_key) {
     Options options;
     options.base_url = std::move(base_url);
     options.model = std::move(model);
@@ -75,8 +74,7 @@ protected:
                                      ChatRequest request = SimpleRequest()) {
     auto sink = std::make_shared<RecordingSink>();
     std::unique_ptr<Backend> backend = MakeBackend(options);
-    if (backend == nullptr)
-      return sink;
+    if (backend == nullptr) return sink;
     std::unique_ptr<Call> call = backend->Start(std::move(request), sink);
     EXPECT_TRUE(sink->WaitDone()) << "no OnDone within the time limit";
     EXPECT_EQ(sink->contract_violations(), 0);
@@ -88,6 +86,6 @@ protected:
   std::shared_ptr<CurlLoop> loop_;
 };
 
-} // namespace switchyard::backends
+}  // namespace switchyard::backends
 
-#endif // SWITCHYARD_TESTS_BACKENDS_REMOTE_BACKEND_FIXTURE_H_
+#endif  // SWITCHYARD_TESTS_BACKENDS_REMOTE_BACKEND_FIXTURE_H_

@@ -1,5 +1,4 @@
-// GeminiBackend against the mock upstream speaking Gemini's generateContent
-// wire format.
+// GeminiBackend against the mock upstream speaking Gemini's generateContent wire format.
 #include "backends/remote/gemini_backend.h"
 
 #include <stdlib.h>
@@ -8,11 +7,11 @@
 #include <memory>
 #include <string>
 
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/backends/remote/backend_fixture.h"
 #include "tests/mocks/mock_upstream.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 
 namespace switchyard::backends {
 namespace {
@@ -27,9 +26,8 @@ using std::chrono::milliseconds;
 
 constexpr char kApiKey[] = "AIza-test-SECRET-0123456789";
 
-class GeminiBackendTest
-    : public RemoteBackendTest<GeminiBackend, GeminiOptions> {
-protected:
+class GeminiBackendTest : public RemoteBackendTest<GeminiBackend, GeminiOptions> {
+ protected:
   GeminiOptions Options() const {
     return MockOptions(mock_->gemini_base_url(), "gemini-mock-flash", kApiKey);
   }
@@ -37,9 +35,8 @@ protected:
 
 TEST_F(GeminiBackendTest, SendsTheExactStreamingBodyAndHeaders) {
   ChatRequest request = SimpleRequest();
-  request.messages = {{"system", "Be brief."}, {"user", "Hi"},
-                      {"user", "there"},       {"assistant", "Hello."},
-                      {"tool", "42"},          {"user", "\xc3\xa9"}};
+  request.messages = {{"system", "Be brief."}, {"user", "Hi"},   {"user", "there"},
+                      {"assistant", "Hello."}, {"tool", "42"}, {"user", "\xc3\xa9"}};
   request.max_tokens = 64;
   request.temperature = 0.7f;
   request.top_p = 0.9f;
@@ -53,8 +50,7 @@ TEST_F(GeminiBackendTest, SendsTheExactStreamingBodyAndHeaders) {
   ASSERT_EQ(mock_->request_count(), 1u);
   const auto recorded = mock_->requests()[0];
   EXPECT_EQ(recorded.method, "POST");
-  EXPECT_EQ(recorded.target,
-            "/v1beta/models/gemini-mock-flash:streamGenerateContent?alt=sse");
+  EXPECT_EQ(recorded.target, "/v1beta/models/gemini-mock-flash:streamGenerateContent?alt=sse");
   EXPECT_EQ(recorded.Header("x-goog-api-key"), kApiKey);
   EXPECT_EQ(recorded.Header("authorization"), "");
   EXPECT_EQ(recorded.Header("content-type"), "application/json");
@@ -67,8 +63,7 @@ TEST_F(GeminiBackendTest, SendsTheExactStreamingBodyAndHeaders) {
     "generationConfig": {"maxOutputTokens": 64, "temperature": 0.7, "topP": 0.9,
                          "stopSequences": ["END"], "seed": 42, "topK": 5,
                          "frequencyPenalty": 0.5, "presencePenalty": -0.25}
-  })"))
-      << recorded.body;
+  })")) << recorded.body;
 }
 
 TEST_F(GeminiBackendTest, NonStreamingUsesGenerateContent) {
@@ -85,10 +80,8 @@ TEST_F(GeminiBackendTest, NonStreamingUsesGenerateContent) {
   ASSERT_TRUE(sink->status().ok()) << sink->status();
   const auto recorded = mock_->requests().at(0);
   EXPECT_EQ(recorded.target, "/v1beta/models/gemini-mock-pro:generateContent");
-  EXPECT_EQ(
-      Json::parse(recorded.body),
-      Json::parse(
-          R"({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]})"));
+  EXPECT_EQ(Json::parse(recorded.body),
+            Json::parse(R"({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]})"));
   EXPECT_THAT(sink->deltas(), ElementsAre("The answer."));
   EXPECT_EQ(sink->completion().usage.prompt_tokens, 11);
   EXPECT_EQ(sink->completion().usage.completion_tokens, 3);
@@ -103,8 +96,7 @@ TEST_F(GeminiBackendTest, StreamingForwardsEachChunkAndFinalUsage) {
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   ASSERT_TRUE(sink->status().ok()) << sink->status();
-  EXPECT_THAT(sink->deltas(),
-              ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
+  EXPECT_THAT(sink->deltas(), ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
   EXPECT_EQ(sink->completion().usage.prompt_tokens, 9);
   EXPECT_EQ(sink->completion().usage.completion_tokens, 6);
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
@@ -128,8 +120,7 @@ TEST_F(GeminiBackendTest, ErrorJsonBecomesAPreciseError) {
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(sink->status().message(),
-              HasSubstr("upstream returned HTTP 400: API key not valid. Please "
-                        "pass a valid"));
+              HasSubstr("upstream returned HTTP 400: API key not valid. Please pass a valid"));
 }
 
 TEST_F(GeminiBackendTest, ErrorChunkMidStreamIsAnError) {
@@ -140,8 +131,7 @@ TEST_F(GeminiBackendTest, ErrorChunkMidStreamIsAnError) {
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(sink->status().message(),
-              HasSubstr("upstream stream error: The model is overloaded."));
+  EXPECT_THAT(sink->status().message(), HasSubstr("upstream stream error: The model is overloaded."));
   EXPECT_EQ(sink->text(), "Hello");
 }
 
@@ -151,8 +141,7 @@ TEST_F(GeminiBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
   behaviour.reset_after_tokens = 2;
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable)
-      << sink->status();
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
   EXPECT_EQ(sink->text(), "Hello,");
 }
 
@@ -190,8 +179,7 @@ TEST_F(GeminiBackendTest, Http429WithoutRetriesIsResourceExhausted) {
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(sink->status().message(),
-              HasSubstr("Resource has been exhausted"));
+  EXPECT_THAT(sink->status().message(), HasSubstr("Resource has been exhausted"));
 }
 
 TEST(GeminiBackendCreateTest, RejectsAModelThatWouldChangeTheUrl) {
@@ -199,7 +187,7 @@ TEST(GeminiBackendCreateTest, RejectsAModelThatWouldChangeTheUrl) {
   ASSERT_TRUE(loop.ok());
   GeminiOptions options;
   options.base_url = "https://generativelanguage.googleapis.com/v1beta";
-  for (const char *model : {"", "a/b", "x?y", "m:generateContent", "models/"}) {
+  for (const char* model : {"", "a/b", "x?y", "m:generateContent", "models/"}) {
     options.model = model;
     EXPECT_EQ(GeminiBackend::Create(options, *loop).status().code(),
               absl::StatusCode::kInvalidArgument)
@@ -209,5 +197,5 @@ TEST(GeminiBackendCreateTest, RejectsAModelThatWouldChangeTheUrl) {
   EXPECT_TRUE(GeminiBackend::Create(options, *loop).ok());
 }
 
-} // namespace
-} // namespace switchyard::backends
+}  // namespace
+}  // namespace switchyard::backends

@@ -1,5 +1,5 @@
-// OpenAiBackend against the in-process mock upstream: what goes on the wire,
-// what comes back, and every fault the mock can script.
+// OpenAiBackend against the in-process mock upstream: what goes on the wire, what comes back,
+// and every fault the mock can script.
 #include "backends/remote/openai_backend.h"
 
 #include <stdlib.h>
@@ -10,16 +10,17 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/backends/remote/backend_fixture.h"
 #include "tests/mocks/mock_upstream.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 
 namespace switchyard::backends {
 namespace {
@@ -35,21 +36,80 @@ using std::chrono::milliseconds;
 
 constexpr char kApiKey[] = "sk-test-SECRET-0123456789abcdef";
 
-class OpenAiBackendTest
-    : public RemoteBackendTest<OpenAiBackend, OpenAiOptions> {
-protected:
+class OpenAiBackendTest : public RemoteBackendTest<OpenAiBackend, OpenAiOptions> {
+ protected:
   OpenAiOptions Options() const {
     return MockOptions(mock_->base_url(), "upstream-model-x", kApiKey);
   }
-  std::unique_ptr<OpenAiBackend> Backend(const OpenAiOptions &options) {
+  std::unique_ptr<OpenAiBackend> Backend(const OpenAiOptions& options) {
     return MakeBackend(options);
   }
 };
 
+// The body is written directly on the hot path; the DOM is the reference, byte for byte, over
+// random requests: every optional field on or off, text with quotes, escapes, control bytes,
+// multi-byte UTF-8 and (falling back to the DOM's replacement) invalid UTF-8.
+TEST_F(OpenAiBackendTest, DirectBodyIsTheDomsBodyByteForByte) {
+  std::mt19937 rng(20261204);
+  const std::vector<std::string> pieces = {
+      "hello", " ", "\"", "\\", "\n", "\t", "\r", "\b", "\f", std::string("\x01", 1),
+      std::string("\0", 1), "\x1f", "/", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+      "\xed\x9f\xbf", "\x7f", "{}[]:,", "0.5"};
+  const std::vector<std::string> invalid = {"\xc3", "\xff", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                                            "\xe2\x82", "\xc0\xaf"};
+  const std::vector<float> floats = {0.0f, 0.7f, 1.0f, 0.1f, 1e-5f, -0.25f, 2.0f, 0.95f, 1.5f,
+                                     -2.0f, 3.3333333f};
+  auto text = [&](bool allow_invalid) {
+    std::string out;
+    const int n = static_cast<int>(rng() % 6);
+    for (int i = 0; i < n; ++i) {
+      if (allow_invalid && rng() % 40 == 0) {
+        out += invalid[rng() % invalid.size()];
+      } else {
+        out += pieces[rng() % pieces.size()];
+      }
+    }
+    return out;
+  };
+  auto maybe = [&] { return rng() % 2 == 0; };
+  for (bool stream : {true, false}) {
+    OpenAiOptions options = Options();
+    options.stream = stream;
+    options.model = stream ? "gpt-\"quoted\"" : "m\xc3\xa9";
+    std::unique_ptr<OpenAiBackend> backend = Backend(options);
+    ASSERT_NE(backend, nullptr);
+    int fell_back = 0;
+    for (int round = 0; round < 5000; ++round) {
+      const bool allow_invalid = round % 4 == 0;
+      ChatRequest request;
+      const int messages = 1 + static_cast<int>(rng() % 4);
+      for (int i = 0; i < messages; ++i) {
+        request.messages.push_back({maybe() ? "user" : text(allow_invalid), text(allow_invalid)});
+      }
+      if (maybe()) request.max_tokens = static_cast<int32_t>(rng() % 100000);
+      if (maybe()) request.temperature = floats[rng() % floats.size()];
+      if (maybe()) request.top_p = floats[rng() % floats.size()];
+      if (maybe()) {
+        for (int i = 0, n = 1 + static_cast<int>(rng() % 3); i < n; ++i) {
+          request.stop.push_back(text(allow_invalid));
+        }
+      }
+      if (maybe()) request.seed = (static_cast<uint64_t>(rng()) << 32) | rng();
+      if (maybe()) request.frequency_penalty = floats[rng() % floats.size()];
+      if (maybe()) request.presence_penalty = floats[rng() % floats.size()];
+      if (maybe()) request.user = text(allow_invalid);
+      const std::string direct = backend->BuildRequestBody(request);
+      ASSERT_EQ(direct, backend->DomRequestBody(request)) << "round " << round;
+      if (direct.find("\xef\xbf\xbd") != std::string::npos) ++fell_back;
+    }
+    // Both paths were taken.
+    EXPECT_GT(fell_back, 10);
+  }
+}
+
 TEST_F(OpenAiBackendTest, SendsTheExactOpenAiBodyAndHeaders) {
   ChatRequest request = SimpleRequest();
-  request.messages = {{"system", "Be brief."},
-                      {"user", "Hi \"there\" \xc3\xa9"}};
+  request.messages = {{"system", "Be brief."}, {"user", "Hi \"there\" \xc3\xa9"}};
   request.max_tokens = 64;
   request.temperature = 0.7f;
   request.top_p = 0.9f;
@@ -58,7 +118,7 @@ TEST_F(OpenAiBackendTest, SendsTheExactOpenAiBodyAndHeaders) {
   request.user = "user-1";
   request.frequency_penalty = 0.5f;
   request.presence_penalty = -0.25f;
-  request.top_k = 5; // not an OpenAI field: left out
+  request.top_k = 5;  // not an OpenAI field: left out
   auto sink = Run(Options(), request);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
 
@@ -130,8 +190,7 @@ TEST_F(OpenAiBackendTest, StreamingForwardsEachTokenAndFinalUsage) {
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   ASSERT_TRUE(sink->status().ok()) << sink->status();
-  EXPECT_THAT(sink->deltas(),
-              ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
+  EXPECT_THAT(sink->deltas(), ElementsAre("Once", " upon", " a", " time", " \xf0\x9f\x90\x89"));
   EXPECT_EQ(sink->completion().usage.prompt_tokens, 9);
   EXPECT_EQ(sink->completion().usage.completion_tokens, 5);
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
@@ -155,8 +214,7 @@ TEST_F(OpenAiBackendTest, StreamingDeltasArriveBeforeTheStreamEnds) {
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   ASSERT_TRUE(sink->status().ok()) << sink->status();
-  // Three more tokens follow the first at 100 ms each; buffering would make the
-  // gap ~0.
+  // Three more tokens follow the first at 100 ms each; buffering would make the gap ~0.
   EXPECT_GE(sink->done_at() - sink->first_delta_at(), milliseconds(200));
 }
 
@@ -164,8 +222,7 @@ TEST_F(OpenAiBackendTest, Http500IsUnavailableWithTheUpstreamMessage) {
   Behaviour behaviour;
   behaviour.kind = Behaviour::Kind::kHttpError;
   behaviour.http_status = 500;
-  behaviour.error_message =
-      "The server had an error while processing your request.";
+  behaviour.error_message = "The server had an error while processing your request.";
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
@@ -185,14 +242,12 @@ TEST_F(OpenAiBackendTest, Http429IsResourceExhausted) {
     OpenAiOptions options = Options();
     options.stream = stream;
     auto sink = Run(options);
-    EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted)
-        << sink->status();
+    EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted) << sink->status();
     EXPECT_THAT(sink->status().message(), HasSubstr("Rate limit reached"));
   }
 }
 
-TEST_F(OpenAiBackendTest,
-       RequestErrorsAreInvalidArgumentCredentialErrorsUnavailable) {
+TEST_F(OpenAiBackendTest, RequestErrorsAreInvalidArgumentCredentialErrorsUnavailable) {
   Behaviour behaviour;
   behaviour.kind = Behaviour::Kind::kHttpError;
   behaviour.http_status = 400;
@@ -203,19 +258,15 @@ TEST_F(OpenAiBackendTest,
   mock_->EnqueueBehaviour(behaviour);
   auto bad_request = Run(Options());
   EXPECT_EQ(bad_request->status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad_request->status().message(),
-              HasSubstr("max_tokens is too large"));
-  // Our key, not the client's request, is at fault: a bad gateway, naming the
-  // target.
+  EXPECT_THAT(bad_request->status().message(), HasSubstr("max_tokens is too large"));
+  // Our key, not the client's request, is at fault: a bad gateway, naming the target.
   OpenAiOptions named = Options();
   named.name = "frontier";
   auto unauthorized = Run(named);
   EXPECT_EQ(unauthorized->status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(
-      unauthorized->status().message(),
-      HasSubstr(
-          "target 'frontier': upstream returned HTTP 401: Invalid API key (the "
-          "upstream refused the gateway's credentials for this target"));
+  EXPECT_THAT(unauthorized->status().message(),
+              HasSubstr("target 'frontier': upstream returned HTTP 401: Invalid API key (the "
+                        "upstream refused the gateway's credentials for this target"));
   for (int status : {403, 404}) {
     behaviour.http_status = status;
     behaviour.error_message = "The model `upstream-model-x` does not exist";
@@ -223,9 +274,8 @@ TEST_F(OpenAiBackendTest,
     auto sink = Run(named);
     EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << status;
     EXPECT_THAT(sink->status().message(),
-                HasSubstr(absl::StrCat(
-                    "target 'frontier': upstream returned HTTP ", status,
-                    ": The model `upstream-model-x` does not exist (")));
+                HasSubstr(absl::StrCat("target 'frontier': upstream returned HTTP ", status,
+                                       ": The model `upstream-model-x` does not exist (")));
   }
   // Not retried: another attempt would be refused the same way.
   named.retry.max_attempts = 3;
@@ -240,14 +290,12 @@ TEST_F(OpenAiBackendTest, ApiKeyNeverAppearsInErrors) {
   Behaviour behaviour;
   behaviour.kind = Behaviour::Kind::kHttpError;
   behaviour.http_status = 401;
-  behaviour.error_message =
-      std::string("Incorrect API key provided: ") + kApiKey + ".";
+  behaviour.error_message = std::string("Incorrect API key provided: ") + kApiKey + ".";
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
   ASSERT_FALSE(sink->status().ok());
   EXPECT_THAT(sink->status().message(), Not(HasSubstr(kApiKey)));
-  EXPECT_THAT(sink->status().message(),
-              HasSubstr("Incorrect API key provided: [redacted]"));
+  EXPECT_THAT(sink->status().message(), HasSubstr("Incorrect API key provided: [redacted]"));
   // The same inside a stream.
   behaviour.kind = Behaviour::Kind::kResetMidStream;
   mock_->SetBehaviour(behaviour);
@@ -263,8 +311,7 @@ TEST_F(OpenAiBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
   behaviour.reset_after_tokens = 2;
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable)
-      << sink->status();
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
   EXPECT_THAT(sink->deltas(), ElementsAre("one", " two"));
 }
 
@@ -273,8 +320,7 @@ TEST_F(OpenAiBackendTest, MalformedSseIsAnError) {
   behaviour.kind = Behaviour::Kind::kMalformedSse;
   mock_->SetBehaviour(behaviour);
   auto sink = Run(Options());
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable)
-      << sink->status();
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
   EXPECT_THAT(sink->status().message(), HasSubstr("malformed"));
   EXPECT_THAT(sink->deltas(), ElementsAre("Hello"));
 }
@@ -288,12 +334,10 @@ TEST_F(OpenAiBackendTest, SilentUpstreamHitsTheFirstByteTimeout) {
   const Clock::time_point start = Clock::now();
   auto sink = Run(options);
   const auto elapsed = Clock::now() - start;
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded)
-      << sink->status();
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded) << sink->status();
   EXPECT_GE(elapsed, milliseconds(290));
   EXPECT_LT(elapsed, milliseconds(1500));
-  // The abandoned transfer is closed, so the mock's waiting handler sees the
-  // client go.
+  // The abandoned transfer is closed, so the mock's waiting handler sees the client go.
   EXPECT_TRUE(mock_->WaitForAbortedResponses(1, milliseconds(3000)));
 }
 
@@ -306,8 +350,7 @@ TEST_F(OpenAiBackendTest, NonStreamingHitsTheTotalTimeout) {
   options.timeouts.total = absl::Milliseconds(300);
   const Clock::time_point start = Clock::now();
   auto sink = Run(options);
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded)
-      << sink->status();
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded) << sink->status();
   EXPECT_LT(Clock::now() - start, milliseconds(1500));
 }
 
@@ -318,12 +361,10 @@ TEST_F(OpenAiBackendTest, StalledStreamHitsTheIdleTimeout) {
   mock_->SetBehaviour(behaviour);
   OpenAiOptions options = Options();
   options.timeouts.idle = absl::Milliseconds(300);
-  // The delay before the first token counts too: the status line has already
-  // arrived.
+  // The delay before the first token counts too: the status line has already arrived.
   const Clock::time_point start = Clock::now();
   auto sink = Run(options);
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded)
-      << sink->status();
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded) << sink->status();
   EXPECT_THAT(sink->status().message(), HasSubstr("stalled"));
   EXPECT_LT(Clock::now() - start, milliseconds(1200));
 }
@@ -337,10 +378,8 @@ TEST_F(OpenAiBackendTest, BodyOverTheCapIsAnError) {
     options.stream = stream;
     options.max_body_bytes = 2048;
     auto sink = Run(options);
-    EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable)
-        << sink->status();
-    EXPECT_THAT(sink->status().message(),
-                HasSubstr("exceeds the limit of 2048 bytes"));
+    EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+    EXPECT_THAT(sink->status().message(), HasSubstr("exceeds the limit of 2048 bytes"));
     EXPECT_THAT(sink->deltas(), ::testing::IsEmpty());
   }
 }
@@ -355,8 +394,7 @@ TEST_F(OpenAiBackendTest, ConnectFailureIsUnavailable) {
   OpenAiOptions options = Options();
   options.base_url = "http://127.0.0.1:" + std::to_string(dead_port) + "/v1";
   auto sink = Run(options);
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable)
-      << sink->status();
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
   EXPECT_THAT(sink->status().message(), Not(HasSubstr(kApiKey)));
 }
 
@@ -377,7 +415,7 @@ TEST_F(OpenAiBackendTest, CancelMidStreamAbortsTheTransfer) {
   EXPECT_FALSE(sink->done());
   EXPECT_LT(sink->deltas().size(), 50u);
   EXPECT_EQ(loop_->active_transfers(), 0u);
-  call->Cancel(); // idempotent
+  call->Cancel();  // idempotent
 }
 
 TEST_F(OpenAiBackendTest, CancelFromInsideTheSink) {
@@ -392,8 +430,7 @@ TEST_F(OpenAiBackendTest, CancelFromInsideTheSink) {
   std::atomic<bool> cancelled{false};
   sink->set_on_delta([&] {
     std::lock_guard<std::mutex> lock(call_mu);
-    if (call != nullptr && !cancelled.exchange(true))
-      call->Cancel();
+    if (call != nullptr && !cancelled.exchange(true)) call->Cancel();
   });
   {
     std::lock_guard<std::mutex> lock(call_mu);
@@ -413,9 +450,8 @@ TEST_F(OpenAiBackendTest, SequentialRequestsReuseOneConnection) {
     auto call = backend->Start(SimpleRequest(), sink);
     ASSERT_TRUE(sink->WaitDone());
     ASSERT_TRUE(sink->status().ok()) << sink->status();
-    // OnDone comes with the terminal event; the transfer then drains the rest
-    // of the response and hands the connection back to the pool. Sequential
-    // means after that.
+    // OnDone comes with the terminal event; the transfer then drains the rest of the response
+    // and hands the connection back to the pool. Sequential means after that.
     for (int wait = 0; wait < 200 && loop_->active_transfers() > 0; ++wait) {
       std::this_thread::sleep_for(milliseconds(10));
     }
@@ -439,7 +475,7 @@ TEST_F(OpenAiBackendTest, ManyConcurrentRequestsAllComplete) {
     sinks.push_back(std::make_shared<RecordingSink>());
     calls.push_back(backend->Start(SimpleRequest(), sinks.back()));
   }
-  for (auto &sink : sinks) {
+  for (auto& sink : sinks) {
     ASSERT_TRUE(sink->WaitDone());
     EXPECT_TRUE(sink->status().ok()) << sink->status();
     EXPECT_EQ(sink->text(), "abcde");
@@ -450,8 +486,7 @@ TEST_F(OpenAiBackendTest, ManyConcurrentRequestsAllComplete) {
   EXPECT_EQ(mock_->request_count(), static_cast<size_t>(kRequests));
 }
 
-Behaviour HttpError(int status,
-                    std::optional<int> retry_after_seconds = std::nullopt) {
+Behaviour HttpError(int status, std::optional<int> retry_after_seconds = std::nullopt) {
   Behaviour behaviour;
   behaviour.kind = Behaviour::Kind::kHttpError;
   behaviour.http_status = status;
@@ -530,17 +565,14 @@ TEST_F(OpenAiBackendTest, CancelDuringBackoffStopsRetrying) {
   auto sink = std::make_shared<RecordingSink>();
   std::unique_ptr<Call> call = backend->Start(SimpleRequest(), sink);
   ASSERT_TRUE(mock_->WaitForRequests(1, milliseconds(3000)));
-  std::this_thread::sleep_for(
-      milliseconds(200)); // now inside the one-second wait
+  std::this_thread::sleep_for(milliseconds(200));  // now inside the one-second wait
   call->Cancel();
-  // Cancel is asynchronous on the loop side; the pending retry must go long
-  // before it is due.
+  // Cancel is asynchronous on the loop side; the pending retry must go long before it is due.
   const Clock::time_point deadline = Clock::now() + milliseconds(500);
   while (loop_->active_transfers() != 0 && Clock::now() < deadline) {
     std::this_thread::sleep_for(milliseconds(5));
   }
-  EXPECT_EQ(loop_->active_transfers(), 0u)
-      << "the pending retry was not dropped";
+  EXPECT_EQ(loop_->active_transfers(), 0u) << "the pending retry was not dropped";
   std::this_thread::sleep_for(milliseconds(1300));
   EXPECT_EQ(mock_->request_count(), 1u);
   EXPECT_EQ(sink->calls(), 0);
@@ -556,8 +588,7 @@ TEST_F(OpenAiBackendTest, RequestOutlivesEveryOtherReferenceToItsLoop) {
   ASSERT_TRUE(backend.ok());
   auto sink = std::make_shared<RecordingSink>();
   (*backend)->Start(SimpleRequest(), sink).reset();
-  // The request alone keeps the loop alive; its last reference then goes on the
-  // loop thread.
+  // The request alone keeps the loop alive; its last reference then goes on the loop thread.
   backend->reset();
   loop->reset();
   ASSERT_TRUE(sink->WaitDone());
@@ -583,5 +614,5 @@ TEST(OpenAiBackendCreateTest, RejectsBadOptions) {
   EXPECT_TRUE(OpenAiBackend::Create(options, *loop).ok());
 }
 
-} // namespace
-} // namespace switchyard::backends
+}  // namespace
+}  // namespace switchyard::backends

@@ -1,0 +1,55 @@
+#include "backends/json_text.h"
+
+namespace switchyard::backends {
+
+bool AppendJsonString(std::string_view text, std::string& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  size_t run = 0;  // start of the bytes not yet copied
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80) {
+      auto at = [&](size_t k) -> unsigned {
+        return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u;
+      };
+      auto in = [](unsigned b, unsigned lo, unsigned hi) { return b >= lo && b <= hi; };
+      size_t length = 0;
+      if (in(c, 0xC2, 0xDF)) {
+        length = in(at(1), 0x80, 0xBF) ? 2 : 0;
+      } else if (in(c, 0xE0, 0xEF)) {
+        const unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        length = in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) ? 3 : 0;
+      } else if (in(c, 0xF0, 0xF4)) {
+        const unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        length = in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) && in(at(3), 0x80, 0xBF) ? 4 : 0;
+      }
+      if (length == 0) return false;
+      i += length;
+      continue;
+    }
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
+    out.append(text.data() + run, i - run);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 0xF]);
+    }
+    run = ++i;
+  }
+  out.append(text.data() + run, text.size() - run);
+  out.push_back('"');
+  return true;
+}
+
+}  // namespace switchyard::backends

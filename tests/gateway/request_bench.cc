@@ -1,0 +1,66 @@
+// What the HTTP path spends on one request's JSON without any I/O: reading the client's chat
+// completions body, and writing the OpenAI-compatible upstream body, directly and through the
+// DOM it replaced. Not a test: run it by hand (./request_bench).
+#include <memory>
+#include <string>
+
+#include "backends/remote/curl_loop.h"
+#include "backends/remote/openai_backend.h"
+#include "benchmark/benchmark.h"
+#include "gateway/openai_codec.h"
+#include "nlohmann/json.hpp"
+
+namespace switchyard {
+namespace {
+
+// About 1 KiB of prose with the odd quote and newline, like the data-plane benchmark's prompt.
+std::string Prompt() {
+  std::string text;
+  while (text.size() < 1024) text += "The quick \"brown\" fox jumps over the lazy dog.\n";
+  return text;
+}
+
+backends::ChatRequest Request() {
+  backends::ChatRequest request;
+  request.messages = {{"system", "You are brief."}, {"user", Prompt()}};
+  request.max_tokens = 16;
+  request.temperature = 0.7f;
+  return request;
+}
+
+std::unique_ptr<backends::OpenAiBackend> Backend() {
+  static std::shared_ptr<backends::CurlLoop> loop = *backends::CurlLoop::Create();
+  backends::OpenAiOptions options;
+  options.base_url = "http://127.0.0.1:9/v1";
+  options.model = "gpt-4o-mini";
+  return *backends::OpenAiBackend::Create(options, loop);
+}
+
+void BM_UpstreamBodyDirect(benchmark::State& state) {
+  auto backend = Backend();
+  const backends::ChatRequest request = Request();
+  for (auto _ : state) benchmark::DoNotOptimize(backend->BuildRequestBody(request));
+}
+BENCHMARK(BM_UpstreamBodyDirect);
+
+void BM_UpstreamBodyDom(benchmark::State& state) {
+  auto backend = Backend();
+  const backends::ChatRequest request = Request();
+  for (auto _ : state) benchmark::DoNotOptimize(backend->DomRequestBody(request));
+}
+BENCHMARK(BM_UpstreamBodyDom);
+
+void BM_ParseChatCompletionRequest(benchmark::State& state) {
+  const std::string body = nlohmann::json{{"model", "auto"},
+                                          {"max_tokens", 16},
+                                          {"messages", {{{"role", "user"}, {"content", Prompt()}}}}}
+                               .dump();
+  for (auto _ : state) benchmark::DoNotOptimize(gateway::ParseChatCompletionRequest(body));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * body.size()));
+}
+BENCHMARK(BM_ParseChatCompletionRequest);
+
+}  // namespace
+}  // namespace switchyard
+
+BENCHMARK_MAIN();
