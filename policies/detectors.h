@@ -14,6 +14,10 @@ namespace switchyard::policies {
 // adjusting the confidence. `text` is the whole message so validators can read context.
 using Validator = bool (*)(std::string_view text, size_t& start, size_t& end, double& confidence);
 
+// The leftmost start of a match of the pattern that ends at `end`, as HS_FLAG_SOM_LEFTMOST
+// would report it, or npos if none does.
+using StartFinder = size_t (*)(std::string_view text, size_t end);
+
 struct BuiltinPattern {
   std::string_view type;
   // Hyperscan syntax.
@@ -29,6 +33,10 @@ struct BuiltinPattern {
   int priority;
   double confidence;
   Validator validate;
+  // When set (and `som` is not), Hyperscan reports ends only and this finds each match's
+  // start: for fixed-shape patterns a few byte compares cost far less than start tracking
+  // inside the scan. Candidates are then grouped by start exactly as with `som`.
+  StartFinder find_start;
 };
 
 std::span<const BuiltinPattern> BuiltinPatterns();

@@ -204,7 +204,17 @@ int Scanner::OnMatch(unsigned int id, unsigned long long from, unsigned long lon
   auto* match = static_cast<MatchContext*>(context);
   const Scanner& self = *match->scanner;
   const Entry& entry = self.entries_[id];
-  if (entry.kind != Kind::kTerm) {
+  if (entry.kind == Kind::kBuiltin) {
+    size_t start = static_cast<size_t>(from);
+    const BuiltinPattern& pattern = *self.builtins_[entry.index];
+    if (pattern.find_start != nullptr) {
+      start = pattern.find_start(match->text, static_cast<size_t>(to));
+      if (start == std::string_view::npos) return 0;  // cannot happen for a real match
+    }
+    match->raw->push_back({id, start, static_cast<size_t>(to)});
+    return 0;
+  }
+  if (entry.kind == Kind::kRegex) {
     match->raw->push_back({id, static_cast<size_t>(from), static_cast<size_t>(to)});
     return 0;
   }
@@ -292,8 +302,8 @@ void Scanner::Resolve(std::string_view text, std::vector<Raw>& raw, Result& out)
       regex_hits.push_back({regexes_[entry.index].group, raw[i].start, raw[i].end});
     } else {
       const BuiltinPattern* pattern = builtins_[entry.index];
-      // Without start tracking every end is a candidate of its own; overlaps go below.
-      const bool each_end = !pattern->som;
+      // Without a known start every end is a candidate of its own; overlaps go below.
+      const bool each_end = !pattern->som && pattern->find_start == nullptr;
       for (size_t k = i; k < j; ++k) {
         size_t start = each_end ? raw[k].end : raw[k].start;
         size_t end = raw[k].end;
