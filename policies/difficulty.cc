@@ -82,12 +82,15 @@ class CueTable {
       slots_[slot] = static_cast<int16_t>(i);
       const std::string_view word = kCueWords[i].word;
       first_letters_[word.size()] |= uint32_t{1} << (word.front() - 'a');
+      last_letters_[word.size()] |= uint32_t{1} << (word.back() - 'a');
     }
   }
 
-  // A cheap filter before Find: whether any cue word has this length and first letter.
-  bool MayHold(size_t len, unsigned char first) const {
-    return (first_letters_[len] >> ((first | 0x20) - 'a')) & 1;
+  // A cheap filter before Find: whether any cue word has this length, first and last letter.
+  // Most words of a prompt fail it, so it is worth keeping branch-light.
+  bool MayHold(size_t len, unsigned char first, unsigned char last) const {
+    return (first_letters_[len] >> ((first | 0x20) - 'a')) &
+           (last_letters_[len] >> ((last | 0x20) - 'a')) & 1;
   }
 
   Cue Find(std::string_view word) const {
@@ -108,6 +111,7 @@ class CueTable {
   }
   std::array<int16_t, kMask + 1> slots_;
   std::array<uint32_t, kMaxWord + 1> first_letters_{};
+  std::array<uint32_t, kMaxWord + 1> last_letters_{};
 };
 
 struct Counts {
@@ -206,14 +210,16 @@ void CountLineStart(const unsigned char* data, size_t n, size_t pos, Counts& cou
 }
 
 // Counts one word's cue, given the two previous words' cues (updated here).
-void CountWord(const unsigned char* word, size_t len, const CueTable& table, Cue& prev1,
-               Cue& prev2, Counts& counts) {
-  Cue cue = Cue::kNone;
-  if (len >= 2 && len <= kMaxWord && table.MayHold(len, word[0])) {
-    char lower[kMaxWord];
-    for (size_t k = 0; k < len; ++k) lower[k] = static_cast<char>(word[k] | 0x20);
-    cue = table.Find(std::string_view(lower, len));
+inline void CountWord(const unsigned char* word, size_t len, const CueTable& table, Cue& prev1,
+                      Cue& prev2, Counts& counts) {
+  if (len < 2 || len > kMaxWord || !table.MayHold(len, word[0], word[len - 1])) {
+    prev2 = prev1;
+    prev1 = Cue::kNone;
+    return;
   }
+  char lower[kMaxWord];
+  for (size_t k = 0; k < len; ++k) lower[k] = static_cast<char>(word[k] | 0x20);
+  const Cue cue = table.Find(std::string_view(lower, len));
   switch (cue) {
     case Cue::kNone: break;
     case Cue::kCode: ++counts.code_words; break;
