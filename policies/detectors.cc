@@ -26,17 +26,31 @@ bool PartOfLongerNumber(std::string_view text, size_t start, size_t end) {
   return (next == '.' || next == '-' || next == '/') && IsDigit(At(text, end + 1));
 }
 
-// The `n` bytes before `start`, lower-cased, for context words.
-std::string ContextBefore(std::string_view text, size_t start, size_t n) {
-  std::string out(text.substr(start > n ? start - n : 0, std::min(start, n)));
-  for (char& c : out) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-  return out;
-}
+// The up to N bytes before a position, lower-cased, for context words. Held inline: validators
+// run on every candidate and should not allocate.
+template <size_t N>
+class ContextBefore {
+ public:
+  ContextBefore(std::string_view text, size_t start) : size_(std::min(start, N)) {
+    for (size_t i = 0; i < size_; ++i) {
+      const char c = text[start - size_ + i];
+      bytes_[i] = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+  }
+  std::string_view view() const { return std::string_view(bytes_, size_); }
+
+ private:
+  char bytes_[N];
+  size_t size_;
+};
 
 // True when the word right before `start` introduces a version or build number.
 bool AfterVersionWord(std::string_view text, size_t start) {
-  std::string context = ContextBefore(text, start, 16);
-  while (!context.empty() && (context.back() == ' ' || context.back() == ':')) context.pop_back();
+  const ContextBefore<16> before(text, start);
+  std::string_view context = before.view();
+  while (!context.empty() && (context.back() == ' ' || context.back() == ':')) {
+    context.remove_suffix(1);
+  }
   for (std::string_view word : {"version", "ver", "ver.", "v", "v.", "release", "build", "rev"}) {
     if (context.ends_with(word) &&
         (context.size() == word.size() || !IsAlnum(context[context.size() - word.size() - 1]))) {
@@ -101,9 +115,10 @@ bool ValidateIban(std::string_view text, size_t& start, size_t& end, double& con
 }
 
 bool SsnContext(std::string_view text, size_t start) {
-  const std::string context = ContextBefore(text, start, 40);
+  const ContextBefore<40> before(text, start);
+  const std::string_view context = before.view();
   for (std::string_view word : {"ssn", "social security", "ss#", "ss #", "taxpayer", "tin"}) {
-    if (context.find(word) != std::string::npos) return true;
+    if (context.find(word) != std::string_view::npos) return true;
   }
   return false;
 }
