@@ -750,7 +750,7 @@ absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::FromYaml(
   set->levels_ = std::move(loader.levels);
   set->default_level_ = loader.default_level;
   set->min_confidence_ = loader.min_confidence;
-  set->type_levels_ = std::move(loader.type_levels);
+  set->type_levels_.insert(loader.type_levels.begin(), loader.type_levels.end());
   set->metadata_key_ = std::move(loader.metadata_key);
   set->tenant_levels_ = std::move(loader.tenant_levels);
   set->groups_ = std::move(loader.groups);

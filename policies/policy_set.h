@@ -96,6 +96,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "policies/difficulty.h"
 #include "policies/finding.h"
@@ -286,7 +287,8 @@ class PolicySet {
   std::vector<std::string> levels_;
   int default_level_ = 0;
   double min_confidence_ = 0;
-  std::map<std::string, int, std::less<>> type_levels_;  // finding type -> level
+  // Finding type -> level; a hash map because Classify looks up every finding.
+  absl::flat_hash_map<std::string, int> type_levels_;
   std::string metadata_key_ = "sensitivity";
   std::map<std::string, int, std::less<>> tenant_levels_;
   std::vector<internal::Group> groups_;  // scanner groups (dictionaries, patterns, rule terms)
