@@ -81,16 +81,18 @@ class CueTable {
       while (slots_[slot] >= 0) slot = (slot + 1) & kMask;
       slots_[slot] = static_cast<int16_t>(i);
       const std::string_view word = kCueWords[i].word;
-      first_letters_[word.size()] |= uint32_t{1} << (word.front() - 'a');
-      last_letters_[word.size()] |= uint32_t{1} << (word.back() - 'a');
+      const size_t bit = FilterBit(word.size(), word[0], word[1], word.back());
+      filter_[bit / 64] |= uint64_t{1} << (bit % 64);
     }
   }
 
-  // A cheap filter before Find: whether any cue word has this length, first and last letter.
-  // Most words of a prompt fail it, so it is worth keeping branch-light.
-  bool MayHold(size_t len, unsigned char first, unsigned char last) const {
-    return (first_letters_[len] >> ((first | 0x20) - 'a')) &
-           (last_letters_[len] >> ((last | 0x20) - 'a')) & 1;
+  // A cheap filter before Find, on the length and three letters of a word in any case: about
+  // one word in five of a prompt shares length and first letter with some cue word, which made
+  // the branch after the filter hard to predict; with three letters hashed into 4096 bits,
+  // false positives are rare. Needs len >= 2.
+  bool MayHold(const unsigned char* word, size_t len) const {
+    const size_t bit = FilterBit(len, word[0], word[1], word[len - 1]);
+    return (filter_[bit / 64] >> (bit % 64)) & 1;
   }
 
   Cue Find(std::string_view word) const {
@@ -109,9 +111,14 @@ class CueTable {
     const auto last = static_cast<unsigned char>(word.back());
     return (word.size() * 131 + first * 31 + second * 17 + last * 7) & kMask;
   }
+  static size_t FilterBit(size_t len, unsigned char first, unsigned char second,
+                          unsigned char last) {
+    return (len * 0x9e5 + (first | 0x20) * 0x3b1 + (second | 0x20) * 0x61 + (last | 0x20)) &
+           (kFilterBits - 1);
+  }
+  static constexpr size_t kFilterBits = 4096;
   std::array<int16_t, kMask + 1> slots_;
-  std::array<uint32_t, kMaxWord + 1> first_letters_{};
-  std::array<uint32_t, kMaxWord + 1> last_letters_{};
+  std::array<uint64_t, kFilterBits / 64> filter_{};
 };
 
 struct Counts {
@@ -212,7 +219,7 @@ void CountLineStart(const unsigned char* data, size_t n, size_t pos, Counts& cou
 // Counts one word's cue, given the two previous words' cues (updated here).
 inline void CountWord(const unsigned char* word, size_t len, const CueTable& table, Cue& prev1,
                       Cue& prev2, Counts& counts) {
-  if (len < 2 || len > kMaxWord || !table.MayHold(len, word[0], word[len - 1])) {
+  if (len < 2 || len > kMaxWord || !table.MayHold(word, len)) {
     prev2 = prev1;
     prev1 = Cue::kNone;
     return;
@@ -286,6 +293,7 @@ void CountText(std::string_view text, const CueTable& table, Counts& counts) {
   Cue prev1 = Cue::kNone, prev2 = Cue::kNone;  // the two previous words' cues
   size_t word_start = 0;
   bool in_word = false;  // a word runs on from an earlier block
+  uint64_t digits = 0;
   CountLineStart(data, n, 0, counts);
   for (size_t base = 0; base < n; base += 64) {
     BlockMasks masks;
@@ -298,7 +306,7 @@ void CountText(std::string_view text, const CueTable& table, Counts& counts) {
       masks = ClassifyBlock(block);
       masks.rare &= (uint64_t{1} << (n - base)) - 1;
     }
-    counts.digits += __builtin_popcountll(masks.digits);
+    digits += static_cast<uint64_t>(__builtin_popcountll(masks.digits));
     for (uint64_t rare = masks.rare; rare != 0; rare &= rare - 1) {
       CountRare(data, n, base + CountTrailingZeros(rare), counts);
     }
@@ -316,6 +324,7 @@ void CountText(std::string_view text, const CueTable& table, Counts& counts) {
     }
   }
   if (in_word) CountWord(data + word_start, n - word_start, table, prev1, prev2, counts);
+  counts.digits += static_cast<double>(digits);
   counts.bytes += static_cast<double>(n);
 }
 
