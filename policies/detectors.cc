@@ -51,6 +51,10 @@ bool AfterVersionWord(std::string_view text, size_t start) {
   while (!context.empty() && (context.back() == ' ' || context.back() == ':')) {
     context.remove_suffix(1);
   }
+  // Every word below ends in one of these; most candidates follow a digit or a separator.
+  if (context.empty() || std::string_view("nr.ved").find(context.back()) == std::string_view::npos) {
+    return false;
+  }
   for (std::string_view word : {"version", "ver", "ver.", "v", "v.", "release", "build", "rev"}) {
     if (context.ends_with(word) &&
         (context.size() == word.size() || !IsAlnum(context[context.size() - word.size() - 1]))) {
