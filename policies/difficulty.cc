@@ -310,17 +310,25 @@ void CountText(std::string_view text, const CueTable& table, Counts& counts) {
     for (uint64_t rare = masks.rare; rare != 0; rare &= rare - 1) {
       CountRare(data, n, base + CountTrailingZeros(rare), counts);
     }
-    // Word edges: a start where a letter follows a non-letter, an end the other way round.
     const uint64_t letters = masks.letters;
-    uint64_t edges = letters ^ ((letters << 1) | (in_word ? 1 : 0));
-    for (; edges != 0; edges &= edges - 1) {
-      const size_t pos = base + CountTrailingZeros(edges);
-      if (!in_word) {
-        word_start = pos;
-      } else {
-        CountWord(data + word_start, pos - word_start, table, prev1, prev2, counts);
+    if (in_word) {  // the word that ran on from the previous block ends at the first non-letter
+      if (letters == ~uint64_t{0}) continue;
+      CountWord(data + word_start, base + CountTrailingZeros(~letters) - word_start, table, prev1,
+                prev2, counts);
+    }
+    // A word starts where a letter follows a non-letter; its length is the run of ones there.
+    uint64_t starts = letters & ~((letters << 1) | (in_word ? 1 : 0));
+    in_word = false;
+    for (; starts != 0; starts &= starts - 1) {
+      const int pos = CountTrailingZeros(starts);
+      const uint64_t after = ~(letters >> pos);  // zero only for a block of letters
+      const int len = after == 0 ? 64 : CountTrailingZeros(after);
+      if (pos + len == 64) {  // runs into the next block
+        word_start = base + static_cast<size_t>(pos);
+        in_word = true;
+        break;
       }
-      in_word = !in_word;
+      CountWord(data + base + pos, static_cast<size_t>(len), table, prev1, prev2, counts);
     }
   }
   if (in_word) CountWord(data + word_start, n - word_start, table, prev1, prev2, counts);
