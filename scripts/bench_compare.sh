@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Side-by-side data-plane comparison of two builds (say main's and a branch's): what each gateway
+# adds over the same mock, measured in alternating rounds so both see the same machine state.
+# Each round starts one mock and, in turn (the order flips every round), each build's gateway on
+# tests/load/bench.yaml, and runs the closed-loop unary and SSE runs of scripts/bench_gateway.sh
+# (direct to the mock, then through the gateway over HTTP) at concurrency 1, 16 and 64. The mock
+# and the load tool come from the first build for both sides.
+# Usage: scripts/bench_compare.sh BUILD_A BUILD_B
+# Environment: ROUNDS (default 3), DURATION (s per run, default 5), WARMUP (default 1),
+# PROMPT_BYTES (default 1024), OUT (markdown report, default ./bench_compare.md; raw JSON next
+# to it).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[[ $# -eq 2 ]] || { echo "usage: $0 BUILD_A BUILD_B" >&2; exit 2; }
+builds=("$(cd "$1" && pwd)" "$(cd "$2" && pwd)")
+rounds="${ROUNDS:-3}"
+duration="${DURATION:-5}"
+warmup="${WARMUP:-1}"
+prompt_bytes="${PROMPT_BYTES:-1024}"
+out="${OUT:-$PWD/bench_compare.md}"
+load="${builds[0]}/tests/load/switchyard_load"
+mock_bin="${builds[0]}/tests/load/switchyard_load_mock"
+
+work="$(mktemp -d)"
+results="${out%.md}.jsonl"
+: >"$results"
+mock_pid="" gateway_pid=""
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+cleanup() {
+  [[ -n "$gateway_pid" ]] && stop_pid "$gateway_pid"
+  [[ -n "$mock_pid" ]] && stop_pid "$mock_pid"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_line() {
+  for _ in $(seq 300); do
+    if grep -qE "$2" "$1" 2>/dev/null; then grep -E "$2" "$1" | head -1; return 0; fi
+    sleep 0.1
+  done
+  echo "bench_compare: timed out waiting for '$2' in $1:" >&2
+  cat "$1" >&2
+  exit 1
+}
+
+echo "bench_compare: load average at the start $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for round in $(seq "$rounds"); do
+  order=(0 1)
+  (( round % 2 == 0 )) && order=(1 0)
+  "$mock_bin" --port 0 --tokens 16 2>"$work/mock.err" &
+  mock_pid=$!
+  mock_port="$(wait_line "$work/mock.err" 'listening' | grep -oE '[0-9]+$')"
+  sed "s|@MOCK_URL@|http://127.0.0.1:$mock_port/v1|g" "$root/tests/load/bench.yaml" \
+    >"$work/bench.yaml"
+  for index in "${order[@]}"; do
+    side=$([[ $index == 0 ]] && echo a || echo b)
+    : >"$work/gateway.err"
+    "${builds[$index]}/gateway/switchyard" serve --config "$work/bench.yaml" 2>"$work/gateway.err" &
+    gateway_pid=$!
+    line="$(wait_line "$work/gateway.err" 'listening http=')"
+    http_port="$(grep -oE 'http=[^ ]+' <<<"$line" | grep -oE '[0-9]+$')"
+    for mode in unary sse; do
+      flags=()
+      [[ $mode == sse ]] && flags=(--stream)
+      for c in 1 16 64; do
+        for kind in direct http; do
+          port=$([[ $kind == direct ]] && echo "$mock_port" || echo "$http_port")
+          label="$side/$round/$mode/$kind/$c"
+          echo "  $label" >&2
+          "$load" --json --label "$label" --watch "gateway=$gateway_pid" --watch "mock=$mock_pid" \
+            --http "http://127.0.0.1:$port" --prompt-bytes "$prompt_bytes" --concurrency "$c" \
+            --duration "$duration" --warmup "$warmup" --max-tokens 16 --expect-tokens 16 \
+            "${flags[@]}" >>"$results" || true
+        done
+      done
+    done
+    stop_pid "$gateway_pid"
+    gateway_pid=""
+  done
+  stop_pid "$mock_pid"
+  mock_pid=""
+done
+
+python3 - "$results" "$out" "$rounds" "$duration" "${builds[0]}" "${builds[1]}" <<'PY'
+import json, os, statistics, sys
+results, out, rounds, duration, build_a, build_b = sys.argv[1:]
+runs = {}
+for line in open(results):
+    if line.strip():
+        r = json.loads(line)
+        runs[r["label"]] = r
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+def fmt(v):
+    if v is None: return "—"
+    return f"{v:,.0f} µs" if abs(v) >= 100 else f"{v:.1f} µs"
+def added(side, rnd, mode, c, key, field):
+    d, h = runs.get(f"{side}/{rnd}/{mode}/direct/{c}"), runs.get(f"{side}/{rnd}/{mode}/http/{c}")
+    if not d or not h or h["ok"] == 0: return None
+    return h[key][field] - d[key][field]
+def cpu(side, rnd, mode, c):
+    h = runs.get(f"{side}/{rnd}/{mode}/http/{c}")
+    if not h or h["ok"] == 0: return None
+    return h["cpu_s"]["gateway"] / h["ok"] * 1e6
+def rps(side, rnd, mode, c):
+    h = runs.get(f"{side}/{rnd}/{mode}/http/{c}")
+    return h["rps"] if h else None
+def errors(side, mode, c):
+    return sum(runs.get(f"{side}/{r}/{mode}/http/{c}", {}).get("errors", 0) for r in range(1, int(rounds) + 1))
+lines = [f"A = `{build_a}`, B = `{build_b}`; {rounds} alternated rounds of {duration} s runs; "
+         f"medians over rounds; load average at the end {os.getloadavg()[0]:.1f}.\n",
+         "| run | concurrency | added p50 A → B | added p99 A → B | gateway CPU/request A → B | req/s A → B | errors A / B |",
+         "| --- | --- | --- | --- | --- | --- | --- |"]
+for mode, key in (("unary", "latency"), ("sse", "ttft")):
+    for c in (1, 16, 64):
+        cols = []
+        for field in ("p50_us", "p99_us"):
+            a = med([added("a", r, mode, c, key, field) for r in range(1, int(rounds) + 1)])
+            b = med([added("b", r, mode, c, key, field) for r in range(1, int(rounds) + 1)])
+            cols.append(f"{fmt(a)} → **{fmt(b)}**")
+        a = med([cpu("a", r, mode, c) for r in range(1, int(rounds) + 1)])
+        b = med([cpu("b", r, mode, c) for r in range(1, int(rounds) + 1)])
+        cols.append(f"{fmt(a)} → **{fmt(b)}**")
+        a = med([rps("a", r, mode, c) for r in range(1, int(rounds) + 1)])
+        b = med([rps("b", r, mode, c) for r in range(1, int(rounds) + 1)])
+        cols.append(f"{a:,.0f} → {b:,.0f}" if a and b else "—")
+        cols.append(f"{errors('a', mode, c)} / {errors('b', mode, c)}")
+        name = "unary (latency)" if mode == "unary" else "SSE (time to first token)"
+        lines.append(f"| {name} | {c} | " + " | ".join(cols) + " |")
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
