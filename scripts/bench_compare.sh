@@ -33,15 +33,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_line() {
-  for _ in $(seq 300); do
-    if grep -qE "$2" "$1" 2>/dev/null; then grep -E "$2" "$1" | head -1; return 0; fi
-    sleep 0.1
-  done
-  echo "bench_compare: timed out waiting for '$2' in $1:" >&2
-  cat "$1" >&2
-  exit 1
-}
+# shellcheck source=scripts/bench_common.sh
+source "$root/scripts/bench_common.sh"
 
 echo "bench_compare: load average at the start $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq "$rounds"); do

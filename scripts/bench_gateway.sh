@@ -46,16 +46,8 @@ stop() {
 }
 trap 'stop; rm -rf "$work"' EXIT
 
-# wait_line FILE REGEX: waits up to 30 s for a line of FILE matching REGEX and prints it.
-wait_line() {
-  for _ in $(seq 300); do
-    if grep -qE "$2" "$1" 2>/dev/null; then grep -E "$2" "$1" | head -1; return 0; fi
-    sleep 0.1
-  done
-  echo "bench_gateway: timed out waiting for '$2' in $1:" >&2
-  cat "$1" >&2
-  exit 1
-}
+# shellcheck source=scripts/bench_common.sh
+source "$root/scripts/bench_common.sh"
 
 start_mock() {
   "$mock_bin" --port 0 "$@" 2>"$work/mock.err" &

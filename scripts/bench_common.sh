@@ -1,0 +1,13 @@
+# Shell helpers shared by the benchmark scripts; sourced, not run.
+
+# wait_line FILE REGEX: waits up to 30 s for a line of FILE matching REGEX and prints it; on time
+# out prints FILE to stderr and exits the calling script.
+wait_line() {
+  for _ in $(seq 300); do
+    if grep -qE "$2" "$1" 2>/dev/null; then grep -E "$2" "$1" | head -1; return 0; fi
+    sleep 0.1
+  done
+  echo "$(basename "$0"): timed out waiting for '$2' in $1:" >&2
+  cat "$1" >&2
+  exit 1
+}
