@@ -1,6 +1,6 @@
-// The fixture the provider adapter tests share: an in-process mock upstream, a
-// CurlLoop, options with short timeouts and no retries, and a helper that runs
-// one request to its end.
+// Fixtures the remote backend tests share: an in-process mock upstream and a CurlLoop; for the
+// provider adapters also options with short timeouts and no retries, and a helper that runs one
+// request to its end.
 #ifndef SWITCHYARD_TESTS_BACKENDS_REMOTE_BACKEND_FIXTURE_H_
 #define SWITCHYARD_TESTS_BACKENDS_REMOTE_BACKEND_FIXTURE_H_
 
@@ -26,15 +26,11 @@ inline ChatRequest SimpleRequest() {
   return request;
 }
 
-// `Backend` is an adapter with `static StatusOr<unique_ptr<Backend>>
-// Create(const Options&, shared_ptr<CurlLoop>)`; `Options` its options struct
-// (base_url, model, api_key, timeouts, retry).
-template <typename Backend, typename Options>
-class RemoteBackendTest : public ::testing::Test {
+// An in-process mock upstream and a CurlLoop for each test.
+class MockUpstreamTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    // A proxy from the developer's environment must not intercept calls to the
-    // local mock.
+    // A proxy from the developer's environment must not intercept calls to the local mock.
     setenv("NO_PROXY", "127.0.0.1,localhost", 1);
     setenv("no_proxy", "127.0.0.1,localhost", 1);
   }
@@ -48,8 +44,19 @@ class RemoteBackendTest : public ::testing::Test {
     loop_ = std::move(*loop);
   }
 
-  // Options aimed at the mock: short timeouts, and one attempt, so fault tests
-  // see each failure as it is (the retry tests turn retries back on).
+  // Declared first so it outlives the loop and its transfers.
+  std::unique_ptr<mocks::MockUpstream> mock_;
+  std::shared_ptr<CurlLoop> loop_;
+};
+
+// `Backend` is an adapter with `static StatusOr<unique_ptr<Backend>> Create(const Options&,
+// shared_ptr<CurlLoop>)`; `Options` its options struct (base_url, model, api_key, timeouts,
+// retry).
+template <typename Backend, typename Options>
+class RemoteBackendTest : public MockUpstreamTest {
+ protected:
+  // Options aimed at the mock: short timeouts, and one attempt, so fault tests see each failure
+  // as it is (the retry tests turn retries back on).
   static Options MockOptions(std::string base_url, std::string model, std::string api_key) {
     Options options;
     options.base_url = std::move(base_url);
@@ -63,15 +70,14 @@ class RemoteBackendTest : public ::testing::Test {
     return options;
   }
 
-  std::unique_ptr<Backend> MakeBackend(const Options &options) {
+  std::unique_ptr<Backend> MakeBackend(const Options& options) {
     auto backend = Backend::Create(options, loop_);
     EXPECT_TRUE(backend.ok()) << backend.status();
     return backend.ok() ? std::move(*backend) : nullptr;
   }
 
   // Runs one request to completion and returns its sink.
-  std::shared_ptr<RecordingSink> Run(const Options &options,
-                                     ChatRequest request = SimpleRequest()) {
+  std::shared_ptr<RecordingSink> Run(const Options& options, ChatRequest request = SimpleRequest()) {
     auto sink = std::make_shared<RecordingSink>();
     std::unique_ptr<Backend> backend = MakeBackend(options);
     if (backend == nullptr) return sink;
@@ -80,10 +86,6 @@ class RemoteBackendTest : public ::testing::Test {
     EXPECT_EQ(sink->contract_violations(), 0);
     return sink;
   }
-
-  // Declared first so it outlives the loop and its transfers.
-  std::unique_ptr<mocks::MockUpstream> mock_;
-  std::shared_ptr<CurlLoop> loop_;
 };
 
 }  // namespace switchyard::backends

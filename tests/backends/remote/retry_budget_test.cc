@@ -11,14 +11,13 @@
 #include "backends/remote/upstream_stats.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/backends/remote/recording_sink.h"
+#include "tests/backends/remote/backend_fixture.h"
 #include "tests/mocks/mock_upstream.h"
 
 namespace switchyard::backends {
 namespace {
 
 using ::switchyard::mocks::Behaviour;
-using ::switchyard::mocks::MockUpstream;
 using ::testing::HasSubstr;
 using std::chrono::milliseconds;
 
@@ -50,25 +49,7 @@ TEST(RetryBudgetTest, ARetryThatEndsFreesItsPlace) {
   EXPECT_TRUE(budget.TryStartRetry());
 }
 
-class RetryBudgetUpstreamTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-    setenv("no_proxy", "127.0.0.1,localhost", 1);
-  }
-
-  void SetUp() override {
-    auto mock = MockUpstream::Start();
-    ASSERT_TRUE(mock.ok()) << mock.status();
-    mock_ = std::move(*mock);
-    auto loop = CurlLoop::Create();
-    ASSERT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-  }
-
-  std::unique_ptr<MockUpstream> mock_;
-  std::shared_ptr<CurlLoop> loop_;
-};
+using RetryBudgetUpstreamTest = MockUpstreamTest;
 
 TEST_F(RetryBudgetUpstreamTest, ManyConcurrentFailuresRetryOnlyWithinTheBudget) {
   constexpr int kRequests = 30;
