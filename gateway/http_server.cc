@@ -39,6 +39,11 @@ int64_t UnixSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 // The wire format a client speaks on this exchange; answers and errors use the same one.
 enum class ClientDialect { kOpenAi, kAnthropic };
 
+// The edge a request of this dialect is metered and logged under.
+std::string_view EdgeName(ClientDialect dialect) {
+  return dialect == ClientDialect::kAnthropic ? "anthropic" : "openai";
+}
+
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(tcp::socket&& socket, std::shared_ptr<HttpShared> shared)
@@ -293,7 +298,7 @@ std::optional<Principal> HttpSession::Authenticate() {
   };
   absl::StatusOr<Principal> principal =
       gateway_.Authenticate(PresentedKey(header("authorization"), header("x-api-key")),
-                            dialect_ == ClientDialect::kAnthropic ? "anthropic" : "openai");
+                            EdgeName(dialect_));
   if (!principal.ok()) {
     SendError(principal.status());
     return std::nullopt;
@@ -330,7 +335,7 @@ void HttpSession::HandleChat(ClientDialect dialect) {
   absl::StatusOr<InboundRequest> parsed = dialect == ClientDialect::kAnthropic
                                               ? ParseMessagesRequest(request_.body())
                                               : ParseChatCompletionRequest(request_.body());
-  const std::string_view edge = dialect == ClientDialect::kAnthropic ? "anthropic" : "openai";
+  const std::string_view edge = EdgeName(dialect);
   if (!parsed.ok()) {
     gateway_.RecordRejected(parsed.status(), nullptr, nullptr, edge);
     SendError(parsed.status());
