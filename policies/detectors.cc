@@ -16,6 +16,8 @@ char Before(std::string_view text, size_t start, size_t n) {
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool IsAlnum(char c) { return IsDigit(c) || IsAlpha(c); }
+// A word byte as Hyperscan's \b sees it (ASCII).
+bool IsWordByte(char c) { return IsAlnum(c) || c == '_'; }
 
 // A candidate glued to more digits by '.', '-' or '/' is a fragment of something longer (an OID,
 // a date, a part number), not a value of its own.
@@ -52,7 +54,8 @@ bool AfterVersionWord(std::string_view text, size_t start) {
     context.remove_suffix(1);
   }
   // Every word below ends in one of these; most candidates follow a digit or a separator.
-  if (context.empty() || std::string_view("nr.ved").find(context.back()) == std::string_view::npos) {
+  if (context.empty() ||
+      std::string_view("nr.ved").find(context.back()) == std::string_view::npos) {
     return false;
   }
   for (std::string_view word : {"version", "ver", "ver.", "v", "v.", "release", "build", "rev"}) {
@@ -148,8 +151,8 @@ bool ValidateIpv6(std::string_view text, size_t& start, size_t& end, double& con
   const std::string_view span = text.substr(start, end - start);
   const char prev = Before(text, start, 1);
   const char next = At(text, end);
-  if (IsAlnum(prev) || prev == '_' || prev == ':' || prev == '.') return false;
-  if (IsAlnum(next) || next == '_' || next == ':') return false;
+  if (IsWordByte(prev) || prev == ':' || prev == '.') return false;
+  if (IsWordByte(next) || next == ':') return false;
   if (std::none_of(span.begin(), span.end(), IsDigit)) return false;
   // Short compressed forms ("a::1") are more often code than addresses; keep the loopback.
   if (span.size() < 6 && span != "::1") return false;
@@ -233,8 +236,6 @@ bool ValidatePhoneNational(std::string_view text, size_t& start, size_t& end,
 // Start finders: each walks the shape of its pattern back from the match end, so Hyperscan
 // need not track starts (for these three that cost about a seventh of the whole scan). Each
 // returns the leftmost start of a match ending at `end`, the one Hyperscan would have reported.
-
-bool IsWordByte(char c) { return IsAlnum(c) || c == '_'; }
 
 // A \b before the byte at `pos`, which is a word byte.
 bool WordStartsAt(std::string_view text, size_t pos) {
@@ -354,8 +355,7 @@ bool ValidateAwsKey(std::string_view text, size_t& start, size_t& end, double& c
 // Token patterns match a fixed-length head only (long bounded repeats make Hyperscan databases
 // slow to build); the validator extends the span over the rest of the token.
 size_t ExtendToken(std::string_view text, size_t end, bool allow_dash) {
-  while (end < text.size() && (IsAlnum(text[end]) || text[end] == '_' ||
-                               (allow_dash && text[end] == '-'))) {
+  while (end < text.size() && (IsWordByte(text[end]) || (allow_dash && text[end] == '-'))) {
     ++end;
   }
   return end;
@@ -374,7 +374,7 @@ bool ValidateStripeKey(std::string_view text, size_t& start, size_t& end, double
 // Fixed-length tokens must end where the token ends.
 bool ValidateNotContinued(std::string_view text, size_t& start, size_t& end, double& confidence) {
   const char next = At(text, end);
-  return !IsAlnum(next) && next != '_' && next != '-';
+  return !IsWordByte(next) && next != '-';
 }
 
 // Random-looking: letters and digits, and enough entropy for its length.
@@ -453,14 +453,15 @@ constexpr BuiltinPattern kPatterns[] = {
      false, false, 7, 0.95, ValidateEmail, nullptr},
     {"phone", R"(\+\d{1,3}(?:[ .\-]?\(0?\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,6}\b)", false, false, 5, 0.9,
      ValidatePhoneInternational, nullptr},
-    {"phone", R"((?:\b1[ .\-]?)?(?:\(\d{3}\)[ ]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b)", false, false, 5,
-     0.85, ValidatePhoneNanp, FindPhoneNanpStart},
+    {"phone", R"((?:\b1[ .\-]?)?(?:\(\d{3}\)[ ]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b)", false, false,
+     5, 0.85, ValidatePhoneNanp, FindPhoneNanpStart},
     {"phone", R"((?:\b0\d{1,4}|\(0\d{1,4}\))(?:[ .\-/]?\d{2,4}){1,4}\b)", false, false, 4, 0.7,
      ValidatePhoneNational, FindPhoneNationalStart},
     {"credit_card", R"(\b\d{13,19}\b)", false, true, 8, 0.95, ValidateCard, nullptr},
     {"credit_card", R"(\b\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?\b)", false, true, 8, 0.95,
      ValidateCard, nullptr},
-    {"credit_card", R"(\b\d{4}[ \-]\d{6}[ \-]\d{4,5}\b)", false, true, 8, 0.95, ValidateCard, nullptr},
+    {"credit_card", R"(\b\d{4}[ \-]\d{6}[ \-]\d{4,5}\b)", false, true, 8, 0.95, ValidateCard,
+     nullptr},
     {"iban", R"(\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b)", false, true, 8, 0.97,
      ValidateIban, nullptr},
     {"us_ssn", R"(\b\d{3}-\d{2}-\d{4}\b)", false, true, 7, 0.85, ValidateSsn, nullptr},
@@ -472,7 +473,8 @@ constexpr BuiltinPattern kPatterns[] = {
      0.9, ValidateIpv6, nullptr},
     {"secret.aws_access_key", R"(\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b)", false, true, 10, 0.95,
      ValidateAwsKey, nullptr},
-    {"secret.github_token", R"(\bgh[pousr]_[A-Za-z0-9]{36})", false, true, 10, 0.97, ValidateGithubToken, nullptr},
+    {"secret.github_token", R"(\bgh[pousr]_[A-Za-z0-9]{36})", false, true, 10, 0.97,
+     ValidateGithubToken, nullptr},
     {"secret.github_token", R"(\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{8})", false, true, 10, 0.97,
      ValidateGithubToken, nullptr},
     {"secret.slack_token", R"(\bxox[abposr]-[A-Za-z0-9\-]{10})", false, true, 10, 0.95,
@@ -486,7 +488,8 @@ constexpr BuiltinPattern kPatterns[] = {
      9, 0.9, ValidateOpenAiKey, nullptr},
     {"secret.anthropic_api_key", R"(\bsk-ant-[A-Za-z0-9_\-]{20})", false, true, 10, 0.95,
      ValidateTokenBody, nullptr},
-    {"secret.google_api_key", R"(\bAIza[0-9A-Za-z_\-]{35})", false, true, 10, 0.95, ValidateNotContinued, nullptr},
+    {"secret.google_api_key", R"(\bAIza[0-9A-Za-z_\-]{35})", false, true, 10, 0.95,
+     ValidateNotContinued, nullptr},
     {"secret.google_oauth_token", R"(\bya29\.[0-9A-Za-z_\-]{20})", false, true, 10, 0.9,
      ValidateTokenBody, nullptr},
     {"secret.private_key", R"(-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)", false, true, 11,

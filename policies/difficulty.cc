@@ -128,7 +128,9 @@ struct Counts {
   double bytes = 0;
 };
 
-enum ByteClass : uint8_t { kOther, kLetter, kBlank, kNewline, kDigit, kSpecial };
+// What the byte-at-a-time code asks of a byte; everything else (newlines, punctuation) is a
+// "rare" byte of the block masks below.
+enum ByteClass : uint8_t { kOther, kLetter, kBlank, kDigit };
 
 constexpr std::array<uint8_t, 256> MakeClasses() {
   std::array<uint8_t, 256> classes{};
@@ -136,8 +138,6 @@ constexpr std::array<uint8_t, 256> MakeClasses() {
   for (int c = 'A'; c <= 'Z'; ++c) classes[c] = kLetter;
   for (int c = '0'; c <= '9'; ++c) classes[c] = kDigit;
   classes[' '] = classes['\t'] = classes['\r'] = kBlank;
-  classes['\n'] = kNewline;
-  for (unsigned char c : std::string_view("`?{};=^+<>$\\-*")) classes[c] = kSpecial;
   return classes;
 }
 constexpr std::array<uint8_t, 256> kClasses = MakeClasses();
@@ -159,13 +159,15 @@ BlockMasks ClassifyBlock(const unsigned char* block) {
   for (int k = 0; k < 4; ++k) {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * k));
     const __m128i lower = _mm_or_si128(v, _mm_set1_epi8(0x20));
-    const __m128i letter = _mm_cmplt_epi8(_mm_add_epi8(lower, _mm_set1_epi8(static_cast<char>(-'a' - 0x80))),
-                                          _mm_set1_epi8(static_cast<char>(-0x80 + 26)));
-    const __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8(static_cast<char>(-'0' - 0x80))),
-                                         _mm_set1_epi8(static_cast<char>(-0x80 + 10)));
-    const __m128i blank = _mm_or_si128(
-        _mm_cmpeq_epi8(v, _mm_set1_epi8(' ')),
-        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\r'))));
+    const __m128i letter =
+        _mm_cmplt_epi8(_mm_add_epi8(lower, _mm_set1_epi8(static_cast<char>(-'a' - 0x80))),
+                       _mm_set1_epi8(static_cast<char>(-0x80 + 26)));
+    const __m128i digit =
+        _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8(static_cast<char>(-'0' - 0x80))),
+                       _mm_set1_epi8(static_cast<char>(-0x80 + 10)));
+    const __m128i blank = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')),
+                                       _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')),
+                                                    _mm_cmpeq_epi8(v, _mm_set1_epi8('\r'))));
     const __m128i common = _mm_or_si128(_mm_or_si128(letter, digit), blank);
     const auto shift = static_cast<unsigned>(16 * k);
     masks.letters |= uint64_t{static_cast<uint16_t>(_mm_movemask_epi8(letter))} << shift;
