@@ -124,6 +124,21 @@ policy:
 
   std::string Metrics() { return HttpGet(base_ + "/metrics").body; }
 
+  std::unique_ptr<v1::Switchyard::Stub> GrpcStub() const {
+    return v1::Switchyard::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(server_->grpc_port()), grpc::InsecureChannelCredentials()));
+  }
+
+  // The gRPC twin of Body(): one user message, max_tokens 4.
+  static v1::ChatRequest GrpcBody(const std::string& text) {
+    v1::ChatRequest request;
+    request.set_max_tokens(4);
+    v1::Message* message = request.add_messages();
+    message->set_role("user");
+    message->set_content(text);
+    return request;
+  }
+
   std::unique_ptr<mocks::MockUpstream> upstream_;
   std::unique_ptr<Server> server_;
   std::string base_;
@@ -173,14 +188,8 @@ TEST_F(MeteringTest, MissingOrUnknownKeysAre401InEachDialectAndNeverReachTheUpst
 
 TEST_F(MeteringTest, GrpcTakesTheKeyFromMetadata) {
   Start("");
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->grpc_port()),
-                                     grpc::InsecureChannelCredentials());
-  auto stub = v1::Switchyard::NewStub(channel);
-  v1::ChatRequest request;
-  request.set_max_tokens(4);
-  v1::Message* message = request.add_messages();
-  message->set_role("user");
-  message->set_content("hello");
+  auto stub = GrpcStub();
+  const v1::ChatRequest request = GrpcBody("hello");
   {
     grpc::ClientContext context;
     v1::ChatResponse response;
@@ -316,14 +325,8 @@ TEST_F(MeteringTest, SpentBudgetDowngradesToTheLocalTargetWhenConfigured) {
   EXPECT_EQ(upstream_->request_count(), 1u);
 
   // The gRPC decision says so too.
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->grpc_port()),
-                                     grpc::InsecureChannelCredentials());
-  auto stub = v1::Switchyard::NewStub(channel);
-  v1::ChatRequest request;
-  request.set_max_tokens(4);
-  v1::Message* message = request.add_messages();
-  message->set_role("user");
-  message->set_content("Once upon a time");
+  auto stub = GrpcStub();
+  const v1::ChatRequest request = GrpcBody("Once upon a time");
   grpc::ClientContext context;
   context.AddMetadata("x-api-key", kBetaKey);
   v1::ChatResponse response;
@@ -391,13 +394,8 @@ TEST_F(MeteringTest, MaxConcurrentPerKeyIs429WhileTheFirstRuns) {
               HasSubstr("key 'slow-app' of tenant 'gamma' reached its max_concurrent"));
   // gRPC callers get RESOURCE_EXHAUSTED with the same hint as trailing metadata, unary and
   // streamed.
-  auto stub = v1::Switchyard::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(server_->grpc_port()), grpc::InsecureChannelCredentials()));
-  v1::ChatRequest request;
-  request.set_max_tokens(4);
-  v1::Message* message = request.add_messages();
-  message->set_role("user");
-  message->set_content("hi");
+  auto stub = GrpcStub();
+  const v1::ChatRequest request = GrpcBody("hi");
   auto retry_after = [](const grpc::ClientContext& context) {
     auto it = context.GetServerTrailingMetadata().find("retry-after");
     if (it == context.GetServerTrailingMetadata().end()) return std::string("(none)");
