@@ -14,7 +14,7 @@
 #include "backends/remote/openai_backend.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/backends/remote/recording_sink.h"
+#include "tests/backends/remote/backend_fixture.h"
 #include "tests/mocks/mock_upstream.h"
 
 namespace switchyard::backends {
@@ -51,13 +51,9 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-class TlsTest : public ::testing::Test {
+class TlsTest : public MockUpstreamTest {
  protected:
-  static void SetUpTestSuite() {
-    setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-    setenv("no_proxy", "127.0.0.1,localhost", 1);
-  }
-
+  // Replaces the base's SetUp: the mock here speaks HTTPS with a throwaway CA.
   void SetUp() override {
     if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
       GTEST_SKIP() << "the openssl tool is not installed";
@@ -107,8 +103,6 @@ class TlsTest : public ::testing::Test {
 
   std::string dir_;
   TlsFiles files_;
-  std::unique_ptr<MockUpstream> mock_;
-  std::shared_ptr<CurlLoop> loop_;
 };
 
 TEST_F(TlsTest, TheTargetsCaBundleMakesTheCallSucceed) {

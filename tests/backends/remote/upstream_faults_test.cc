@@ -15,7 +15,7 @@
 #include "backends/remote/openai_backend.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/backends/remote/recording_sink.h"
+#include "tests/backends/remote/backend_fixture.h"
 #include "tests/mocks/mock_upstream.h"
 
 namespace switchyard::backends {
@@ -23,7 +23,6 @@ namespace {
 
 using ::switchyard::mocks::Behaviour;
 using ::switchyard::mocks::Dialect;
-using ::switchyard::mocks::MockUpstream;
 using ::testing::HasSubstr;
 using Kind = Behaviour::Kind;
 using std::chrono::milliseconds;
@@ -164,22 +163,8 @@ struct Case {
   bool stream;
 };
 
-class UpstreamFaultsTest : public ::testing::TestWithParam<Case> {
+class UpstreamFaultsTest : public MockUpstreamTest, public ::testing::WithParamInterface<Case> {
  protected:
-  static void SetUpTestSuite() {
-    setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-    setenv("no_proxy", "127.0.0.1,localhost", 1);
-  }
-
-  void SetUp() override {
-    auto mock = MockUpstream::Start();
-    ASSERT_TRUE(mock.ok()) << mock.status();
-    mock_ = std::move(*mock);
-    auto loop = CurlLoop::Create();
-    ASSERT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-  }
-
   std::shared_ptr<RemoteBackend> Backend(const RemoteOptions& base) {
     absl::StatusOr<std::shared_ptr<RemoteBackend>> backend;
     switch (GetParam().dialect) {
@@ -223,9 +208,6 @@ class UpstreamFaultsTest : public ::testing::TestWithParam<Case> {
     options.retry.max_attempts = 1;
     return options;
   }
-
-  std::unique_ptr<MockUpstream> mock_;
-  std::shared_ptr<CurlLoop> loop_;
 };
 
 TEST_P(UpstreamFaultsTest, EveryFaultEndsInAnAnswerOrAPreciseError) {
