@@ -255,7 +255,7 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
       if (final_status_) return;  // already ending (cancelled)
       // Under the lock, before final_status_ is set: Finish cannot have been called yet.
       if (explained != nullptr) AddExplanation(context_, *explained);
-      if (chunk.ByteSizeLong() > 0) queue_.push_back(std::move(chunk));
+      if (chunk.ByteSizeLong() > 0 && !MergeLocked(chunk)) queue_.push_back(std::move(chunk));
       if (final_status) final_status_ = std::move(final_status);
       finish = PumpLocked();
     }
@@ -288,13 +288,34 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
     std::string id_;
   };
 
+  // While a write is in flight, a chunk without a decision folds into the queued chunk before
+  // it unless that one carries the decision or is already the last: its text is appended (a
+  // delta is the text since the previous chunk), its finish_reason and usage move over. A
+  // client reading slower than the upstream writes gets the same text in fewer messages, so a
+  // fast stream costs a write per round trip instead of one per token.
+  bool MergeLocked(v1::ChatChunk& chunk) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (queue_.empty() || chunk.has_decision()) return false;
+    v1::ChatChunk& last = queue_.back();
+    if (last.has_decision() || !last.finish_reason().empty() || last.has_usage()) return false;
+    last.mutable_delta()->append(chunk.delta());
+    if (!chunk.finish_reason().empty()) last.set_finish_reason(chunk.finish_reason());
+    if (chunk.has_usage()) *last.mutable_usage() = std::move(*chunk.mutable_usage());
+    return true;
+  }
+
   // Starts the next write, or decides to finish. Returns the status to Finish with (outside the
-  // lock) when the stream is over.
+  // lock) when the stream is over. The last chunk goes out with the status in one operation.
   std::optional<grpc::Status> PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || finish_called_) return std::nullopt;
     if (!queue_.empty()) {
       current_ = std::move(queue_.front());
       queue_.pop_front();
+      if (queue_.empty() && final_status_) {
+        // No OnWriteDone follows StartWriteAndFinish; OnDone ends the call.
+        finish_called_ = true;
+        StartWriteAndFinish(&current_, grpc::WriteOptions(), *final_status_);
+        return std::nullopt;
+      }
       writing_ = true;
       StartWrite(&current_);
       return std::nullopt;

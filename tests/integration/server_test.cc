@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gateway/config.h"
 #include "gateway/server.h"
 #include "gmock/gmock.h"
@@ -390,6 +391,44 @@ TEST_F(ServerTest, GrpcChatStreamExplainAndList) {
     EXPECT_EQ(response.models(1).id(), "local");
     EXPECT_EQ(response.models(2).model(), "gpt-test");
   }
+}
+
+// A backend faster than the stream's writes: deltas that arrive while a write is in flight go
+// out together, so the client gets every byte in order in fewer messages than deltas, and the
+// last message still carries finish_reason and usage.
+TEST_F(ServerTest, GrpcStreamMergesDeltasThatArriveDuringAWrite) {
+  constexpr int kDeltas = 2000;
+  std::vector<std::string> deltas;
+  std::string expected;
+  for (int i = 0; i < kDeltas; ++i) {
+    deltas.push_back(absl::StrCat(i, " "));
+    expected += deltas.back();
+  }
+  cloud_->set_script(Script(deltas));
+  auto stub = Stub();
+  v1::ChatRequest request;
+  request.add_messages()->set_content("hello there");
+  request.mutable_messages(0)->set_role("user");
+  grpc::ClientContext context;
+  auto reader = stub->StreamChat(&context, request);
+  std::vector<v1::ChatChunk> chunks;
+  v1::ChatChunk chunk;
+  while (reader->Read(&chunk)) chunks.push_back(chunk);
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_GE(chunks.size(), 2u);
+  EXPECT_TRUE(chunks.front().has_decision());
+  EXPECT_EQ(chunks.front().delta(), "");
+  std::string text;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    text += chunks[i].delta();
+    if (i + 1 < chunks.size()) {
+      EXPECT_EQ(chunks[i].finish_reason(), "") << "chunk " << i;
+    }
+  }
+  EXPECT_EQ(text, expected);
+  EXPECT_LT(chunks.size(), static_cast<size_t>(kDeltas)) << chunks.size() << " chunks";
+  EXPECT_EQ(chunks.back().finish_reason(), "stop");
+  EXPECT_EQ(chunks.back().usage().completion_tokens(), 3);  // the script's usage
 }
 
 TEST_F(ServerTest, GrpcErrorsUseCanonicalCodes) {

@@ -116,7 +116,7 @@ struct Results {
   Histogram latency;    // request due (open loop) or sent (closed loop) -> answer complete
   Histogram ttft;       // -> first non-empty content event (streams)
   Histogram gap;        // between content events of one stream (after the first)
-  Histogram per_token;  // (last - first content event) / (events - 1), per stream
+  Histogram per_token;  // (last - first content event) / (tokens - 1), per stream
   int64_t ok = 0;
   int64_t errors = 0;
   int64_t http_errors = 0;     // a status other than 200
@@ -875,17 +875,22 @@ class GrpcLoad {
         ++state_.events;
       }
       if (!chunk_.finish_reason().empty()) state_.done = true;
+      if (chunk_.has_usage()) completion_tokens_ = chunk_.usage().completion_tokens();
       StartRead(&chunk_);
     }
     void OnDone(const grpc::Status& status) override {
       const int64_t now = NowNs();
+      // The gateway merges deltas that arrive while a write is in flight, so a message may hold
+      // several tokens: tokens are counted from the final usage, messages only without one.
+      const int64_t tokens = completion_tokens_ >= 0 ? completion_tokens_ : state_.events;
       load_->Finish(status, due_, measured_, now, [&] {
         if (!state_.done) return std::string("stream ended without finish_reason");
-        if (load_->o_.expect_tokens >= 0 && state_.events != load_->o_.expect_tokens) {
-          return "stream had " + std::to_string(state_.events) + " deltas";
+        if (state_.events == 0) return std::string("stream had no text");
+        if (load_->o_.expect_tokens >= 0 && tokens != load_->o_.expect_tokens) {
+          return "stream had " + std::to_string(tokens) + " tokens";
         }
         return std::string();
-      }, state_.events, this);
+      }, tokens, this);
       delete this;
     }
 
@@ -895,6 +900,7 @@ class GrpcLoad {
     int64_t due_;
     bool measured_;
     StreamState state_;
+    int64_t completion_tokens_ = -1;  // from the last chunk's usage
     std::vector<int64_t> gaps_;
   };
 
