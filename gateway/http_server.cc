@@ -8,6 +8,7 @@
 
 #include "policies/absl_compat.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
@@ -121,7 +122,10 @@ std::string ExplainComment(const backends::Completion& completion) {
 }
 
 // Feeds a backend's output to a session in the client's dialect, hopping onto its strand.
-class HttpChatSink : public backends::ChatSink {
+// Streamed events wait in `pending_` while a hop is outstanding and go with it, so a burst of
+// tokens from upstream costs one hop and one write rather than one per token.
+class HttpChatSink : public backends::ChatSink,
+                     public std::enable_shared_from_this<HttpChatSink> {
  public:
   HttpChatSink(std::shared_ptr<HttpSession> session, asio::any_io_executor executor,
                const InboundRequest& request, ClientDialect dialect, std::string id,
@@ -149,9 +153,13 @@ class HttpChatSink : public backends::ChatSink {
       event = ChatChunkEvent(id_, model_, created_, text, first_, nullptr);
     }
     first_ = false;
-    asio::post(executor_, [session = session_, event = std::move(event)]() mutable {
-      session->OnDelta(std::move(event));
-    });
+    {
+      absl::MutexLock lock(&mu_);
+      pending_ += event;
+      if (posted_) return;
+      posted_ = true;
+    }
+    asio::post(executor_, [self = shared_from_this()] { self->Flush(); });
   }
 
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
@@ -168,12 +176,24 @@ class HttpChatSink : public backends::ChatSink {
     } else if (!stream_) {
       tail = std::move(text_);
     }
+    // Posted after any pending flush, which the strand runs first.
     asio::post(executor_, [session = session_, status, completion, tail = std::move(tail)]() mutable {
       session->OnChatDone(status, completion, std::move(tail));
     });
   }
 
  private:
+  // On the session's strand.
+  void Flush() {
+    std::string events;
+    {
+      absl::MutexLock lock(&mu_);
+      events.swap(pending_);
+      posted_ = false;
+    }
+    session_->OnDelta(std::move(events));
+  }
+
   std::shared_ptr<HttpSession> session_;
   asio::any_io_executor executor_;
   const bool stream_;
@@ -184,6 +204,9 @@ class HttpChatSink : public backends::ChatSink {
   const int64_t created_;
   bool first_ = true;
   std::string text_;
+  absl::Mutex mu_;
+  std::string pending_ ABSL_GUARDED_BY(mu_);  // streamed events not yet handed to the session
+  bool posted_ ABSL_GUARDED_BY(mu_) = false;  // a Flush is on its way to the strand
 };
 
 void HttpSession::DoRead() {

@@ -227,6 +227,27 @@ TEST_F(ServerTest, StreamingChatIsOpenAiSse) {
   EXPECT_EQ(last["usage"]["completion_tokens"], 3);
 }
 
+// A burst of deltas from a backend faster than the client: the sink hands events to the
+// connection in batches, and every token still arrives as its own SSE event, in order, before
+// the final chunk and [DONE].
+TEST_F(ServerTest, StreamingBurstKeepsEveryEventInOrder) {
+  constexpr int kDeltas = 2000;
+  std::vector<std::string> deltas;
+  for (int i = 0; i < kDeltas; ++i) deltas.push_back(absl::StrCat(i, " "));
+  cloud_->set_script(Script(deltas));
+  HttpResult result = Chat(UserMessage("Say hello", R"("stream":true,)"));
+  ASSERT_EQ(result.status, 200) << result.body;
+  std::vector<std::string> events = SseData(result.body);
+  // One per delta (the first also carries the role), the finish chunk, [DONE].
+  ASSERT_EQ(events.size(), static_cast<size_t>(kDeltas) + 2) << result.body.substr(0, 500);
+  EXPECT_EQ(events.back(), "[DONE]");
+  for (int i = 0; i < kDeltas; ++i) {
+    json chunk = json::parse(events[static_cast<size_t>(i)]);
+    ASSERT_EQ(chunk["choices"][0]["delta"]["content"], deltas[static_cast<size_t>(i)]) << i;
+  }
+  EXPECT_EQ(json::parse(events[events.size() - 2])["choices"][0]["finish_reason"], "stop");
+}
+
 TEST_F(ServerTest, StreamingWithIncludeUsageSendsUsageChunk) {
   HttpResult result =
       Chat(UserMessage("hi", R"("stream":true,"stream_options":{"include_usage":true},)"));
