@@ -5,7 +5,8 @@
 # OpenAI-compatible target, every detector on):
 #   1. idle RSS of `switchyard serve` on the embedded default config (local model loaded);
 #   2. latency at concurrency 1, 16 and 64, unary and SSE, direct to the mock vs through the
-#      gateway over HTTP and gRPC, with CPU seconds of gateway, mock and load tool;
+#      gateway over HTTP and gRPC, with CPU seconds of gateway, mock and load tool; and the gRPC
+#      floor (switchyard_grpc_floor: the same gRPC stack with a canned answer, no gateway);
 #   3. the highest open-loop rate each path sustains over a 20 ms-delay mock;
 #   4. STREAMS concurrent slow SSE streams: stalls and the gateway's memory.
 # Writes a markdown report to OUT (default build/bench_gateway.md) and the raw JSON lines next to
@@ -24,10 +25,12 @@ out="${OUT:-$build/bench_gateway.md}"
 pin="${PIN:-}"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-  "$root/scripts/build.sh" switchyard switchyard_load switchyard_load_mock >/dev/null
+  "$root/scripts/build.sh" switchyard switchyard_load switchyard_load_mock \
+    switchyard_grpc_floor >/dev/null
 fi
 load="$build/tests/load/switchyard_load"
 mock_bin="$build/tests/load/switchyard_load_mock"
+floor_bin="$build/tests/load/switchyard_grpc_floor"
 gateway_bin="$build/gateway/switchyard"
 if [[ -d "$root/../shared/models" ]]; then
   export SWITCHYARD_MODELS="${SWITCHYARD_MODELS:+$SWITCHYARD_MODELS:}$(cd "$root/../shared/models" && pwd)"
@@ -36,13 +39,13 @@ fi
 work="$(mktemp -d)"
 results="${out%.md}.jsonl"
 : >"$results"
-mock_pid="" gateway_pid=""
+mock_pid="" gateway_pid="" floor_pid=""
 stop() {
-  for pid in $gateway_pid $mock_pid; do
+  for pid in $gateway_pid $mock_pid $floor_pid; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  gateway_pid="" mock_pid=""
+  gateway_pid="" mock_pid="" floor_pid=""
 }
 trap 'stop; rm -rf "$work"' EXIT
 
@@ -84,6 +87,7 @@ target_args() {
     direct) echo "--http http://127.0.0.1:$mock_port" ;;
     http) echo "--http http://127.0.0.1:$http_port" ;;
     grpc) echo "--grpc 127.0.0.1:$grpc_port" ;;
+    floor) echo "--grpc 127.0.0.1:$floor_port" ;;
   esac
 }
 
@@ -99,12 +103,15 @@ stop
 echo "bench_gateway: latency (zero-delay mock, 16 tokens)" >&2
 start_mock --tokens 16
 start_gateway
+"$floor_bin" --port 0 --tokens 16 2>"$work/floor.err" &
+floor_pid=$!
+floor_port="$(wait_line "$work/floor.err" 'listening' | grep -oE '[0-9]+$')"
 common=(--duration "$duration" --warmup "$warmup" --max-tokens 16 --expect-tokens 16)
 for mode in unary sse; do
   flags=()
   [[ $mode == sse ]] && flags=(--stream)
   for c in 1 16 64; do
-    for kind in direct http grpc; do
+    for kind in direct http grpc floor; do
       # shellcheck disable=SC2046
       run "$mode/$kind/$c" $(target_args $kind) --concurrency "$c" "${common[@]}" "${flags[@]}"
     done
@@ -195,6 +202,22 @@ for c in (1, 16, 64):
     add(f"| {c} | {us(dt['p50_us'])} / {us(dt['p99_us'])} | {us(ht['p50_us'])} / {us(ht['p99_us'])} | "
         f"**{us(ht['p99_us'] - dt['p99_us'])}** | {dp:.2f} / {hp:.2f} / **{hp - dp:.2f} µs** | "
         f"{us(gt['p50_us'])} / {us(gt['p99_us'])} | {us(gt['p99_us'] - dt['p99_us'])} | {gp:.2f} / {gp - dp:.2f} µs |")
+
+add("\n### The gRPC floor: the same gRPC stack with a canned answer and no gateway\n")
+add("What any gRPC front end costs here (load tool's gRPC client, gRPC server, HTTP/2), and the "
+    "gateway's gRPC path minus that floor minus the direct HTTP upstream: the gateway's own share.\n")
+add("| concurrency | floor unary p50 / p99 | gateway gRPC − floor − direct, p50 / p99 | floor SSE TTFT p50 / p99 | gateway gRPC TTFT − floor − direct, p50 / p99 | floor per token |")
+add("| --- | --- | --- | --- | --- | --- |")
+for c in (1, 16, 64):
+    d, g, f = get(f"unary/direct/{c}"), get(f"unary/grpc/{c}"), get(f"unary/floor/{c}")
+    ds, gs, fs = get(f"sse/direct/{c}"), get(f"sse/grpc/{c}"), get(f"sse/floor/{c}")
+    if not (d and g and f and ds and gs and fs): continue
+    dl, gl, fl = d["latency"], g["latency"], f["latency"]
+    dt, gt, ft = ds["ttft"], gs["ttft"], fs["ttft"]
+    own = lambda a, b, c, k: us(a[k] - b[k] - c[k])
+    add(f"| {c} | {us(fl['p50_us'])} / {us(fl['p99_us'])} | {own(gl, fl, dl, 'p50_us')} / {own(gl, fl, dl, 'p99_us')} | "
+        f"{us(ft['p50_us'])} / {us(ft['p99_us'])} | {own(gt, ft, dt, 'p50_us')} / {own(gt, ft, dt, 'p99_us')} | "
+        f"{fs['per_token']['mean_us']:.2f} µs |")
 
 add("\n### CPU per request (closed loop, concurrency 64)\n")
 add("| run | req/s | gateway | mock | load tool | gateway share |")

@@ -27,6 +27,7 @@ using json = nlohmann::json;
 const std::string kGateway = SWITCHYARD_BIN;
 const std::string kLoad = SWITCHYARD_LOAD_BIN;
 const std::string kMock = SWITCHYARD_LOAD_MOCK_BIN;
+const std::string kGrpcFloor = SWITCHYARD_GRPC_FLOOR_BIN;
 constexpr int kTokens = 8;
 
 std::string ReadFile(const std::string& path) {
@@ -190,6 +191,31 @@ TEST_F(LoadSmokeTest, AWrongAnswerFailsTheRun) {
   EXPECT_EQ(missing["http_errors"], 3);
   EXPECT_EQ(missing["io_errors"], 0);
   EXPECT_THAT(missing["first_error"].get<std::string>(), HasSubstr("HTTP 404"));
+}
+
+// The gRPC floor answers the load tool like the gateway would, unary and streamed, with the
+// token count the benchmark expects.
+TEST_F(LoadSmokeTest, GrpcFloorAnswersLikeTheGateway) {
+  ChildProcess floor({kGrpcFloor, "--port", "0", "--tokens", std::to_string(kTokens)});
+  std::optional<std::string> line = floor.WaitForLine("listening", 30);
+  ASSERT_TRUE(line.has_value()) << floor.err();
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(*line, match, std::regex("127\\.0\\.0\\.1:(\\d+)")));
+  const std::string address = "127.0.0.1:" + match[1].str();
+  for (bool stream : {false, true}) {
+    std::vector<std::string> args = {"--grpc", address, "--requests", "20", "--concurrency", "2",
+                                     "--expect-tokens", std::to_string(kTokens)};
+    if (stream) args.push_back("--stream");
+    json run = Load(args);
+    EXPECT_EQ(run["ok"], 20) << run["first_error"];
+    EXPECT_EQ(run["tokens"], 20 * kTokens);
+    if (stream) {
+      EXPECT_EQ(run["ttft"]["count"], 20);
+      EXPECT_EQ(run["per_token"]["count"], 20);
+    }
+  }
+  Load({"--grpc", address, "--requests", "2", "--expect-tokens", std::to_string(kTokens + 1)},
+       /*expected_exit=*/1);
 }
 
 TEST(LoadToolTest, BadArgumentsExitTwoWithTheReason) {
