@@ -74,6 +74,12 @@ class ChatSink {
   // arrives) and may be empty only if the backend has nothing to say yet.
   virtual void OnDelta(std::string_view text) = 0;
   virtual void OnDone(const absl::Status& status, const Completion& completion) = 0;
+  // Optional hints: the deltas between BeginBurst() and EndBurst() arrived together (a remote
+  // backend's network read held several tokens), so a sink may send them as one message. A burst
+  // may also end with OnDone, or with nothing when the request is cancelled. Sinks that wrap
+  // another sink forward them; sinks that ignore them still get every delta.
+  virtual void BeginBurst() {}
+  virtual void EndBurst() {}
 };
 
 // A request in flight. Destroying the handle does not cancel it; call Cancel(). A handle may

@@ -2,15 +2,28 @@
 
 namespace switchyard::backends {
 
-bool SinkGuard::Delta(std::string_view text) {
+template <typename Fn>
+bool SinkGuard::Call(Fn fn) {
   absl::MutexLock lock(&mu_);
   if (sink_ == nullptr) return false;
-  // A local reference keeps the sink alive if it cancels itself inside OnDelta.
+  // A local reference keeps the sink alive if it cancels itself inside the call.
   std::shared_ptr<ChatSink> sink = sink_;
   calling_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-  sink->OnDelta(text);
+  fn(*sink);
   calling_thread_.store(std::thread::id(), std::memory_order_relaxed);
   return sink_ != nullptr;
+}
+
+bool SinkGuard::Delta(std::string_view text) {
+  return Call([text](ChatSink& sink) { sink.OnDelta(text); });
+}
+
+void SinkGuard::BeginBurst() {
+  Call([](ChatSink& sink) { sink.BeginBurst(); });
+}
+
+void SinkGuard::EndBurst() {
+  Call([](ChatSink& sink) { sink.EndBurst(); });
 }
 
 void SinkGuard::Done(const absl::Status& status, const Completion& completion) {

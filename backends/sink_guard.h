@@ -24,6 +24,9 @@ class SinkGuard {
   // Forwards a delta. Returns false when the request was cancelled or already finished, so the
   // producer can stop working on it.
   bool Delta(std::string_view text);
+  // Forward ChatSink's burst hints; dropped once the request is finished or cancelled.
+  void BeginBurst();
+  void EndBurst();
   // Forwards the final result once; later calls and calls after Cancel() are dropped.
   void Done(const absl::Status& status, const Completion& completion);
   // Drops the sink. Blocks while another thread is inside a sink method of this request.
@@ -32,6 +35,9 @@ class SinkGuard {
   bool finished() const { return finished_.load(std::memory_order_acquire); }
 
  private:
+  // Calls `fn(sink)` under the guard unless the sink is gone; returns whether it is still there.
+  template <typename Fn>
+  bool Call(Fn fn);
   // Drops the sink while mu_ is held by a sink call lower on this thread's stack.
   void ReleaseHeld();
 

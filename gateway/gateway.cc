@@ -66,6 +66,12 @@ class MeteredSink : public backends::ChatSink {
     }
     Timed([&] { inner_->OnDelta(text); });
   }
+  void BeginBurst() override {
+    if (!done_) inner_->BeginBurst();
+  }
+  void EndBurst() override {
+    if (!done_) inner_->EndBurst();
+  }
 
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
     if (done_) return;
@@ -163,6 +169,8 @@ class ServedBySink : public backends::ChatSink {
   ServedBySink(std::shared_ptr<backends::ChatSink> inner, std::string target)
       : inner_(std::move(inner)), target_(std::move(target)) {}
   void OnDelta(std::string_view text) override { inner_->OnDelta(text); }
+  void BeginBurst() override { inner_->BeginBurst(); }
+  void EndBurst() override { inner_->EndBurst(); }
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
     backends::Completion named = completion;
     named.served_by = target_;
@@ -217,6 +225,8 @@ class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
       started_ = true;
       run_->outer_->Delta(text);
     }
+    void BeginBurst() override { run_->outer_->BeginBurst(); }
+    void EndBurst() override { run_->outer_->EndBurst(); }
     void OnDone(const absl::Status& status, const backends::Completion& completion) override {
       run_->retries_.fetch_add(completion.retries);
       if (!status.ok() && !started_ && ShouldFallBack(status) &&

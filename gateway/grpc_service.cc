@@ -266,17 +266,22 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
   class Sink : public backends::ChatSink {
    public:
     Sink(StreamChatReactor* reactor, std::string id) : reactor_(reactor), id_(std::move(id)) {}
+    // Text of a burst (deltas that arrived together) is held and goes out as one chunk.
+    void BeginBurst() override { in_burst_ = true; }
+    void EndBurst() override {
+      in_burst_ = false;
+      Send();
+    }
     void OnDelta(std::string_view text) override {
-      if (text.empty()) return;
-      v1::ChatChunk chunk;
-      chunk.set_id(id_);
-      chunk.set_delta(std::string(text));
-      reactor_->Enqueue(std::move(chunk), std::nullopt);
+      held_.append(text);
+      if (!in_burst_) Send();
     }
     void OnDone(const absl::Status& status, const backends::Completion& completion) override {
       v1::ChatChunk chunk;
+      if (!status.ok()) Send();  // what came before the failure, then the error status
       if (status.ok()) {
         chunk.set_id(id_);
+        chunk.set_delta(std::move(held_));
         chunk.set_finish_reason(std::string(FinishReasonName(completion.finish_reason)));
         ToProto(completion.usage, *chunk.mutable_usage());
       }
@@ -284,8 +289,20 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
     }
 
    private:
+    void Send() {
+      if (held_.empty()) return;
+      v1::ChatChunk chunk;
+      chunk.set_id(id_);
+      chunk.set_delta(std::move(held_));
+      held_.clear();
+      reactor_->Enqueue(std::move(chunk), std::nullopt);
+    }
+
     StreamChatReactor* reactor_;
     std::string id_;
+    // Sink calls of one request never overlap (backend.h), so these need no lock.
+    bool in_burst_ = false;
+    std::string held_;
   };
 
   // While a write is in flight, a chunk without a decision folds into the queued chunk before

@@ -17,6 +17,8 @@ class RestoringSink : public backends::ChatSink {
     const std::string out = restorer_.Push(text);
     if (!out.empty()) inner_->OnDelta(out);
   }
+  void BeginBurst() override { inner_->BeginBurst(); }
+  void EndBurst() override { inner_->EndBurst(); }
 
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
     // A failed call drops what it held back (at most the start of a placeholder): emitting it

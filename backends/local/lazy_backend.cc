@@ -233,6 +233,8 @@ class ForwardingSink : public ChatSink {
  public:
   explicit ForwardingSink(std::shared_ptr<CallState> call) : call_(std::move(call)) {}
   void OnDelta(std::string_view text) override { call_->guard.Delta(text); }
+  void BeginBurst() override { call_->guard.BeginBurst(); }
+  void EndBurst() override { call_->guard.EndBurst(); }
   void OnDone(const absl::Status& status, const Completion& completion) override {
     call_->guard.Done(status, completion);
     call_->End();

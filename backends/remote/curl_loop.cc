@@ -7,6 +7,7 @@
 #include <deque>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
@@ -47,6 +48,9 @@ struct Transfer {
   bool head_delivered = false;
   HttpResponseHead head;
   size_t body_bytes = 0;
+  // The loop's list of transfers that received data in the current pass; set while on it.
+  std::vector<Transfer*>* received = nullptr;
+  bool on_received = false;
   // Set by a callback that stops the transfer; overrides libcurl's own result code.
   absl::Status abort_status;
   char error[CURL_ERROR_SIZE] = {};
@@ -103,6 +107,8 @@ class CurlLoop::Core {
   std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_;
   // Accepted but not begun: waiting for their start time.
   std::unordered_map<TransferId, std::unique_ptr<Transfer>> delayed_;
+  // Transfers that received data in the current curl_multi_perform, told OnBodyDone after it.
+  std::vector<Transfer*> received_;
 };
 
 absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
@@ -191,6 +197,12 @@ void CurlLoop::Core::Run() {
     StartDueTransfers();
     int running = 0;
     curl_multi_perform(multi, &running);
+    // Every transfer is still alive here: cancels wait for DrainCommands, ends for ReadFinished.
+    for (Transfer* t : received_) {
+      t->on_received = false;
+      t->handler->OnBodyDone();
+    }
+    received_.clear();
     ReadFinished();
     EnforceDeadlines();
     // Also returns early on curl_multi_wakeup() and when libcurl's own timers are due.
@@ -284,6 +296,7 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t.error);
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Core::WriteCallback);
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t);
+  t.received = &received_;
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &Core::HeaderCallback);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
   // Signals are process-wide and unsafe with threads; timeouts are enforced by the loop instead.
@@ -451,6 +464,10 @@ size_t CurlLoop::Core::WriteCallback(char* data, size_t size, size_t count, void
     t->abort_status = absl::OutOfRangeError(absl::StrCat(
         "upstream response body exceeds the limit of ", t->request.max_body_bytes, " bytes"));
     return 0;  // any short count makes libcurl fail the transfer with CURLE_WRITE_ERROR
+  }
+  if (!t->on_received) {
+    t->on_received = true;
+    t->received->push_back(t);
   }
   if (!t->handler->OnBody(std::string_view(data, n))) {
     t->abort_status = absl::CancelledError("transfer aborted by its handler");

@@ -72,6 +72,10 @@ class TransferHandler {
   virtual void OnHead(const HttpResponseHead& head) = 0;
   // Return false to abort the transfer at once; OnComplete then follows with kCancelled.
   virtual bool OnBody(std::string_view data) = 0;
+  // Everything that arrived in one pass of the loop has gone through OnBody (libcurl hands over
+  // each HTTP chunk separately, so several OnBody calls may hold data of one network read).
+  // Called once per pass in which OnBody was called.
+  virtual void OnBodyDone() {}
   // `status` is the transport outcome: OK when a whole HTTP response arrived, whatever its HTTP
   // status. Errors: kUnavailable (connect/TLS/network failure, loop shutting down),
   // kOutOfRange (body over max_body_bytes), kDeadlineExceeded (any timeout), kCancelled (OnBody

@@ -349,14 +349,27 @@ class RemoteHandler : public TransferHandler {
     guard_->Done(absl::OkStatus(), completion);
   }
 
+  // The events of one pass of the loop reach the sink as one burst (see ChatSink::BeginBurst):
+  // begun at the first text, ended in OnBodyDone (dropped by the guard after Done or a cancel).
+  void OnBodyDone() override {
+    if (!in_burst_) return;
+    in_burst_ = false;
+    guard_->EndBurst();
+  }
+
   bool Deliver(const std::string& text) {
     if (text.empty()) return true;
     delivered_ = true;
+    if (!in_burst_) {
+      in_burst_ = true;
+      guard_->BeginBurst();
+    }
     if (guard_->Delta(text)) return true;
     done_ = true;
     return false;
   }
 
+  bool in_burst_ = false;
   const std::shared_ptr<Exchange> exchange_;
   const std::shared_ptr<SinkGuard> guard_;
   const std::unique_ptr<ResponseReader> reader_;

@@ -26,6 +26,7 @@ namespace switchyard::gateway {
 namespace {
 
 using ::switchyard::testing::FakeBackend;
+using ::switchyard::testing::FakeScript;
 using ::switchyard::testing::Script;
 using ::switchyard::testing::HttpGet;
 using ::switchyard::testing::HttpOptions;
@@ -450,6 +451,31 @@ TEST_F(ServerTest, GrpcStreamMergesDeltasThatArriveDuringAWrite) {
   EXPECT_LT(chunks.size(), static_cast<size_t>(kDeltas)) << chunks.size() << " chunks";
   EXPECT_EQ(chunks.back().finish_reason(), "stop");
   EXPECT_EQ(chunks.back().usage().completion_tokens(), 3);  // the script's usage
+}
+
+// Deltas that arrived together (a burst, as from one network read) go out as one chunk.
+TEST_F(ServerTest, GrpcStreamSendsABurstAsOneChunk) {
+  FakeScript script = Script({"Once", " upon", " a", " time"});
+  script.burst = true;
+  cloud_->set_script(script);
+  auto stub = Stub();
+  v1::ChatRequest request;
+  request.add_messages()->set_content("hello there");
+  request.mutable_messages(0)->set_role("user");
+  grpc::ClientContext context;
+  auto reader = stub->StreamChat(&context, request);
+  std::vector<v1::ChatChunk> chunks;
+  v1::ChatChunk chunk;
+  while (reader->Read(&chunk)) chunks.push_back(chunk);
+  ASSERT_TRUE(reader->Finish().ok());
+  int with_text = 0;
+  for (const v1::ChatChunk& c : chunks) {
+    if (c.delta().empty()) continue;
+    ++with_text;
+    EXPECT_EQ(c.delta(), "Once upon a time");
+  }
+  EXPECT_EQ(with_text, 1);
+  EXPECT_EQ(chunks.back().finish_reason(), "stop");
 }
 
 TEST_F(ServerTest, GrpcErrorsUseCanonicalCodes) {

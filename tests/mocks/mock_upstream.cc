@@ -17,6 +17,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -495,7 +496,8 @@ class SocketResponder : public Responder {
         note_aborted_(std::move(note_aborted)),
         keep_alive_(keep_alive),
         drip_interval_(behaviour.drip_interval),
-        drip_bytes_(std::max<size_t>(1, behaviour.drip_bytes)) {}
+        drip_bytes_(std::max<size_t>(1, behaviour.drip_bytes)),
+        one_write_(behaviour.one_write) {}
 
   bool closed() const { return closed_; }
   bool reset() const { return reset_; }
@@ -546,7 +548,12 @@ class SocketResponder : public Responder {
     return WriteAll(chunk);
   }
 
-  bool End() override { return WriteAll("0\r\n\r\n"); }
+  bool End() override {
+    if (!one_write_) return WriteAll("0\r\n\r\n");
+    held_ += "0\r\n\r\n";
+    one_write_ = false;
+    return WriteAll(std::exchange(held_, std::string()));
+  }
 
   void Reset() override {
     if (closed_) return;
@@ -567,6 +574,10 @@ class SocketResponder : public Responder {
 
   bool WriteAll(std::string_view data) {
     if (closed_) return false;
+    if (one_write_) {
+      held_.append(data);
+      return true;
+    }
     if (drip_interval_.count() > 0) {
       while (!data.empty()) {
         const size_t n = std::min(drip_bytes_, data.size());
@@ -608,6 +619,8 @@ class SocketResponder : public Responder {
   const bool keep_alive_;
   const std::chrono::milliseconds drip_interval_;
   const size_t drip_bytes_;
+  bool one_write_;
+  std::string held_;  // what one_write_ holds back until End()
   bool closed_ = false;
   bool reset_ = false;
 };

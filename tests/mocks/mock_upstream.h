@@ -92,6 +92,9 @@ struct Behaviour {
   // `drip_bytes`, with `drip_interval` before each piece.
   std::chrono::milliseconds drip_interval{0};
   size_t drip_bytes = 64;
+  // A stream goes out in one write at its end (head and every event), as the tokens of a fast
+  // upstream arrive together in one network read.
+  bool one_write = false;
   // Holds the answer until the mock has received this many requests in all (0: no wait), so a
   // test can have N requests in flight at once before any of them fails.
   size_t hold_until_requests = 0;

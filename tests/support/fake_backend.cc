@@ -37,6 +37,7 @@ std::unique_ptr<backends::Call> FakeBackend::Start(backends::ChatRequest request
   requests_.push_back(request);
   FakeScript script = script_;
   threads_.emplace_back([guard, script] {
+    if (script.burst) guard->BeginBurst();
     for (const std::string& delta : script.deltas) {
       // Sleep in small steps so a cancelled request stops promptly.
       for (auto slept = std::chrono::milliseconds(0); slept < script.delay;
@@ -46,6 +47,7 @@ std::unique_ptr<backends::Call> FakeBackend::Start(backends::ChatRequest request
       }
       if (!guard->Delta(delta)) return;
     }
+    if (script.burst) guard->EndBurst();
     backends::Completion completion;
     completion.usage = script.usage;
     guard->Done(script.status, completion);

@@ -22,6 +22,7 @@ struct FakeScript {
   std::chrono::milliseconds delay{0};  // before each delta
   absl::Status status;                 // OnDone status; deltas are still sent first
   backends::Usage usage{3, 3};
+  bool burst = false;  // the deltas go out as one burst (ChatSink::BeginBurst ... EndBurst)
 };
 
 inline FakeScript Script(std::vector<std::string> deltas,

@@ -30,6 +30,7 @@ using ::switchyard::mocks::MockUpstream;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::Pair;
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
@@ -194,6 +195,31 @@ TEST_F(OpenAiBackendTest, StreamingForwardsEachTokenAndFinalUsage) {
   EXPECT_EQ(sink->completion().usage.prompt_tokens, 9);
   EXPECT_EQ(sink->completion().usage.completion_tokens, 5);
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
+}
+
+// Tokens that arrive in one network read reach the sink as one burst, each still its own delta.
+TEST_F(OpenAiBackendTest, TokensOfOneReadAreOneBurst) {
+  Behaviour behaviour;
+  behaviour.tokens = {"a", "b", "c", "d"};
+  behaviour.one_write = true;
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("a", "b", "c", "d"));
+  EXPECT_THAT(sink->bursts(), ElementsAre(Pair(0u, 4u)));
+  EXPECT_EQ(sink->contract_violations(), 0);
+}
+
+// Tokens paced apart arrive in separate reads: a burst each.
+TEST_F(OpenAiBackendTest, PacedTokensAreABurstEach) {
+  Behaviour behaviour;
+  behaviour.tokens = {"a", "b", "c"};
+  behaviour.token_delay = milliseconds(20);
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_THAT(sink->deltas(), ElementsAre("a", "b", "c"));
+  EXPECT_THAT(sink->bursts(), ElementsAre(Pair(0u, 1u), Pair(1u, 2u), Pair(2u, 3u)));
 }
 
 TEST_F(OpenAiBackendTest, StreamingRequestAnsweredWithPlainJsonStillWorks) {

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -33,11 +34,28 @@ class RecordingSink : public ChatSink {
     if (hook) hook();
   }
 
+  // Bursts as [first delta, end) index ranges; a burst inside a burst breaks the contract.
+  void BeginBurst() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (done_ || burst_start_ >= 0) ++contract_violations_;
+    burst_start_ = static_cast<int64_t>(deltas_.size());
+  }
+  void EndBurst() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (done_ || burst_start_ < 0) ++contract_violations_;
+    bursts_.emplace_back(static_cast<size_t>(burst_start_), deltas_.size());
+    burst_start_ = -1;
+  }
+
   void OnDone(const absl::Status& status, const Completion& completion) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (done_) ++contract_violations_;
       done_ = true;
+      if (burst_start_ >= 0) {  // OnDone may end a burst
+        bursts_.emplace_back(static_cast<size_t>(burst_start_), deltas_.size());
+        burst_start_ = -1;
+      }
       status_ = status;
       completion_ = completion;
       done_at_ = std::chrono::steady_clock::now();
@@ -72,6 +90,10 @@ class RecordingSink : public ChatSink {
     std::lock_guard<std::mutex> lock(mu_);
     return deltas_;
   }
+  std::vector<std::pair<size_t, size_t>> bursts() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return bursts_;
+  }
   std::string text() {
     std::lock_guard<std::mutex> lock(mu_);
     std::string all;
@@ -103,6 +125,8 @@ class RecordingSink : public ChatSink {
   std::mutex mu_;
   std::condition_variable changed_;
   std::vector<std::string> deltas_;
+  std::vector<std::pair<size_t, size_t>> bursts_;
+  int64_t burst_start_ = -1;  // the open burst's first delta, or -1
   bool done_ = false;
   absl::Status status_;
   Completion completion_;
