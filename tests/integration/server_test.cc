@@ -100,6 +100,21 @@ class ServerTest : public ::testing::Test {
     return v1::Switchyard::NewStub(channel);
   }
 
+  // Runs StreamChat with one user message; returns every chunk and sets `status`.
+  std::vector<v1::ChatChunk> StreamChat(const std::string& content, grpc::Status& status) {
+    auto stub = Stub();
+    v1::ChatRequest request;
+    request.add_messages()->set_content(content);
+    request.mutable_messages(0)->set_role("user");
+    grpc::ClientContext context;
+    auto reader = stub->StreamChat(&context, request);
+    std::vector<v1::ChatChunk> chunks;
+    v1::ChatChunk chunk;
+    while (reader->Read(&chunk)) chunks.push_back(chunk);
+    status = reader->Finish();
+    return chunks;
+  }
+
   static std::string UserMessage(const std::string& text, const std::string& extra = "") {
     return json{{"model", "auto"}, {"messages", {{{"role", "user"}, {"content", text}}}}}
                .dump()
@@ -427,16 +442,9 @@ TEST_F(ServerTest, GrpcStreamMergesDeltasThatArriveDuringAWrite) {
     expected += deltas.back();
   }
   cloud_->set_script(Script(deltas));
-  auto stub = Stub();
-  v1::ChatRequest request;
-  request.add_messages()->set_content("hello there");
-  request.mutable_messages(0)->set_role("user");
-  grpc::ClientContext context;
-  auto reader = stub->StreamChat(&context, request);
-  std::vector<v1::ChatChunk> chunks;
-  v1::ChatChunk chunk;
-  while (reader->Read(&chunk)) chunks.push_back(chunk);
-  ASSERT_TRUE(reader->Finish().ok());
+  grpc::Status status;
+  std::vector<v1::ChatChunk> chunks = StreamChat("hello there", status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_GE(chunks.size(), 2u);
   EXPECT_TRUE(chunks.front().has_decision());
   EXPECT_EQ(chunks.front().delta(), "");
@@ -458,16 +466,9 @@ TEST_F(ServerTest, GrpcStreamSendsABurstAsOneChunk) {
   FakeScript script = Script({"Once", " upon", " a", " time"});
   script.burst = true;
   cloud_->set_script(script);
-  auto stub = Stub();
-  v1::ChatRequest request;
-  request.add_messages()->set_content("hello there");
-  request.mutable_messages(0)->set_role("user");
-  grpc::ClientContext context;
-  auto reader = stub->StreamChat(&context, request);
-  std::vector<v1::ChatChunk> chunks;
-  v1::ChatChunk chunk;
-  while (reader->Read(&chunk)) chunks.push_back(chunk);
-  ASSERT_TRUE(reader->Finish().ok());
+  grpc::Status status;
+  std::vector<v1::ChatChunk> chunks = StreamChat("hello there", status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
   int with_text = 0;
   for (const v1::ChatChunk& c : chunks) {
     if (c.delta().empty()) continue;
