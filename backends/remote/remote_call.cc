@@ -369,7 +369,7 @@ class RemoteHandler : public TransferHandler {
     return false;
   }
 
-  bool in_burst_ = false;
+  bool in_burst_ = false;  // a burst is open at the sink for this pass of the loop
   const std::shared_ptr<Exchange> exchange_;
   const std::shared_ptr<SinkGuard> guard_;
   const std::unique_ptr<ResponseReader> reader_;
