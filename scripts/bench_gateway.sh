@@ -136,16 +136,25 @@ for kind in direct http grpc; do
     # shellcheck disable=SC2046
     # Enough connections for 200 ms of requests in flight (p99 = 40 ms is the limit).
     conns=$((rate / 5 > 64 ? rate / 5 : 64))
-    run "rate/$kind/$rate" $(target_args $kind) --rate "$rate" --connections "$conns" \
-      "${common[@]}"
-    # Stop climbing once p99 passes 40 ms (20 ms above the mock's delay) or anything failed.
-    if ! tail -1 "$results" | python3 -c '
+    # A step passes when p99 stays within 40 ms (20 ms above the mock's delay) and nothing
+    # failed. A failing step is tried once more, so one hiccup of the shared host does not end
+    # the climb; two failures do.
+    passed=0
+    for attempt in 1 2; do
+      label="rate/$kind/$rate"
+      [[ $attempt == 2 ]] && label+="/retry"
+      # shellcheck disable=SC2046
+      run "$label" $(target_args $kind) --rate "$rate" --connections "$conns" "${common[@]}"
+      if tail -1 "$results" | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
 sys.exit(0 if r["errors"] == 0 and r["latency"]["p99_us"] <= 40000 and
          r["rps"] >= 0.97 * r["rate"] else 1)'; then
-      break
-    fi
+        passed=1
+        break
+      fi
+    done
+    [[ $passed == 1 ]] || break
   done
 done
 stop
@@ -253,17 +262,20 @@ for label in ("unary/direct/64", "unary/http/64", "unary/grpc/64", "sse/direct/6
     share = "—" if label.split("/")[1] == "direct" else f"{c['gateway'] / total:.0%}"
     add(f"| {label} | {r['rps']:,.0f} | {gw} | {c['mock'] / n * 1e6:.1f} µs | {c['load'] / n * 1e6:.1f} µs | {share} |")
 
-add("\n### Highest sustained open-loop rate over a 20 ms-delay mock (p99 ≤ 40 ms, no errors)\n")
+add("\n### Highest sustained open-loop rate over a 20 ms-delay mock (p99 ≤ 40 ms, no errors; a failing step is tried twice)\n")
 add("| path | sustained req/s | p50 / p99 there | first failing step |")
 add("| --- | --- | --- | --- |")
 for kind in ("direct", "http", "grpc"):
-    steps = sorted((r for l, r in runs.items() if l.startswith(f"rate/{kind}/")), key=lambda r: r["rate"])
+    tries = {}  # rate -> its runs (a failing step is tried twice)
+    for l, r in runs.items():
+        if l.startswith(f"rate/{kind}/"): tries.setdefault(r["rate"], []).append(r)
     best, failed = None, None
-    for r in steps:
-        good = r["errors"] == 0 and r["latency"]["p99_us"] <= 40000 and r["rps"] >= 0.97 * r["rate"]
-        if good: best = r
-        elif failed is None: failed = r
-    if not steps: continue
+    for rate in sorted(tries):
+        passing = [r for r in tries[rate]
+                   if r["errors"] == 0 and r["latency"]["p99_us"] <= 40000 and r["rps"] >= 0.97 * r["rate"]]
+        if passing: best = passing[0]
+        elif failed is None: failed = tries[rate][-1]
+    if not tries: continue
     b = f"{best['rate']:,.0f}" if best else "none"
     bl = f"{us(best['latency']['p50_us'])} / {us(best['latency']['p99_us'])}" if best else "—"
     f = (f"{failed['rate']:,.0f}/s: p99 {us(failed['latency']['p99_us'])}, {failed['rps']:,.0f} done/s, "
