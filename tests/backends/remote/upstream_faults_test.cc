@@ -166,32 +166,29 @@ struct Case {
 class UpstreamFaultsTest : public MockUpstreamTest, public ::testing::WithParamInterface<Case> {
  protected:
   std::shared_ptr<RemoteBackend> Backend(const RemoteOptions& base) {
-    absl::StatusOr<std::shared_ptr<RemoteBackend>> backend;
+    auto created = Create(base);
+    if (created.ok()) return std::move(*created);
+    ADD_FAILURE() << created.status();
+    return nullptr;
+  }
+
+  // The adapter of this case's dialect (each converts to the common base on return).
+  absl::StatusOr<std::shared_ptr<RemoteBackend>> Create(const RemoteOptions& base) {
     switch (GetParam().dialect) {
-      case Dialect::kOpenAi: {
-        auto created = OpenAiBackend::Create(base, loop_);
-        if (created.ok()) return std::move(*created);
-        ADD_FAILURE() << created.status();
-        return nullptr;
-      }
+      case Dialect::kOpenAi:
+        return OpenAiBackend::Create(base, loop_);
       case Dialect::kAnthropic: {
         AnthropicOptions options;
         static_cast<RemoteOptions&>(options) = base;
-        auto created = AnthropicBackend::Create(options, loop_);
-        if (created.ok()) return std::move(*created);
-        ADD_FAILURE() << created.status();
-        return nullptr;
+        return AnthropicBackend::Create(options, loop_);
       }
       case Dialect::kGemini: {
         RemoteOptions options = base;
         options.base_url = mock_->gemini_base_url();
-        auto created = GeminiBackend::Create(options, loop_);
-        if (created.ok()) return std::move(*created);
-        ADD_FAILURE() << created.status();
-        return nullptr;
+        return GeminiBackend::Create(options, loop_);
       }
     }
-    return nullptr;
+    return absl::InternalError("unknown dialect");
   }
 
   RemoteOptions Options() const {
