@@ -22,10 +22,12 @@
 
 #include "grpcpp/grpcpp.h"
 #include "switchyard/v1/switchyard.grpc.pb.h"
+#include "tests/load/parse_int.h"
 
 namespace {
 
 namespace v1 = ::switchyard::v1;
+using ::switchyard::load::ParseInt;
 
 struct Answer {
   v1::ChatResponse unary;
@@ -106,18 +108,6 @@ class FloorService : public v1::Switchyard::CallbackService {
   const Answer answer_;
 };
 
-bool ParseInt(std::string_view text, int64_t max, int64_t* value) {
-  if (text.empty()) return false;
-  int64_t parsed = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-    parsed = parsed * 10 + (c - '0');
-    if (parsed > max) return false;
-  }
-  *value = parsed;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -125,7 +115,7 @@ int main(int argc, char** argv) {
   int64_t tokens = 16;
   for (int i = 1; i < argc; ++i) {
     const std::string_view flag = argv[i];
-    const std::string_view value = i + 1 < argc ? argv[i + 1] : "";
+    const char* value = i + 1 < argc ? argv[i + 1] : "";
     int64_t number = 0;
     if (flag == "--port" && ParseInt(value, 65535, &number)) {
       port = number;
@@ -133,7 +123,7 @@ int main(int argc, char** argv) {
       tokens = number;
     } else {
       std::fprintf(stderr, "usage: switchyard_grpc_floor [--port N] [--tokens N]\n"
-                           "bad argument: %s %s\n", argv[i], std::string(value).c_str());
+                           "bad argument: %s %s\n", argv[i], value);
       return 2;
     }
     ++i;

@@ -37,7 +37,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tests/load/parse_int.h"
+
 namespace {
+
+using ::switchyard::load::ParseInt;
 
 struct Options {
   int port = 0;
@@ -446,15 +450,6 @@ int Listen(int port, bool reuse_port) {
     return -1;
   }
   return fd;
-}
-
-bool ParseInt(const char* text, int64_t max, int64_t* value) {
-  char* end = nullptr;
-  errno = 0;
-  const long long parsed = std::strtoll(text, &end, 10);
-  if (end == text || *end != '\0' || errno != 0 || parsed < 0 || parsed > max) return false;
-  *value = parsed;
-  return true;
 }
 
 }  // namespace
