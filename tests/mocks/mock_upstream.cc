@@ -535,6 +535,7 @@ class SocketResponder : public Responder {
   }
 
   bool StartStream(int status, std::string_view content_type) override {
+    holding_ = one_write_;
     return WriteAll(Head(status, content_type) +
                     "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n");
   }
@@ -549,9 +550,9 @@ class SocketResponder : public Responder {
   }
 
   bool End() override {
-    if (!one_write_) return WriteAll("0\r\n\r\n");
+    if (!holding_) return WriteAll("0\r\n\r\n");
+    holding_ = false;
     held_ += "0\r\n\r\n";
-    one_write_ = false;
     return WriteAll(std::exchange(held_, std::string()));
   }
 
@@ -574,7 +575,7 @@ class SocketResponder : public Responder {
 
   bool WriteAll(std::string_view data) {
     if (closed_) return false;
-    if (one_write_) {
+    if (holding_) {
       held_.append(data);
       return true;
     }
@@ -619,8 +620,9 @@ class SocketResponder : public Responder {
   const bool keep_alive_;
   const std::chrono::milliseconds drip_interval_;
   const size_t drip_bytes_;
-  bool one_write_;
-  std::string held_;  // what one_write_ holds back until End()
+  const bool one_write_;
+  bool holding_ = false;  // a one-write stream is open: its bytes wait in held_ for End()
+  std::string held_;
   bool closed_ = false;
   bool reset_ = false;
 };
