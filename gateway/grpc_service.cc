@@ -278,12 +278,13 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
     }
     void OnDone(const absl::Status& status, const backends::Completion& completion) override {
       v1::ChatChunk chunk;
-      if (!status.ok()) Send();  // what came before the failure, then the error status
       if (status.ok()) {
         chunk.set_id(id_);
         chunk.set_delta(std::move(held_));
         chunk.set_finish_reason(std::string(FinishReasonName(completion.finish_reason)));
         ToProto(completion.usage, *chunk.mutable_usage());
+      } else {
+        Send();  // what came before the failure, then the error status
       }
       reactor_->Enqueue(std::move(chunk), ToGrpcStatus(status), &completion);
     }

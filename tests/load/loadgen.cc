@@ -880,8 +880,9 @@ class GrpcLoad {
     }
     void OnDone(const grpc::Status& status) override {
       const int64_t now = NowNs();
-      // The gateway merges deltas that arrive while a write is in flight, so a message may hold
-      // several tokens: tokens are counted from the final usage, messages only without one.
+      // The gateway sends tokens that arrived together, or during a write, in one message, so a
+      // message may hold several: tokens are counted from the final usage, messages only without
+      // one.
       const int64_t tokens = completion_tokens_ >= 0 ? completion_tokens_ : state_.events;
       load_->Finish(status, due_, measured_, now, [&] {
         if (!state_.done) return std::string("stream ended without finish_reason");
