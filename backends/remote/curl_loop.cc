@@ -1,11 +1,17 @@
 #include "backends/remote/curl_loop.h"
 
 #include <curl/curl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
-#include <deque>
+#include <map>
 #include <mutex>
+#include <optional>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -16,22 +22,29 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "boost/asio/executor_work_guard.hpp"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/post.hpp"
+#include "boost/asio/posix/stream_descriptor.hpp"
+#include "boost/asio/steady_timer.hpp"
 
 namespace switchyard::backends {
 namespace {
 
+namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
-// Longest the loop sleeps without a reason; only bounds how late a bug could be noticed, every
-// real deadline is computed exactly.
-constexpr int kMaxPollMs = 1000;
+// Idle easy handles kept for reuse; beyond this, finished handles are freed.
+constexpr size_t kMaxIdleEasyHandles = 64;
 
 Clock::duration ToChrono(absl::Duration d) { return absl::ToChronoNanoseconds(d); }
+
+// When the loop looks at a transfer next (its delayed start, first-byte or idle deadline).
+using Checks = std::multimap<Clock::time_point, CurlLoop::TransferId>;
 
 // One request on its way through the loop.
 struct Transfer {
   ~Transfer() {
-    if (easy != nullptr) curl_easy_cleanup(easy);
     if (header_list != nullptr) curl_slist_free_all(header_list);
   }
 
@@ -39,8 +52,11 @@ struct Transfer {
   Clock::time_point not_before;
   HttpRequest request;
   std::shared_ptr<TransferHandler> handler;
-  CURL* easy = nullptr;
+  CURL* easy = nullptr;  // owned by the loop's free list once the transfer ends
   curl_slist* header_list = nullptr;
+  // Its entry in the loop's checks, if any: the delayed start, then the first-byte and idle
+  // deadlines.
+  std::optional<Checks::iterator> check;
   Clock::time_point started;
   Clock::time_point last_activity;
   // A status line arrived (the first-byte deadline is met).
@@ -56,6 +72,24 @@ struct Transfer {
   char error[CURL_ERROR_SIZE] = {};
 };
 
+// One socket libcurl asked the loop to watch.
+struct Socket {
+  explicit Socket(const asio::any_io_executor& executor) : descriptor(executor) {}
+
+  asio::posix::stream_descriptor descriptor;
+  // Opened by the loop for libcurl (closed when libcurl says so); otherwise a descriptor libcurl
+  // made itself (the threaded resolver's socket pair), only watched.
+  bool owned = false;
+  bool closed = false;
+  // What libcurl waits for: CURL_POLL_IN / OUT / INOUT, 0 when nothing.
+  int want = 0;
+  bool read_armed = false;
+  bool write_armed = false;
+  // Became readable while libcurl did not wait for it; owed an action once it does. Asio's epoll
+  // is edge-triggered, so a readiness nobody waited for is not reported again.
+  bool read_ready = false;
+};
+
 }  // namespace
 
 std::string_view HttpResponseHead::Header(std::string_view name) const {
@@ -65,53 +99,118 @@ std::string_view HttpResponseHead::Header(std::string_view name) const {
   return {};
 }
 
-class CurlLoop::Core {
- public:
-  explicit Core(CURLM* multi) : multi_(multi) {}
-  ~Core() { curl_multi_cleanup(multi_); }
+struct CurlLoop::OwnThread {
+  asio::io_context io{1};
+  std::thread thread;
+};
 
-  TransferId Enqueue(std::unique_ptr<Transfer> transfer);
-  void EnqueueCancel(TransferId id);
-  void Stop();
-  size_t active() const;
-  void Run();
+class CurlLoop::Core : public std::enable_shared_from_this<Core> {
+ public:
+  Core(CURLM* multi, asio::any_io_executor executor, asio::io_context* own_io)
+      : executor_(std::move(executor)), own_io_(own_io), multi_(multi) {}
+  ~Core() {
+    // Shutdown() normally ran already; this covers a loop never started.
+    if (multi_ != nullptr) curl_multi_cleanup(multi_);
+    for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
+  }
+
+  // Installs the multi handle's callbacks; once, right after construction.
+  void Init();
+
+  TransferId Start(std::unique_ptr<Transfer> transfer);
+  void Cancel(TransferId id);
+  size_t active() const { return active_.load(std::memory_order_relaxed); }
+  // From ~CurlLoop: inside a loop handler the shutdown follows when that handler returns,
+  // elsewhere it happens now (`inline_ok`) or is posted to the loop (own thread).
+  bool InLoop() const { return current_ == this; }
+  void RequestStopInLoop() ABSL_NO_THREAD_SAFETY_ANALYSIS { stop_requested_ = true; }
+  void ShutdownNow();
+  const asio::any_io_executor& executor() const { return executor_; }
 
  private:
-  struct Command {
-    TransferId id = 0;
-    // Set for a start; null for a cancel.
-    std::unique_ptr<Transfer> transfer;
-  };
+  // Runs `body` as the loop: under mu_, marked as inside the loop on this thread, and followed
+  // by the shutdown a handler asked for. Returns false (without running `body`) once stopped.
+  template <typename Body>
+  bool RunInLoop(Body&& body);
 
-  void DrainCommands();
-  void StartDueTransfers();
-  void AddTransfer(std::unique_ptr<Transfer> transfer);
-  void FinishTransfer(TransferId id, const absl::Status& status);
-  void ReadFinished();
-  void EnforceDeadlines();
-  int PollTimeoutMs() const;
+  void AddTransfer(std::unique_ptr<Transfer> transfer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishTransfer(TransferId id, const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelLocked(TransferId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReadFinished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Action(curl_socket_t fd, int events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ShutdownLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecycleEasy(CURL* easy) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Deadlines of every transfer go through one timer, armed for the earliest check and never
+  // recalled: a check that finds nothing due schedules the next one. So starting and finishing a
+  // transfer costs no timer syscall.
+  void ScheduleCheck(Transfer& t, Clock::time_point when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveCheck(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmDeadline(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmCheckTimer(Clock::time_point when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunChecks(uint64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckTransfer(TransferId id, Clock::time_point now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // libcurl's timer: due now is a post, later an Asio timer that is only ever moved earlier.
+  void SetCurlTimeout(long timeout_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmCurlTimer(Clock::time_point when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnCurlTimer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void ArmRead(const std::shared_ptr<Socket>& socket) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmWrite(const std::shared_ptr<Socket>& socket) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PostAction(curl_socket_t fd, int events);
+  // Drops the record of `fd`; a watched-only descriptor is released, not closed.
+  void ForgetSocket(curl_socket_t fd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // libcurl callbacks; they run inside a libcurl call made by the loop, so mu_ is held.
+  static int SocketCallback(CURL* easy, curl_socket_t fd, int what, void* user, void* socketp);
+  static int TimerCallback(CURLM* multi, long timeout_ms, void* user);
+  static curl_socket_t OpenSocketCallback(void* user, curlsocktype purpose,
+                                          curl_sockaddr* address);
+  static int CloseSocketCallback(void* user, curl_socket_t fd);
   static size_t WriteCallback(char* data, size_t size, size_t count, void* user);
   static size_t HeaderCallback(char* data, size_t size, size_t count, void* user);
 
-  CURLM* const multi_;
+  // The loop this thread is running inside, if any.
+  static thread_local const Core* current_;
 
-  mutable absl::Mutex mu_;
-  std::deque<Command> commands_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  TransferId next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  const asio::any_io_executor executor_;
+  asio::io_context* const own_io_;  // the loop's own io_context, stopped after shutdown
+  std::atomic<TransferId> next_id_{1};
   // Transfers running or waiting for a delayed start.
-  size_t active_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<size_t> active_{0};
 
-  // Loop thread only.
-  std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_;
+  absl::Mutex mu_;
+  CURLM* multi_ ABSL_GUARDED_BY(mu_);
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
+  std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_ ABSL_GUARDED_BY(mu_);
   // Accepted but not begun: waiting for their start time.
-  std::unordered_map<TransferId, std::unique_ptr<Transfer>> delayed_;
-  // Transfers that received data in the current curl_multi_perform, told OnBodyDone after it.
-  std::vector<Transfer*> received_;
+  std::unordered_map<TransferId, std::unique_ptr<Transfer>> delayed_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<curl_socket_t, std::shared_ptr<Socket>> sockets_ ABSL_GUARDED_BY(mu_);
+  std::vector<CURL*> idle_easy_ ABSL_GUARDED_BY(mu_);
+  Checks checks_ ABSL_GUARDED_BY(mu_);
+  std::optional<asio::steady_timer> check_timer_ ABSL_GUARDED_BY(mu_);
+  // The pending wait of check_timer_, if any; a generation tells a stale wait from the current
+  // one, since re-arming cannot recall a wait that already fired.
+  std::optional<Clock::time_point> check_timer_at_ ABSL_GUARDED_BY(mu_);
+  uint64_t check_timer_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  // libcurl's own timer (CURLMOPT_TIMERFUNCTION): when it is due, if set.
+  std::optional<Clock::time_point> curl_due_ ABSL_GUARDED_BY(mu_);
+  std::optional<asio::steady_timer> curl_timer_ ABSL_GUARDED_BY(mu_);
+  std::optional<Clock::time_point> curl_timer_at_ ABSL_GUARDED_BY(mu_);
+  uint64_t curl_timer_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool curl_kick_posted_ ABSL_GUARDED_BY(mu_) = false;
+  bool adding_ ABSL_GUARDED_BY(mu_) = false;  // inside AddTransfer's curl_multi_add_handle
+  // Transfers that received data in the current libcurl call, told OnBodyDone after it.
+  std::vector<Transfer*> received_ ABSL_GUARDED_BY(mu_);
 };
 
-absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
+thread_local const CurlLoop::Core* CurlLoop::Core::current_ = nullptr;
+
+namespace {
+
+absl::Status InitCurl() {
   static std::once_flag init_once;
   static CURLcode init_result = CURLE_OK;
   std::call_once(init_once, [] { init_result = curl_global_init(CURL_GLOBAL_DEFAULT); });
@@ -119,24 +218,66 @@ absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
     return absl::InternalError(
         absl::StrCat("curl_global_init failed: ", curl_easy_strerror(init_result)));
   }
-  CURLM* multi = curl_multi_init();
-  if (multi == nullptr) return absl::InternalError("curl_multi_init failed");
-  auto core = std::make_shared<Core>(multi);
-  std::thread thread([core] { core->Run(); });
-  return std::shared_ptr<CurlLoop>(new CurlLoop(std::move(core), std::move(thread)));
+  return absl::OkStatus();
 }
 
-CurlLoop::CurlLoop(std::shared_ptr<Core> core, std::thread thread)
-    : core_(std::move(core)), thread_(std::move(thread)) {}
+absl::Status ShutdownStatus() {
+  return absl::UnavailableError("remote backend loop is shutting down");
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
+  if (absl::Status status = InitCurl(); !status.ok()) return status;
+  CURLM* multi = curl_multi_init();
+  if (multi == nullptr) return absl::InternalError("curl_multi_init failed");
+  auto own = std::make_shared<OwnThread>();
+  auto core = std::make_shared<Core>(multi, own->io.get_executor(), &own->io);
+  core->Init();
+  // The thread co-owns the io_context: a loop destroyed by one of its own handlers finishes on
+  // its own.
+  own->thread = std::thread([own_ref = own] {
+    auto guard = asio::make_work_guard(own_ref->io);
+    own_ref->io.run();
+  });
+  return std::shared_ptr<CurlLoop>(new CurlLoop(std::move(core), std::move(own)));
+}
+
+absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create(asio::any_io_executor executor) {
+  if (!executor) return absl::InvalidArgumentError("CurlLoop::Create: empty executor");
+  if (absl::Status status = InitCurl(); !status.ok()) return status;
+  CURLM* multi = curl_multi_init();
+  if (multi == nullptr) return absl::InternalError("curl_multi_init failed");
+  auto core = std::make_shared<Core>(multi, std::move(executor), nullptr);
+  core->Init();
+  return std::shared_ptr<CurlLoop>(new CurlLoop(std::move(core), nullptr));
+}
+
+CurlLoop::CurlLoop(std::shared_ptr<Core> core, std::shared_ptr<OwnThread> own)
+    : core_(std::move(core)), own_(std::move(own)) {}
 
 CurlLoop::~CurlLoop() {
-  core_->Stop();
-  if (thread_.get_id() == std::this_thread::get_id()) {
-    // A handler released the last reference; the thread finishes on its own and frees the core.
-    thread_.detach();
-  } else {
-    thread_.join();
+  if (core_->InLoop()) {
+    // A handler released the last reference: the loop shuts down when it returns (and its own
+    // thread, if any, then ends and frees the io_context).
+    core_->RequestStopInLoop();
+    if (own_ != nullptr) own_->thread.detach();
+    return;
   }
+  if (own_ == nullptr) {
+    core_->ShutdownNow();
+    return;
+  }
+  if (std::this_thread::get_id() == own_->thread.get_id()) {
+    // Released on the loop's own thread outside a loop handler (an object a handler captured):
+    // nothing else runs the loop now, and the thread ends once this handler returns.
+    core_->ShutdownNow();
+    own_->thread.detach();
+    return;
+  }
+  // Shut down on the loop's thread, as every other handler call happens there.
+  asio::post(own_->io, [core = core_] { core->ShutdownNow(); });
+  own_->thread.join();
 }
 
 CurlLoop::TransferId CurlLoop::Start(HttpRequest request,
@@ -146,130 +287,138 @@ CurlLoop::TransferId CurlLoop::Start(HttpRequest request,
   transfer->not_before = Clock::now() + ToChrono(std::max(delay, absl::ZeroDuration()));
   transfer->request = std::move(request);
   transfer->handler = std::move(handler);
-  return core_->Enqueue(std::move(transfer));
+  return core_->Start(std::move(transfer));
 }
 
-void CurlLoop::Cancel(TransferId id) { core_->EnqueueCancel(id); }
+void CurlLoop::Cancel(TransferId id) { core_->Cancel(id); }
 
 size_t CurlLoop::active_transfers() const { return core_->active(); }
 
-CurlLoop::TransferId CurlLoop::Core::Enqueue(std::unique_ptr<Transfer> transfer) {
-  TransferId id;
-  {
-    absl::MutexLock lock(&mu_);
-    id = next_id_++;
-    transfer->id = id;
-    commands_.push_back(Command{id, std::move(transfer)});
-  }
-  curl_multi_wakeup(multi_);
+namespace {
+thread_local CurlLoop* bound_loop = nullptr;
+}  // namespace
+
+void CurlLoop::BindToThisThread(CurlLoop* loop) { bound_loop = loop; }
+
+std::shared_ptr<CurlLoop> CurlLoop::ForThisThread(const std::shared_ptr<CurlLoop>& fallback) {
+  return bound_loop != nullptr ? bound_loop->shared_from_this() : fallback;
+}
+
+void CurlLoop::Core::Init() {
+  absl::MutexLock lock(&mu_);
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &Core::SocketCallback);
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &Core::TimerCallback);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+  curl_timer_.emplace(executor_);
+  check_timer_.emplace(executor_);
+}
+
+template <typename Body>
+bool CurlLoop::Core::RunInLoop(Body&& body) {
+  absl::MutexLock lock(&mu_);
+  if (stopped_) return false;
+  const Core* outer = current_;
+  current_ = this;
+  body();
+  if (stop_requested_) ShutdownLocked();
+  current_ = outer;
+  return true;
+}
+
+CurlLoop::TransferId CurlLoop::Core::Start(std::unique_ptr<Transfer> transfer) {
+  const TransferId id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  transfer->id = id;
+  // Posted even when called on the loop: the caller may hold its own locks, or be inside a
+  // libcurl callback, where adding a handle is not allowed.
+  asio::post(executor_, [self = shared_from_this(), transfer = std::move(transfer)]() mutable {
+    // No reference to the handler may outlive RunInLoop here: a transfer can finish inside it,
+    // and its handler may hold the last reference to the loop.
+    const bool ran = self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      self->active_.fetch_add(1, std::memory_order_relaxed);
+      if (transfer->not_before <= Clock::now()) {
+        self->AddTransfer(std::move(transfer));
+        return;
+      }
+      Transfer& t = *transfer;
+      self->delayed_.emplace(t.id, std::move(transfer));
+      self->ScheduleCheck(t, t.not_before);
+    });
+    if (!ran) transfer->handler->OnComplete(ShutdownStatus());
+  });
   return id;
 }
 
-void CurlLoop::Core::EnqueueCancel(TransferId id) {
-  {
-    absl::MutexLock lock(&mu_);
-    commands_.push_back(Command{id, nullptr});
-  }
-  curl_multi_wakeup(multi_);
+void CurlLoop::Core::Cancel(TransferId id) {
+  asio::post(executor_, [self = shared_from_this(), id] {
+    self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { self->CancelLocked(id); });
+  });
 }
 
-void CurlLoop::Core::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
+void CurlLoop::Core::CancelLocked(TransferId id) {
+  if (auto it = delayed_.find(id); it != delayed_.end()) {
+    RemoveCheck(*it->second);
+    delayed_.erase(it);
+    active_.fetch_sub(1, std::memory_order_relaxed);
+    return;
   }
-  curl_multi_wakeup(multi_);
+  auto it = transfers_.find(id);
+  if (it == transfers_.end()) return;
+  std::unique_ptr<Transfer> transfer = std::move(it->second);
+  transfers_.erase(it);
+  RemoveCheck(*transfer);
+  // Removing the handle closes its connection (or stream) right away; the handler is dropped
+  // without a call, as Cancel() promises.
+  curl_multi_remove_handle(multi_, transfer->easy);
+  RecycleEasy(transfer->easy);
+  active_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-size_t CurlLoop::Core::active() const {
+void CurlLoop::Core::ShutdownNow() {
   absl::MutexLock lock(&mu_);
-  return active_;
+  const Core* outer = current_;
+  current_ = this;
+  ShutdownLocked();
+  current_ = outer;
 }
 
-void CurlLoop::Core::Run() {
-  CURLM* multi = multi_;
-  while (true) {
-    DrainCommands();
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) break;
-    }
-    StartDueTransfers();
-    int running = 0;
-    curl_multi_perform(multi, &running);
-    // Every transfer is still alive here: cancels wait for DrainCommands, ends for ReadFinished.
-    for (Transfer* t : received_) {
-      t->on_received = false;
-      t->handler->OnBodyDone();
-    }
-    received_.clear();
-    ReadFinished();
-    EnforceDeadlines();
-    // Also returns early on curl_multi_wakeup() and when libcurl's own timers are due.
-    curl_multi_poll(multi, nullptr, 0, PollTimeoutMs(), nullptr);
-  }
-
-  const absl::Status shutdown = absl::UnavailableError("remote backend loop is shutting down");
+void CurlLoop::Core::ShutdownLocked() {
+  if (stopped_) return;
+  stopped_ = true;
+  const absl::Status shutdown = ShutdownStatus();
   std::vector<TransferId> ids;
   for (const auto& [id, transfer] : transfers_) ids.push_back(id);
   for (TransferId id : ids) FinishTransfer(id, shutdown);
-  for (auto& [id, transfer] : delayed_) transfer->handler->OnComplete(shutdown);
-  delayed_.clear();
-  std::deque<Command> pending;
-  {
-    absl::MutexLock lock(&mu_);
-    pending.swap(commands_);
+  std::unordered_map<TransferId, std::unique_ptr<Transfer>> delayed;
+  delayed.swap(delayed_);
+  for (auto& [id, transfer] : delayed) {
+    RemoveCheck(*transfer);
+    active_.fetch_sub(1, std::memory_order_relaxed);
+    transfer->handler->OnComplete(shutdown);
   }
-  for (Command& command : pending) {
-    if (command.transfer != nullptr) command.transfer->handler->OnComplete(shutdown);
-  }
+  delayed.clear();
+  // Closes the cached connections through CloseSocketCallback while the descriptors still exist.
+  curl_multi_cleanup(multi_);
+  multi_ = nullptr;
+  for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
+  idle_easy_.clear();
+  std::vector<curl_socket_t> fds;
+  for (const auto& [fd, socket] : sockets_) fds.push_back(fd);
+  for (curl_socket_t fd : fds) ForgetSocket(fd);
+  // No Asio object outlives the shutdown, so the Core may outlive its io_context.
+  curl_timer_.reset();
+  check_timer_.reset();
+  if (own_io_ != nullptr) own_io_->stop();
 }
 
-void CurlLoop::Core::DrainCommands() {
-  std::deque<Command> commands;
-  {
-    absl::MutexLock lock(&mu_);
-    commands.swap(commands_);
+void CurlLoop::Core::RecycleEasy(CURL* easy) {
+  if (easy == nullptr) return;
+  if (idle_easy_.size() >= kMaxIdleEasyHandles || stopped_) {
+    curl_easy_cleanup(easy);
+    return;
   }
-  for (Command& command : commands) {
-    if (command.transfer != nullptr) {
-      {
-        absl::MutexLock lock(&mu_);
-        ++active_;
-      }
-      delayed_.emplace(command.id, std::move(command.transfer));
-      continue;
-    }
-    if (delayed_.erase(command.id) > 0) {
-      absl::MutexLock lock(&mu_);
-      --active_;
-      continue;
-    }
-    auto it = transfers_.find(command.id);
-    if (it == transfers_.end()) continue;
-    // Removing the handle closes its connection (or stream) right away; the handler is dropped
-    // without a call, as Cancel() promises.
-    curl_multi_remove_handle(multi_, it->second->easy);
-    transfers_.erase(it);
-    absl::MutexLock lock(&mu_);
-    --active_;
-  }
-}
-
-void CurlLoop::Core::StartDueTransfers() {
-  const Clock::time_point now = Clock::now();
-  std::vector<std::unique_ptr<Transfer>> due;
-  for (auto it = delayed_.begin(); it != delayed_.end();) {
-    if (it->second->not_before <= now) {
-      due.push_back(std::move(it->second));
-      it = delayed_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  // In id order, so transfers queued together start in the order they were queued.
-  std::sort(due.begin(), due.end(), [](const auto& a, const auto& b) { return a->id < b->id; });
-  for (std::unique_ptr<Transfer>& transfer : due) AddTransfer(std::move(transfer));
+  curl_easy_reset(easy);
+  idle_easy_.push_back(easy);
 }
 
 // Moves a transfer onto the multi handle; `active_` already counts it.
@@ -277,13 +426,15 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   Transfer& t = *transfer;
   t.started = t.last_activity = Clock::now();
   auto fail = [this, &t](const absl::Status& status) {
-    {
-      absl::MutexLock lock(&mu_);
-      --active_;
-    }
+    active_.fetch_sub(1, std::memory_order_relaxed);
     t.handler->OnComplete(status);
   };
-  t.easy = curl_easy_init();
+  if (!idle_easy_.empty()) {
+    t.easy = idle_easy_.back();
+    idle_easy_.pop_back();
+  } else {
+    t.easy = curl_easy_init();
+  }
   if (t.easy == nullptr) {
     fail(absl::UnavailableError("curl_easy_init failed"));
     return;
@@ -299,6 +450,11 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   t.received = &received_;
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &Core::HeaderCallback);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
+  // The loop owns every socket: libcurl opens and closes them through it.
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &Core::OpenSocketCallback);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &Core::CloseSocketCallback);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
   // Signals are process-wide and unsafe with threads; timeouts are enforced by the loop instead.
   curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
   // Streams are many small writes; Nagle would hold each token back.
@@ -330,12 +486,25 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   t.header_list = curl_slist_append(t.header_list, "Expect:");
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t.header_list);
 
-  if (CURLMcode code = curl_multi_add_handle(multi_, easy); code != CURLM_OK) {
+  // libcurl asks for a timeout of 0 from inside curl_multi_add_handle; the OnCurlTimer() below
+  // serves it, so it needs no post of its own.
+  adding_ = true;
+  const CURLMcode code = curl_multi_add_handle(multi_, easy);
+  adding_ = false;
+  if (code != CURLM_OK) {
+    OnCurlTimer();  // whatever libcurl asked for meanwhile
+    RecycleEasy(easy);
+    t.easy = nullptr;
     fail(absl::UnavailableError(
         absl::StrCat("curl_multi_add_handle failed: ", curl_multi_strerror(code))));
     return;
   }
   transfers_.emplace(t.id, std::move(transfer));
+  ArmDeadline(t);
+  // libcurl asked for an immediate timeout (TimerCallback): serve it now rather than on the next
+  // turn of the loop, so the request goes out in the handler that started it. This may finish
+  // the transfer, so `t` is not touched after it.
+  OnCurlTimer();
 }
 
 void CurlLoop::Core::FinishTransfer(TransferId id, const absl::Status& status) {
@@ -343,11 +512,11 @@ void CurlLoop::Core::FinishTransfer(TransferId id, const absl::Status& status) {
   if (it == transfers_.end()) return;
   std::unique_ptr<Transfer> transfer = std::move(it->second);
   transfers_.erase(it);
+  RemoveCheck(*transfer);
   curl_multi_remove_handle(multi_, transfer->easy);
-  {
-    absl::MutexLock lock(&mu_);
-    --active_;
-  }
+  RecycleEasy(transfer->easy);
+  transfer->easy = nullptr;
+  active_.fetch_sub(1, std::memory_order_relaxed);
   if (status.ok() && !transfer->head_delivered && transfer->status_line_seen) {
     transfer->head_delivered = true;
     transfer->handler->OnHead(transfer->head);
@@ -358,7 +527,9 @@ void CurlLoop::Core::FinishTransfer(TransferId id, const absl::Status& status) {
 
 void CurlLoop::Core::ReadFinished() {
   int queued = 0;
-  while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
+  while (multi_ != nullptr) {
+    CURLMsg* msg = curl_multi_info_read(multi_, &queued);
+    if (msg == nullptr) break;
     if (msg->msg != CURLMSG_DONE) continue;
     Transfer* t = nullptr;
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
@@ -380,43 +551,322 @@ void CurlLoop::Core::ReadFinished() {
   }
 }
 
-void CurlLoop::Core::EnforceDeadlines() {
-  const Clock::time_point now = Clock::now();
-  std::vector<std::pair<TransferId, absl::Status>> expired;
-  for (const auto& [id, t] : transfers_) {
-    const HttpTimeouts& limits = t->request.timeouts;
-    if (!t->status_line_seen) {
-      if (limits.first_byte != absl::InfiniteDuration() &&
-          now - t->started >= ToChrono(limits.first_byte)) {
-        expired.emplace_back(id, absl::DeadlineExceededError(absl::StrCat(
-                                     "upstream sent no response within ",
-                                     absl::FormatDuration(limits.first_byte))));
-      }
-    } else if (limits.idle != absl::InfiniteDuration() &&
-               now - t->last_activity >= ToChrono(limits.idle)) {
-      expired.emplace_back(id, absl::DeadlineExceededError(absl::StrCat(
-                                   "upstream stalled: no data for ",
-                                   absl::FormatDuration(limits.idle))));
-    }
+void CurlLoop::Core::Action(curl_socket_t fd, int events) {
+  int running = 0;
+  curl_multi_socket_action(multi_, fd, events, &running);
+  // Every transfer on the list is still alive: cancels are posted, ends wait for ReadFinished.
+  for (Transfer* t : received_) {
+    t->on_received = false;
+    t->handler->OnBodyDone();
   }
-  for (const auto& [id, status] : expired) FinishTransfer(id, status);
+  received_.clear();
+  ReadFinished();
 }
 
-int CurlLoop::Core::PollTimeoutMs() const {
+void CurlLoop::Core::ScheduleCheck(Transfer& t, Clock::time_point when) {
+  RemoveCheck(t);
+  t.check = checks_.emplace(when, t.id);
+  if (!check_timer_at_.has_value() || when < *check_timer_at_) ArmCheckTimer(when);
+}
+
+void CurlLoop::Core::RemoveCheck(Transfer& t) {
+  if (!t.check.has_value()) return;
+  checks_.erase(*t.check);
+  t.check.reset();
+}
+
+void CurlLoop::Core::ArmCheckTimer(Clock::time_point when) {
+  check_timer_->expires_at(when);
+  check_timer_at_ = when;
+  const uint64_t generation = ++check_timer_generation_;
+  check_timer_->async_wait([self = shared_from_this(), generation](const boost::system::error_code&) {
+    // Whatever the error code: a stale wait is told by its generation, and every check is
+    // compared with the clock.
+    self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { self->RunChecks(generation); });
+  });
+}
+
+void CurlLoop::Core::RunChecks(uint64_t generation) {
+  if (generation != check_timer_generation_) return;
+  check_timer_at_.reset();
   const Clock::time_point now = Clock::now();
-  Clock::duration wait = std::chrono::milliseconds(kMaxPollMs);
-  for (const auto& [id, t] : delayed_) wait = std::min(wait, t->not_before - now);
-  for (const auto& [id, t] : transfers_) {
-    const HttpTimeouts& limits = t->request.timeouts;
-    if (!t->status_line_seen && limits.first_byte != absl::InfiniteDuration()) {
-      wait = std::min(wait, t->started + ToChrono(limits.first_byte) - now);
-    } else if (t->status_line_seen && limits.idle != absl::InfiniteDuration()) {
-      wait = std::min(wait, t->last_activity + ToChrono(limits.idle) - now);
+  std::vector<TransferId> due;
+  while (!checks_.empty() && checks_.begin()->first <= now) {
+    const TransferId id = checks_.begin()->second;
+    checks_.erase(checks_.begin());
+    if (auto it = delayed_.find(id); it != delayed_.end()) {
+      it->second->check.reset();
+    } else if (auto running = transfers_.find(id); running != transfers_.end()) {
+      running->second->check.reset();
+    }
+    due.push_back(id);
+  }
+  // In id order, so transfers queued together start in the order they were queued.
+  std::sort(due.begin(), due.end());
+  for (TransferId id : due) CheckTransfer(id, now);
+  // The checks above may have armed the timer for a new entry later than ones already waiting.
+  if (!checks_.empty() &&
+      (!check_timer_at_.has_value() || checks_.begin()->first < *check_timer_at_)) {
+    ArmCheckTimer(checks_.begin()->first);
+  }
+}
+
+// One wait per transfer, never moved earlier: before the status line it is due no later than one
+// idle period ahead, so an idle deadline that starts with the status line is never missed; each
+// check compares with the clock and schedules the next.
+void CurlLoop::Core::ArmDeadline(Transfer& t) {
+  const HttpTimeouts& limits = t.request.timeouts;
+  const bool has_idle = limits.idle != absl::InfiniteDuration();
+  if (t.status_line_seen) {
+    if (has_idle) ScheduleCheck(t, t.last_activity + ToChrono(limits.idle));
+    return;
+  }
+  std::optional<Clock::time_point> when;
+  if (limits.first_byte != absl::InfiniteDuration()) {
+    when = t.started + ToChrono(limits.first_byte);
+  }
+  if (has_idle) {
+    const Clock::time_point next_check = Clock::now() + ToChrono(limits.idle);
+    when = when.has_value() ? std::min(*when, next_check) : next_check;
+  }
+  if (when.has_value()) ScheduleCheck(t, *when);
+}
+
+void CurlLoop::Core::CheckTransfer(TransferId id, Clock::time_point now) {
+  if (auto it = delayed_.find(id); it != delayed_.end()) {
+    Transfer& t = *it->second;
+    if (now < t.not_before) {
+      ScheduleCheck(t, t.not_before);
+      return;
+    }
+    std::unique_ptr<Transfer> transfer = std::move(it->second);
+    delayed_.erase(it);
+    AddTransfer(std::move(transfer));
+    return;
+  }
+  auto it = transfers_.find(id);
+  if (it == transfers_.end()) return;
+  Transfer& t = *it->second;
+  const HttpTimeouts& limits = t.request.timeouts;
+  if (!t.status_line_seen) {
+    if (limits.first_byte != absl::InfiniteDuration() &&
+        now - t.started >= ToChrono(limits.first_byte)) {
+      FinishTransfer(id, absl::DeadlineExceededError(
+                             absl::StrCat("upstream sent no response within ",
+                                          absl::FormatDuration(limits.first_byte))));
+      return;
+    }
+  } else if (limits.idle != absl::InfiniteDuration() &&
+             now - t.last_activity >= ToChrono(limits.idle)) {
+    FinishTransfer(id, absl::DeadlineExceededError(absl::StrCat(
+                           "upstream stalled: no data for ", absl::FormatDuration(limits.idle))));
+    return;
+  }
+  ArmDeadline(t);
+}
+
+void CurlLoop::Core::ArmCurlTimer(Clock::time_point when) {
+  curl_timer_->expires_at(when);
+  curl_timer_at_ = when;
+  const uint64_t generation = ++curl_timer_generation_;
+  curl_timer_->async_wait([self = shared_from_this(), generation](const boost::system::error_code&) {
+    self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      if (generation != self->curl_timer_generation_) return;
+      self->curl_timer_at_.reset();
+      self->OnCurlTimer();
+    });
+  });
+}
+
+void CurlLoop::Core::OnCurlTimer() {
+  if (!curl_due_.has_value()) return;
+  const Clock::time_point now = Clock::now();
+  if (*curl_due_ > now) {
+    // Woken early by a wait armed for an earlier timeout libcurl has moved since.
+    if (!curl_timer_at_.has_value()) ArmCurlTimer(*curl_due_);
+    return;
+  }
+  curl_due_.reset();
+  Action(CURL_SOCKET_TIMEOUT, 0);
+  // libcurl reports its timeout only when it changes, in whole milliseconds rounded down: a wait
+  // that ended a little before libcurl's expiry leaves it unchanged, and so unreported. Ask.
+  if (!curl_due_.has_value() && multi_ != nullptr) {
+    long timeout_ms = -1;
+    curl_multi_timeout(multi_, &timeout_ms);
+    SetCurlTimeout(timeout_ms);
+  }
+}
+
+void CurlLoop::Core::ArmRead(const std::shared_ptr<Socket>& socket) {
+  if (socket->read_armed || socket->read_ready || socket->closed) return;
+  socket->read_armed = true;
+  socket->descriptor.async_wait(
+      asio::posix::descriptor_base::wait_read,
+      [self = shared_from_this(), socket](const boost::system::error_code& ec) {
+        self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          socket->read_armed = false;
+          if (socket->closed) return;
+          const curl_socket_t fd = socket->descriptor.native_handle();
+          if (ec) {
+            if (ec != asio::error::operation_aborted) self->Action(fd, CURL_CSELECT_ERR);
+            return;
+          }
+          if ((socket->want & CURL_POLL_IN) == 0) {
+            socket->read_ready = true;
+            return;
+          }
+          // Waiting again before libcurl reads means no readiness can slip between its last read
+          // and the next wait; at worst libcurl is woken once for nothing.
+          self->ArmRead(socket);
+          self->Action(fd, CURL_CSELECT_IN);
+        });
+      });
+}
+
+void CurlLoop::Core::ArmWrite(const std::shared_ptr<Socket>& socket) {
+  if (socket->write_armed || socket->closed || (socket->want & CURL_POLL_OUT) == 0) return;
+  socket->write_armed = true;
+  socket->descriptor.async_wait(
+      asio::posix::descriptor_base::wait_write,
+      [self = shared_from_this(), socket](const boost::system::error_code& ec) {
+        self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          socket->write_armed = false;
+          if (socket->closed) return;
+          const curl_socket_t fd = socket->descriptor.native_handle();
+          if (ec) {
+            if (ec != asio::error::operation_aborted) self->Action(fd, CURL_CSELECT_ERR);
+            return;
+          }
+          if ((socket->want & CURL_POLL_OUT) == 0) return;
+          self->ArmWrite(socket);
+          self->Action(fd, CURL_CSELECT_OUT);
+        });
+      });
+}
+
+void CurlLoop::Core::PostAction(curl_socket_t fd, int events) {
+  asio::post(executor_, [self = shared_from_this(), fd, events] {
+    self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      // The socket may have been closed (and its number reused) since: libcurl ignores sockets
+      // it does not know, and a spurious readiness costs it one EAGAIN.
+      if (self->sockets_.count(fd) > 0) self->Action(fd, events);
+    });
+  });
+}
+
+void CurlLoop::Core::ForgetSocket(curl_socket_t fd) {
+  auto it = sockets_.find(fd);
+  if (it == sockets_.end()) return;
+  std::shared_ptr<Socket> socket = std::move(it->second);
+  sockets_.erase(it);
+  socket->closed = true;
+  boost::system::error_code ignored;
+  if (socket->owned) {
+    socket->descriptor.close(ignored);
+  } else {
+    socket->descriptor.release();
+  }
+}
+
+int CurlLoop::Core::SocketCallback(CURL*, curl_socket_t fd, int what, void* user, void*) {
+  auto* core = static_cast<Core*>(user);
+  core->mu_.AssertHeld();
+  auto it = core->sockets_.find(fd);
+  if (what == CURL_POLL_REMOVE) {
+    if (it == core->sockets_.end()) return 0;
+    it->second->want = 0;
+    // An owned socket stays known until libcurl closes it (it may sit in the connection cache);
+    // a watched-only one is let go now.
+    if (!it->second->owned) core->ForgetSocket(fd);
+    return 0;
+  }
+  if (it == core->sockets_.end()) {
+    // A descriptor libcurl opened itself: watch it without taking it over.
+    auto socket = std::make_shared<Socket>(core->executor_);
+    boost::system::error_code ec;
+    socket->descriptor.assign(fd, ec);
+    if (ec) return -1;
+    it = core->sockets_.emplace(fd, std::move(socket)).first;
+  }
+  const std::shared_ptr<Socket>& socket = it->second;
+  const int added = what & ~socket->want;
+  socket->want = what;
+  if ((added & CURL_POLL_IN) != 0 && socket->read_ready) {
+    socket->read_ready = false;
+    core->PostAction(fd, CURL_CSELECT_IN);
+  }
+  core->ArmRead(socket);
+  core->ArmWrite(socket);
+  if ((added & CURL_POLL_OUT) != 0) {
+    // A writable edge may have passed before the wait was queued (another thread running the
+    // io_context can take it); ask the kernel once.
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLOUT | POLLERR | POLLHUP)) != 0) {
+      core->PostAction(fd, CURL_CSELECT_OUT);
     }
   }
-  // Round up so the loop does not spin waking a fraction of a millisecond early.
-  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
-  return static_cast<int>(std::clamp<int64_t>(ms, 0, kMaxPollMs));
+  return 0;
+}
+
+int CurlLoop::Core::TimerCallback(CURLM*, long timeout_ms, void* user) {
+  auto* core = static_cast<Core*>(user);
+  core->mu_.AssertHeld();
+  core->SetCurlTimeout(timeout_ms);
+  return 0;
+}
+
+void CurlLoop::Core::SetCurlTimeout(long timeout_ms) {
+  if (!curl_timer_) return;  // shutting down
+  if (timeout_ms < 0) {
+    // A pending wait is left to fire and find nothing due; recalling it costs more.
+    curl_due_.reset();
+    return;
+  }
+  const Clock::time_point due = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  curl_due_ = due;
+  if (timeout_ms == 0) {
+    // The common case (a handle was just added): no timer, the loop runs libcurl next.
+    if (!curl_kick_posted_ && !adding_) {
+      curl_kick_posted_ = true;
+      asio::post(executor_, [self = shared_from_this()] {
+        self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          self->curl_kick_posted_ = false;
+          self->OnCurlTimer();
+        });
+      });
+    }
+    return;
+  }
+  if (!curl_timer_at_.has_value() || due < *curl_timer_at_) ArmCurlTimer(due);
+}
+
+curl_socket_t CurlLoop::Core::OpenSocketCallback(void* user, curlsocktype,
+                                                 curl_sockaddr* address) {
+  auto* core = static_cast<Core*>(user);
+  core->mu_.AssertHeld();
+  const int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+  if (fd < 0) return CURL_SOCKET_BAD;
+  // A watched-only record left under this number belongs to a descriptor closed since.
+  core->ForgetSocket(fd);
+  auto socket = std::make_shared<Socket>(core->executor_);
+  boost::system::error_code ec;
+  socket->descriptor.assign(fd, ec);
+  if (ec) {
+    ::close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  socket->owned = true;
+  core->sockets_.emplace(fd, std::move(socket));
+  return fd;
+}
+
+int CurlLoop::Core::CloseSocketCallback(void* user, curl_socket_t fd) {
+  auto* core = static_cast<Core*>(user);
+  core->mu_.AssertHeld();
+  auto it = core->sockets_.find(fd);
+  if (it == core->sockets_.end() || !it->second->owned) return ::close(fd);
+  core->ForgetSocket(fd);
+  return 0;
 }
 
 size_t CurlLoop::Core::HeaderCallback(char* data, size_t size, size_t count, void* user) {

@@ -1,9 +1,23 @@
-// One thread that drives every remote HTTP call of the process through one libcurl multi handle.
+// One event loop that drives every remote HTTP call of the process through one libcurl multi
+// handle, with libcurl's multi-socket API on Boost.Asio: Asio waits on libcurl's sockets and
+// timer and tells libcurl what became ready (curl_multi_socket_action).
 //
 // Why one loop: a multi handle keeps one connection cache (keep-alive and HTTP/2 multiplexing are
-// shared by all requests to the same provider), and one thread scales to thousands of concurrent
-// streams without a thread each. Requests and cancels enter through a mutex-guarded queue and
-// wake the loop with curl_multi_wakeup(); every libcurl call happens on the loop thread.
+// shared by all requests to the same provider), and one loop scales to thousands of concurrent
+// streams without a thread each. Why Asio: attached to the HTTP server's io_context, a request
+// goes HTTP read -> policy -> upstream send -> upstream answer -> client write on one thread,
+// without a hand-off (each costs a context switch and a wake-up). Callers without an event loop
+// (gRPC-only use, CLI tools, tests) get a loop on its own thread.
+//
+// Several loops may run in one process: a server with one io_context per thread attaches one loop
+// to each and binds it to that thread (BindToThisThread), and a remote call starts on the loop of
+// the thread it is made on (ForThisThread), falling back to a loop of its own otherwise.
+//
+// Threads: Start() and Cancel() post to the loop's executor from any thread. Every libcurl call
+// and every TransferHandler call runs on a thread of that executor, one at a time (a mutex
+// serialises them when several threads run the executor). Sockets are opened and closed for
+// libcurl by the loop (CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION), so each fd has one
+// owner, an Asio descriptor. Easy handles are reused (curl_easy_reset) from a small free list.
 //
 // Timeouts are enforced per transfer: connect (libcurl), first byte (no response header within
 // the limit after the start), idle (no bytes for the limit, the low-speed guard that catches a
@@ -18,13 +32,13 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "boost/asio/any_io_executor.hpp"
 
 namespace switchyard::backends {
 
@@ -63,9 +77,9 @@ struct HttpResponseHead {
   std::string_view Header(std::string_view name) const;
 };
 
-// Receives the result of one transfer. All methods run on the loop thread, in order: at most one
-// OnHead, then OnBody calls, then exactly one OnComplete, unless CurlLoop::Cancel() removed the
-// transfer first, in which case nothing more is called. They must not block.
+// Receives the result of one transfer. All methods run on the loop, one at a time, in order: at
+// most one OnHead, then OnBody calls, then exactly one OnComplete, unless CurlLoop::Cancel()
+// removed the transfer first, in which case nothing more is called. They must not block.
 class TransferHandler {
  public:
   virtual ~TransferHandler() = default;
@@ -83,23 +97,28 @@ class TransferHandler {
   virtual void OnComplete(const absl::Status& status) = 0;
 };
 
-class CurlLoop {
+class CurlLoop : public std::enable_shared_from_this<CurlLoop> {
  public:
   using TransferId = uint64_t;
 
-  // Starts the loop thread. Fails only when libcurl cannot be initialised.
+  // Starts a loop on its own thread. Fails only when libcurl cannot be initialised.
   static absl::StatusOr<std::shared_ptr<CurlLoop>> Create();
-  // Stops the thread; transfers still running complete with kUnavailable. May run on the loop
-  // thread itself (a handler holding the last reference), which then finishes on its own.
+  // A loop on `executor` (an io_context's, or a strand of one), run by whatever threads run it;
+  // no thread of its own. The io_context must outlive the loop; once it stops running, transfers
+  // simply make no progress until the loop is destroyed.
+  static absl::StatusOr<std::shared_ptr<CurlLoop>> Create(boost::asio::any_io_executor executor);
+  // Stops the loop; transfers still running complete with kUnavailable (on the loop's own thread,
+  // or on the calling thread for an attached loop). May run inside a handler (holding the last
+  // reference): the loop then shuts down when that handler returns.
   ~CurlLoop();
   CurlLoop(const CurlLoop&) = delete;
   CurlLoop& operator=(const CurlLoop&) = delete;
 
-  // Queues a transfer and returns at once; it begins after `delay` (a retry's backoff), during
-  // which Cancel() drops it like a running one. Thread-safe.
+  // Queues a transfer and returns at once (never calls the handler itself); it begins after
+  // `delay` (a retry's backoff), during which Cancel() drops it like a running one. Thread-safe.
   TransferId Start(HttpRequest request, std::shared_ptr<TransferHandler> handler,
                    absl::Duration delay = absl::ZeroDuration());
-  // Aborts a transfer as soon as the loop wakes: its handle is removed from the multi handle
+  // Aborts a transfer as soon as the loop runs next: its handle is removed from the multi handle
   // (closing the connection) and its handler is released without further calls. Unknown or
   // finished ids are ignored. Thread-safe, also from inside a handler method.
   void Cancel(TransferId id);
@@ -108,14 +127,23 @@ class CurlLoop {
   // metrics.
   size_t active_transfers() const;
 
+  // Makes `loop` the calling thread's loop (null: none). A server thread that runs an
+  // io_context with a loop attached binds it, so the upstream transfers of the requests it
+  // serves stay on that thread. The binding holds no reference: unbind before the loop ends.
+  static void BindToThisThread(CurlLoop* loop);
+  // The calling thread's loop if one is bound, else `fallback`.
+  static std::shared_ptr<CurlLoop> ForThisThread(const std::shared_ptr<CurlLoop>& fallback);
+
  private:
-  // Everything the loop thread touches. The thread co-owns it, so the last CurlLoop reference may
-  // be dropped anywhere, even by a handler running on the loop thread itself.
+  // Everything the loop touches. Pending Asio operations co-own it, so the last CurlLoop reference
+  // may be dropped anywhere, even by a handler running on the loop itself.
   class Core;
-  CurlLoop(std::shared_ptr<Core> core, std::thread thread);
+  // The io_context and thread of a loop created without an executor.
+  struct OwnThread;
+  CurlLoop(std::shared_ptr<Core> core, std::shared_ptr<OwnThread> own);
 
   const std::shared_ptr<Core> core_;
-  std::thread thread_;
+  const std::shared_ptr<OwnThread> own_;  // null when attached to an executor
 };
 
 }  // namespace switchyard::backends
