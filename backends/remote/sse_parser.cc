@@ -1,8 +1,26 @@
 #include "backends/remote/sse_parser.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 
 namespace switchyard::backends {
+namespace {
+
+// The first CR or LF at or after `from`. Two memchr scans: string_view::find_first_of would call
+// memchr on the two-byte set once per byte of the line.
+size_t FindLineEnd(std::string_view bytes, size_t from) {
+  const char* begin = bytes.data() + from;
+  const size_t size = bytes.size() - from;
+  const void* lf = std::memchr(begin, '\n', size);
+  const size_t lf_at = lf != nullptr ? static_cast<size_t>(static_cast<const char*>(lf) - begin)
+                                     : size;
+  const void* cr = std::memchr(begin, '\r', lf_at);
+  if (cr != nullptr) return from + static_cast<size_t>(static_cast<const char*>(cr) - begin);
+  return lf != nullptr ? from + lf_at : std::string_view::npos;
+}
+
+}  // namespace
 
 absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>* events) {
   if (!status_.ok()) return status_;
@@ -12,7 +30,7 @@ absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>* even
     if (bytes[0] == '\n') i = 1;
   }
   while (i < bytes.size()) {
-    const size_t end = bytes.find_first_of("\r\n", i);
+    const size_t end = FindLineEnd(bytes, i);
     if (end == std::string_view::npos) {
       line_.append(bytes.substr(i));
       break;
