@@ -5,6 +5,8 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "policies/absl_compat.h"
 #include "absl/strings/str_cat.h"
@@ -12,7 +14,6 @@
 #include "absl/time/clock.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
-#include "boost/asio/strand.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
 #include "gateway/anthropic_codec.h"
@@ -54,7 +55,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoRead(); });
   }
 
-  // Called by the chat sink, on the session's strand.
+  // Called by the chat sink, on the session's thread.
   void OnDelta(std::string event);
   void OnChatDone(absl::Status status, backends::Completion completion, std::string text);
 
@@ -121,7 +122,7 @@ std::string ExplainComment(const backends::Completion& completion) {
                       " x-switchyard-fallbacks=", completion.fallbacks, "\n\n");
 }
 
-// Feeds a backend's output to a session in the client's dialect, hopping onto its strand.
+// Feeds a backend's output to a session in the client's dialect, hopping onto its thread.
 // Streamed events wait in `pending_` while a hop is outstanding and go with it, so a burst of
 // tokens from upstream costs one hop and one write rather than one per token.
 class HttpChatSink : public backends::ChatSink,
@@ -176,14 +177,14 @@ class HttpChatSink : public backends::ChatSink,
     } else if (!stream_) {
       tail = std::move(text_);
     }
-    // Posted after any pending flush, which the strand runs first.
+    // Posted after any pending flush, which the session's thread runs first.
     asio::post(executor_, [session = session_, status, completion, tail = std::move(tail)]() mutable {
       session->OnChatDone(status, completion, std::move(tail));
     });
   }
 
  private:
-  // On the session's strand.
+  // On the session's thread.
   void Flush() {
     std::string events;
     {
@@ -206,7 +207,7 @@ class HttpChatSink : public backends::ChatSink,
   std::string text_;
   absl::Mutex mu_;
   std::string pending_ ABSL_GUARDED_BY(mu_);  // streamed events not yet handed to the session
-  bool posted_ ABSL_GUARDED_BY(mu_) = false;  // a Flush is on its way to the strand
+  bool posted_ ABSL_GUARDED_BY(mu_) = false;  // a Flush is on its way to the session
 };
 
 void HttpSession::DoRead() {
@@ -607,8 +608,11 @@ void HttpSession::Close() {
 
 }  // namespace
 
-HttpServer::HttpServer(asio::io_context& io, Gateway& gateway, int64_t max_body_bytes)
-    : io_(io), acceptor_(io), shared_(std::make_shared<HttpShared>()) {
+HttpServer::HttpServer(std::vector<asio::io_context*> contexts, Gateway& gateway,
+                       int64_t max_body_bytes)
+    : contexts_(std::move(contexts)),
+      acceptor_(*contexts_.front()),
+      shared_(std::make_shared<HttpShared>()) {
   shared_->gateway = &gateway;
   shared_->max_body_bytes = max_body_bytes;
 }
@@ -643,7 +647,10 @@ std::string HttpServer::address() const {
 }
 
 void HttpServer::Accept() {
-  acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+  asio::io_context& context = *contexts_[next_context_];
+  next_context_ = (next_context_ + 1) % contexts_.size();
+  // Each context is run by one thread, which serialises a connection's handlers without a strand.
+  acceptor_.async_accept(context, [this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (!ec) {
       socket.set_option(tcp::no_delay(true), ec);
@@ -657,7 +664,7 @@ void HttpServer::Accept() {
 
 void HttpServer::BeginDrain() {
   shared_->draining.store(true);
-  asio::post(io_, [this] {
+  asio::post(acceptor_.get_executor(), [this] {
     beast::error_code ignored;
     acceptor_.close(ignored);
   });

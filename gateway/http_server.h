@@ -1,15 +1,18 @@
 // The OpenAI-compatible HTTP/1.1 endpoint (Boost.Beast): /v1/chat/completions (JSON and SSE),
 // /v1/models, /healthz, /metrics.
 //
-// Threads: every connection runs on its own strand of the shared io_context. Handlers never
-// block: a chat request is dispatched to a backend, whose sink posts results back to the
-// connection's strand. A client that disconnects mid-request cancels its backend call at once.
+// Threads: the server spreads connections round robin over the io_contexts it is given, each run
+// by exactly one thread, so a connection's handlers run one at a time without a strand. Handlers
+// never block: a chat request is dispatched to a backend, whose sink posts results back to the
+// connection's io_context. A client that disconnects mid-request cancels its backend call at once.
 #ifndef SWITCHYARD_GATEWAY_HTTP_SERVER_H_
 #define SWITCHYARD_GATEWAY_HTTP_SERVER_H_
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "boost/asio/io_context.hpp"
@@ -30,7 +33,10 @@ struct HttpShared {
 
 class HttpServer {
  public:
-  HttpServer(boost::asio::io_context& io, Gateway& gateway, int64_t max_body_bytes);
+  // `contexts` (at least one, each run by one thread) outlive the server; the listener runs on
+  // the first.
+  HttpServer(std::vector<boost::asio::io_context*> contexts, Gateway& gateway,
+             int64_t max_body_bytes);
   ~HttpServer();
 
   // Binds and starts accepting. Port 0 picks a free port; port() tells which.
@@ -45,7 +51,8 @@ class HttpServer {
  private:
   void Accept();
 
-  boost::asio::io_context& io_;
+  const std::vector<boost::asio::io_context*> contexts_;
+  size_t next_context_ = 0;  // where the next connection goes; on the acceptor's thread
   boost::asio::ip::tcp::acceptor acceptor_;
   std::shared_ptr<HttpShared> shared_;
   std::string host_;

@@ -1,9 +1,12 @@
 #include "gateway/server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "backends/remote/curl_loop.h"
 #include "boost/asio/executor_work_guard.hpp"
 #include "gateway/backend_factory.h"
 #include "gateway/grpc_service.h"
@@ -38,7 +41,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Config config, ServerOptio
   if (!gateway.ok()) return gateway.status();
   server->gateway_ = *std::move(gateway);
 
-  server->http_ = std::make_unique<HttpServer>(server->io_, *server->gateway_, max_body_bytes);
+  const int http_threads =
+      options.http_threads > 0
+          ? options.http_threads
+          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  std::vector<boost::asio::io_context*> contexts;
+  for (int i = 0; i < http_threads; ++i) {
+    auto shard = std::make_unique<Shard>();
+    absl::StatusOr<std::shared_ptr<backends::CurlLoop>> loop =
+        backends::CurlLoop::Create(shard->io.get_executor());
+    if (!loop.ok()) return loop.status();
+    shard->loop = *std::move(loop);
+    contexts.push_back(&shard->io);
+    server->shards_.push_back(std::move(shard));
+  }
+  server->http_ = std::make_unique<HttpServer>(contexts, *server->gateway_, max_body_bytes);
   if (absl::Status status = server->http_->Start(http_listener); !status.ok()) return status;
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -58,14 +75,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Config config, ServerOptio
   server->grpc_host_ = grpc_listener.host;
   server->grpc_port_ = static_cast<uint16_t>(bound_port);
 
-  const int http_threads =
-      options.http_threads > 0
-          ? options.http_threads
-          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
-  for (int i = 0; i < http_threads; ++i) {
-    server->threads_.emplace_back([io = &server->io_] {
-      auto guard = boost::asio::make_work_guard(*io);
-      io->run();
+  for (const std::unique_ptr<Shard>& shard : server->shards_) {
+    shard->thread = std::thread([shard = shard.get()] {
+      backends::CurlLoop::BindToThisThread(shard->loop.get());
+      auto guard = boost::asio::make_work_guard(shard->io);
+      shard->io.run();
+      backends::CurlLoop::BindToThisThread(nullptr);
     });
   }
   return server;
@@ -112,9 +127,13 @@ void Server::Shutdown() {
     Log(LogLevel::kWarning, "drain timeout: ", gateway_->in_flight(),
         " requests still in flight are being cut off");
   }
-  io_.stop();
-  for (std::thread& thread : threads_) thread.join();
-  threads_.clear();
+  for (const std::unique_ptr<Shard>& shard : shards_) shard->io.stop();
+  for (const std::unique_ptr<Shard>& shard : shards_) {
+    if (shard->thread.joinable()) shard->thread.join();
+    // With no call left holding it, the loop ends here, while the gateway exists. Calls still in
+    // flight after the drain keep it, idle, since its io_context runs no more.
+    shard->loop.reset();
+  }
   if (grpc_server_) grpc_server_->Wait();
 }
 

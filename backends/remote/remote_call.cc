@@ -449,8 +449,10 @@ std::unique_ptr<Call> StartRemoteCall(const std::shared_ptr<CurlLoop>& loop, Rem
     auto exchange = std::make_shared<Exchange>(std::move(guard), loop, std::move(request));
     return std::make_unique<RemoteCall>(std::move(exchange));
   }
-  auto exchange = std::make_shared<Exchange>(std::make_shared<SinkGuard>(std::move(sink)), loop,
-                                             std::move(request));
+  // Every attempt of the exchange runs on the loop bound to this thread (an HTTP server thread's
+  // own), so the request and its upstream transfer share one event loop.
+  auto exchange = std::make_shared<Exchange>(std::make_shared<SinkGuard>(std::move(sink)),
+                                             CurlLoop::ForThisThread(loop), std::move(request));
   exchange->StartFirstAttempt();
   return std::make_unique<RemoteCall>(std::move(exchange));
 }

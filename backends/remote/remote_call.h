@@ -119,7 +119,8 @@ struct RemoteRequest {
 // The HttpRequest fields every provider sets the same way from its options.
 HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url);
 
-// Runs `request` on `loop` with retries, feeding `sink`. Never blocks.
+// Runs `request` with retries, feeding `sink`, on the calling thread's loop if one is bound
+// (CurlLoop::BindToThisThread), else on `loop`. Never blocks.
 std::unique_ptr<Call> StartRemoteCall(const std::shared_ptr<CurlLoop>& loop, RemoteRequest request,
                                       std::shared_ptr<ChatSink> sink);
 

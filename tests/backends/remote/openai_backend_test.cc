@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "boost/asio/executor_work_guard.hpp"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/post.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -539,6 +542,70 @@ TEST_F(OpenAiBackendTest, RetriesA503ThenSucceeds) {
   // Every attempt sends the same request.
   const auto requests = mock_->requests();
   EXPECT_EQ(requests[0].body, requests[2].body);
+}
+
+// Notes the threads the backend calls it on.
+class ThreadNotingSink : public RecordingSink {
+ public:
+  void OnDelta(std::string_view text) override {
+    Note();
+    RecordingSink::OnDelta(text);
+  }
+  void OnDone(const absl::Status& status, const Completion& completion) override {
+    Note();
+    RecordingSink::OnDone(status, completion);
+  }
+  std::vector<std::thread::id> threads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return threads_;
+  }
+
+ private:
+  void Note() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (threads_.empty() || threads_.back() != std::this_thread::get_id()) {
+      threads_.push_back(std::this_thread::get_id());
+    }
+  }
+  std::mutex mu_;
+  std::vector<std::thread::id> threads_;
+};
+
+// A call made on a thread with a bound loop (an HTTP server thread) runs there, retries
+// included, and not on the backend's own loop.
+TEST_F(OpenAiBackendTest, ACallStaysOnTheLoopBoundToItsThread) {
+  mock_->EnqueueBehaviour(HttpError(503));
+  boost::asio::io_context io;
+  auto bound = CurlLoop::Create(io.get_executor());
+  ASSERT_TRUE(bound.ok()) << bound.status();
+  std::unique_ptr<OpenAiBackend> backend = Backend(WithRetries(Options()));
+  ASSERT_NE(backend, nullptr);
+  auto sink = std::make_shared<ThreadNotingSink>();
+  std::unique_ptr<Call> call;
+  std::thread::id server_thread;
+  boost::asio::post(io, [&] {
+    CurlLoop::BindToThisThread(bound->get());
+    call = backend->Start(SimpleRequest(), sink);
+    CurlLoop::BindToThisThread(nullptr);
+  });
+  std::thread runner([&] {
+    server_thread = std::this_thread::get_id();
+    auto work = boost::asio::make_work_guard(io);
+    const Clock::time_point deadline = Clock::now() + std::chrono::seconds(10);
+    while (!sink->WaitDone(milliseconds(1)) && Clock::now() < deadline) {
+      io.run_for(milliseconds(10));
+    }
+  });
+  runner.join();
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_EQ(sink->text(), "Hello, world!");
+  EXPECT_EQ(mock_->request_count(), 2u);
+  EXPECT_THAT(sink->threads(), ElementsAre(server_thread));
+  EXPECT_EQ(loop_->active_transfers(), 0u);
+  // Unbound again: the next call goes to the backend's own loop.
+  EXPECT_EQ(CurlLoop::ForThisThread(loop_), loop_);
+  auto own = Run(Options());
+  EXPECT_TRUE(own->status().ok()) << own->status();
 }
 
 TEST_F(OpenAiBackendTest, GivesUpAfterMaxAttempts) {
