@@ -9,12 +9,15 @@
 #      floor (switchyard_grpc_floor: the same gRPC stack with a canned answer, no gateway);
 #   2b. ROUNDS (default 7) more rounds of direct then HTTP, unary, at concurrency 1: the p99 of
 #      one 5 s run swings with the host, so the goal is judged on the median over rounds;
+#   2c. the same on one vCPU: ROUNDS rounds at concurrency 1, unary and SSE, direct / HTTP / gRPC,
+#      with mock, gateway and load tool all pinned to one CPU (ONE_CPU, default the last), so
+#      what is measured is the work of each process and not the hypervisor's cross-vCPU wake-ups;
 #   3. the highest open-loop rate each path sustains over a 20 ms-delay mock;
 #   4. STREAMS concurrent slow SSE streams: stalls and the gateway's memory.
 # Writes a markdown report to OUT (default build/bench_gateway.md) and the raw JSON lines next to
 # it. Environment: BUILD_DIR, DURATION (s per run, default 5), WARMUP (s, default 1), STREAMS
 # (default 1000), RATES (open-loop steps), PROMPT_BYTES (default 1024), ROUNDS, SKIP_BUILD=1,
-# PIN="taskset -c 1" (prefix for the gateway only).
+# PIN="taskset -c 1" (prefix for the gateway only), ONE_CPU.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
@@ -26,6 +29,8 @@ prompt_bytes="${PROMPT_BYTES:-1024}"
 rounds="${ROUNDS:-7}"
 out="${OUT:-$build/bench_gateway.md}"
 pin="${PIN:-}"
+one_cpu="${ONE_CPU:-$(($(nproc) - 1))}"
+mock_pin="" load_pin=""
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   "$root/scripts/build.sh" switchyard switchyard_load switchyard_load_mock \
@@ -56,7 +61,8 @@ trap 'stop; rm -rf "$work"' EXIT
 source "$root/scripts/bench_common.sh"
 
 start_mock() {
-  "$mock_bin" --port 0 "$@" 2>"$work/mock.err" &
+  # shellcheck disable=SC2086
+  $mock_pin "$mock_bin" --port 0 "$@" 2>"$work/mock.err" &
   mock_pid=$!
   mock_port="$(wait_line "$work/mock.err" 'listening' | grep -oE '[0-9]+$')"
 }
@@ -80,7 +86,8 @@ run() {
   local label="$1"
   shift
   echo "  $label" >&2
-  "$load" --json --label "$label" --watch "gateway=$gateway_pid" --watch "mock=$mock_pid" \
+  # shellcheck disable=SC2086
+  $load_pin "$load" --json --label "$label" --watch "gateway=$gateway_pid" --watch "mock=$mock_pid" \
     --prompt-bytes "$prompt_bytes" "$@" >>"$results" || true
 }
 
@@ -127,6 +134,24 @@ for r in $(seq "$rounds"); do
   done
 done
 stop
+
+echo "bench_gateway: concurrency 1 on one vCPU (cpu $one_cpu)" >&2
+saved_pin="$pin"
+pin="taskset -c $one_cpu" mock_pin="taskset -c $one_cpu" load_pin="taskset -c $one_cpu"
+start_mock --tokens 16
+start_gateway
+for r in $(seq "$rounds"); do
+  for mode in unary sse; do
+    flags=()
+    [[ $mode == sse ]] && flags=(--stream)
+    for kind in direct http grpc; do
+      # shellcheck disable=SC2046
+      run "cpu1/$mode/$kind/$r" $(target_args $kind) --concurrency 1 "${common[@]}" "${flags[@]}"
+    done
+  done
+done
+stop
+pin="$saved_pin" mock_pin="" load_pin=""
 
 echo "bench_gateway: sustained rate (20 ms-delay mock)" >&2
 start_mock --tokens 16 --delay-us 20000
@@ -232,6 +257,30 @@ if pairs:
     for name, v in (("added p50", p50), ("added p99", p99)):
         add(f"| {name} | **{us(statistics.median(v))}** | {us(min(v))} | {us(max(v))} | "
             f"{', '.join(f'{x:,.0f}' for x in v)} |")
+
+cpu1 = {}
+for r in range(1, int(rounds) + 1):
+    for mode, key in (("unary", "latency"), ("sse", "ttft")):
+        d = get(f"cpu1/{mode}/direct/{r}")
+        for kind in ("http", "grpc"):
+            x = get(f"cpu1/{mode}/{kind}/{r}")
+            if not (d and x and d["ok"] and x["ok"]): continue
+            row = cpu1.setdefault((mode, kind), {"p50": [], "p99": [], "cpu": []})
+            row["p50"].append(x[key]["p50_us"] - d[key]["p50_us"])
+            row["p99"].append(x[key]["p99_us"] - d[key]["p99_us"])
+            row["cpu"].append(x["cpu_s"]["gateway"] / x["completed_total"] * 1e6)
+if cpu1:
+    add(f"\n### Concurrency 1 on one vCPU, {rounds} rounds (mock, gateway and load tool pinned together)\n")
+    add("Every process on the same vCPU: no cross-vCPU wake-ups (each costs tens of µs in this "
+        "nested VM), so the figures are the work the gateway adds. Medians over rounds (min–max).\n")
+    add("| path | added p50 | added p99 | gateway CPU per request | every round's added p99 |")
+    add("| --- | --- | --- | --- | --- |")
+    for (mode, kind), row in sorted(cpu1.items(), key=lambda i: (i[0][1], i[0][0] != "unary")):
+        name = f"{kind.upper() if kind == 'grpc' else 'HTTP'} {'unary' if mode == 'unary' else 'SSE time to first token'}"
+        name = name.replace("GRPC", "gRPC")
+        add(f"| {name} | {us(statistics.median(row['p50']))} ({us(min(row['p50']))}–{us(max(row['p50']))}) | "
+            f"**{us(statistics.median(row['p99']))}** ({us(min(row['p99']))}–{us(max(row['p99']))}) | "
+            f"{us(statistics.median(row['cpu']))} | {', '.join(f'{v:,.0f}' for v in row['p99'])} |")
 
 add("\n### The gRPC floor: the same gRPC stack with a canned answer and no gateway\n")
 add("What any gRPC front end costs here (load tool's gRPC client, gRPC server, HTTP/2), and the "
