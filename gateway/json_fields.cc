@@ -14,9 +14,11 @@ absl::StatusOr<json> ParseJsonObject(std::string_view body) {
   json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
     // Parse again with exceptions only to get the position; the fast path above stays cheap.
+    // Not only parse_error: a number past double's range (1e400) is an out_of_range, which
+    // escaping here used to end the process.
     try {
       json ignored = json::parse(body);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       return absl::InvalidArgumentError(
           absl::StrCat("request body is not valid JSON (UTF-8): ", e.what()));
     }

@@ -206,6 +206,8 @@ TEST_F(MessagesTest, InvalidRequestsGetAnthropicErrors) {
   };
   const std::vector<Case> cases = {
       {"{not json", 400, "invalid_request_error", "request body is not valid JSON"},
+      {R"({"model":"claude","max_tokens":1e400,"messages":[]})", 400, "invalid_request_error",
+       "number overflow"},
       {R"({"model":"claude","messages":[{"role":"user","content":"x"}]})", 400,
        "invalid_request_error", "'max_tokens' is required"},
       {R"({"model":"claude","max_tokens":5,"messages":[{"role":"system","content":"x"}]})", 400,

@@ -294,6 +294,9 @@ TEST_F(ServerTest, BadRequestsGetPreciseErrors) {
       {R"({"messages":[{"role":"user","content":"x"}],"temperature":9})", 400,
        "'temperature' must be between 0 and 2"},
       {R"({"messages":[{"role":"user","content":"x"}],"stream":"yes"})", 400, "'stream'"},
+      // Reporting this one's position used to throw out of the handler and end the process.
+      {R"({"messages":[{"role":"user","content":"x"}],"temperature":1e400})", 400,
+       "number overflow"},
       {R"({"messages":[{"role":"user","content":"x"}],"model":"gpt-9"})", 404,
        "model 'gpt-9' does not exist"},
       {"{\"messages\":[{\"role\":\"user\",\"content\":\"bad \xff\xfe utf8\"}]}", 400,

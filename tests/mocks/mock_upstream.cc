@@ -109,6 +109,10 @@ void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& 
                 {"completion_tokens", completion_tokens},
                 {"total_tokens", b.prompt_tokens + completion_tokens}};
 
+  if (!stream && b.kind == Behaviour::Kind::kMalformedSse && !b.malformed_data.empty()) {
+    out.Send(200, "application/json", b.malformed_data);
+    return;
+  }
   if (!stream) {
     std::string text;
     for (const std::string& token : b.tokens) text += token;
@@ -150,7 +154,10 @@ void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& 
       return;
     }
     if (b.kind == Behaviour::Kind::kMalformedSse && sent == 1) {
-      if (!out.Write("data: {\"choices\": [{\"delta\": {\"content\": \"broken\n\n")) return;
+      const std::string data = b.malformed_data.empty()
+                                   ? "{\"choices\": [{\"delta\": {\"content\": \"broken"
+                                   : b.malformed_data;
+      if (!out.Write("data: " + data + "\n\n")) return;
     }
     if (b.token_delay.count() > 0 && !out.Wait(b.token_delay)) return;
     if (!out.Write(chunk({{"content", token}}, nullptr))) return;
@@ -277,9 +284,10 @@ void ServeAnthropic(const RecordedRequest& request, const Behaviour& b, Responde
       return;
     }
     if (b.kind == Behaviour::Kind::kMalformedSse && sent == 1) {
-      if (!out.Write("event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\n\n")) {
-        return;
-      }
+      const std::string data = b.malformed_data.empty()
+                                   ? "{\"type\": \"content_block_delta\", \"index"
+                                   : b.malformed_data;
+      if (!out.Write("event: content_block_delta\ndata: " + data + "\n\n")) return;
     }
     if (b.unknown_event && sent == 1) {
       if (!out.Write(event("future_event", {{"type", "future_event"}, {"detail", "x"}}))) return;
@@ -408,7 +416,9 @@ void ServeGemini(const RecordedRequest& request, const Behaviour& b, Responder& 
       return;
     }
     if (b.kind == Behaviour::Kind::kMalformedSse && sent == 1) {
-      if (!out.Write("data: {\"candidates\": [{\"content\r\n\r\n")) return;
+      const std::string data =
+          b.malformed_data.empty() ? "{\"candidates\": [{\"content" : b.malformed_data;
+      if (!out.Write("data: " + data + "\r\n\r\n")) return;
     }
     if (b.unknown_event && sent == 1) {
       Json parts = Json::array({{{"executableCode", {{"language", "PYTHON"}, {"code", "1"}}}}});

@@ -53,7 +53,8 @@ struct Behaviour {
     kHttpError,
     // Streams `reset_after_tokens` tokens, then resets the TCP connection (RST, no clean end).
     kResetMidStream,
-    // Streams one token, then an event whose data is not valid JSON, then ends normally.
+    // Streams one token, then an event whose data is not valid JSON (`malformed_data` when set),
+    // then ends normally. OpenAI, not streamed: `malformed_data` as the body, when set.
     kMalformedSse,
     // Reads the request and never answers; waits until the client goes away.
     kNeverAnswer,
@@ -86,6 +87,9 @@ struct Behaviour {
   // Anthropic: after the first token, an event of a type no client knows ("event: future_event").
   // Gemini: a chunk whose only part is not text (executableCode).
   bool unknown_event = false;
+  // kMalformedSse: the broken event's data, say a number past double's range; empty: the
+  // dialect's chunk cut off mid-string.
+  std::string malformed_data;
   // kOversizedBody: the length of its one token.
   size_t oversized_bytes = 64 << 10;
   // Slow drip: when positive, every byte of the response (head included) goes out in pieces of

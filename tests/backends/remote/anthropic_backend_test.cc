@@ -190,6 +190,16 @@ TEST_F(AnthropicBackendTest, MalformedEventIsAnError) {
   EXPECT_THAT(sink->status().message(), HasSubstr("malformed upstream stream"));
 }
 
+TEST_F(AnthropicBackendTest, NumberPastDoubleRangeIsMalformedNotACrash) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kMalformedSse;
+  behaviour.malformed_data = R"({"type":"content_block_delta","index":1e400})";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->status().message(), HasSubstr("malformed upstream stream"));
+}
+
 TEST_F(AnthropicBackendTest, Retries429AfterRetryAfterAnd529) {
   Behaviour limited;
   limited.kind = Behaviour::Kind::kHttpError;

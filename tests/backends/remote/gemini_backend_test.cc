@@ -154,6 +154,16 @@ TEST_F(GeminiBackendTest, MalformedChunkIsAnError) {
   EXPECT_THAT(sink->status().message(), HasSubstr("malformed upstream stream"));
 }
 
+TEST_F(GeminiBackendTest, NumberPastDoubleRangeIsMalformedNotACrash) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kMalformedSse;
+  behaviour.malformed_data = R"({"candidates":[],"usageMetadata":{"promptTokenCount":1e400}})";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(sink->status().message(), HasSubstr("malformed upstream stream"));
+}
+
 TEST_F(GeminiBackendTest, HonoursRetryAfterOn429) {
   Behaviour limited;
   limited.kind = Behaviour::Kind::kHttpError;

@@ -354,6 +354,26 @@ TEST_F(OpenAiBackendTest, MalformedSseIsAnError) {
   EXPECT_THAT(sink->deltas(), ElementsAre("Hello"));
 }
 
+// Valid syntax, but a number past double's range: refused as malformed, like broken JSON. The
+// long integer makes the chunk scanner decline, so the text reaches the DOM parser.
+TEST_F(OpenAiBackendTest, NumberPastDoubleRangeIsMalformedNotACrash) {
+  Behaviour behaviour;
+  behaviour.kind = Behaviour::Kind::kMalformedSse;
+  behaviour.malformed_data =
+      R"({"choices":[{"index":0,"delta":{"content":"x"}}],"n":1234567890123456789012,"c":1e400})";
+  mock_->SetBehaviour(behaviour);
+  auto sink = Run(Options());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+  EXPECT_THAT(sink->status().message(), HasSubstr("malformed"));
+  EXPECT_THAT(sink->deltas(), ElementsAre("Hello"));
+
+  OpenAiOptions options = Options();
+  options.stream = false;
+  auto unary = Run(options);
+  EXPECT_EQ(unary->status().code(), absl::StatusCode::kUnavailable) << unary->status();
+  EXPECT_THAT(unary->status().message(), HasSubstr("invalid completion JSON"));
+}
+
 TEST_F(OpenAiBackendTest, SilentUpstreamHitsTheFirstByteTimeout) {
   Behaviour behaviour;
   behaviour.kind = Behaviour::Kind::kNeverAnswer;
