@@ -8,7 +8,8 @@
 # Usage: scripts/bench_compare.sh BUILD_A BUILD_B
 # Environment: ROUNDS (default 3), DURATION (s per run, default 5), WARMUP (default 1),
 # PROMPT_BYTES (default 1024), OUT (markdown report, default ./bench_compare.md; raw JSON next
-# to it).
+# to it), PIN (a prefix for mock, gateways and load tool alike, e.g. "taskset -c 1" to put all
+# three on one vCPU).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [[ $# -eq 2 ]] || { echo "usage: $0 BUILD_A BUILD_B" >&2; exit 2; }
@@ -17,6 +18,7 @@ rounds="${ROUNDS:-3}"
 duration="${DURATION:-5}"
 warmup="${WARMUP:-1}"
 prompt_bytes="${PROMPT_BYTES:-1024}"
+pin="${PIN:-}"
 out="${OUT:-$PWD/bench_compare.md}"
 load="${builds[0]}/tests/load/switchyard_load"
 mock_bin="${builds[0]}/tests/load/switchyard_load_mock"
@@ -40,7 +42,8 @@ echo "bench_compare: load average at the start $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$rounds"); do
   order=(0 1)
   (( round % 2 == 0 )) && order=(1 0)
-  "$mock_bin" --port 0 --tokens 16 2>"$work/mock.err" &
+  # shellcheck disable=SC2086
+  $pin "$mock_bin" --port 0 --tokens 16 2>"$work/mock.err" &
   mock_pid=$!
   mock_port="$(wait_line "$work/mock.err" 'listening' | grep -oE '[0-9]+$')"
   sed "s|@MOCK_URL@|http://127.0.0.1:$mock_port/v1|g" "$root/tests/load/bench.yaml" \
@@ -48,7 +51,9 @@ for round in $(seq "$rounds"); do
   for index in "${order[@]}"; do
     side=$([[ $index == 0 ]] && echo a || echo b)
     : >"$work/gateway.err"
-    "${builds[$index]}/gateway/switchyard" serve --config "$work/bench.yaml" 2>"$work/gateway.err" &
+    # shellcheck disable=SC2086
+    $pin "${builds[$index]}/gateway/switchyard" serve --config "$work/bench.yaml" \
+      2>"$work/gateway.err" &
     gateway_pid=$!
     line="$(wait_line "$work/gateway.err" 'listening http=')"
     http_port="$(grep -oE 'http=[^ ]+' <<<"$line" | grep -oE '[0-9]+$')"
@@ -60,7 +65,8 @@ for round in $(seq "$rounds"); do
           port=$([[ $kind == direct ]] && echo "$mock_port" || echo "$http_port")
           label="$side/$round/$mode/$kind/$c"
           echo "  $label" >&2
-          "$load" --json --label "$label" --watch "gateway=$gateway_pid" --watch "mock=$mock_pid" \
+          # shellcheck disable=SC2086
+          $pin "$load" --json --label "$label" --watch "gateway=$gateway_pid" --watch "mock=$mock_pid" \
             --http "http://127.0.0.1:$port" --prompt-bytes "$prompt_bytes" --concurrency "$c" \
             --duration "$duration" --warmup "$warmup" --max-tokens 16 --expect-tokens 16 \
             "${flags[@]}" >>"$results" || true
@@ -101,8 +107,10 @@ def rps(side, rnd, mode, c):
     return h["rps"] if h else None
 def errors(side, mode, c):
     return sum(runs.get(f"{side}/{r}/{mode}/http/{c}", {}).get("errors", 0) for r in range(1, int(rounds) + 1))
+pin = os.environ.get("PIN", "")
 lines = [f"A = `{build_a}`, B = `{build_b}`; {rounds} alternated rounds of {duration} s runs; "
-         f"medians over rounds; load average at the end {os.getloadavg()[0]:.1f}.\n",
+         + (f"mock, gateways and load tool all run under `{pin}`; " if pin else "")
+         + f"medians over rounds; load average at the end {os.getloadavg()[0]:.1f}.\n",
          "| run | concurrency | added p50 A → B | added p99 A → B | gateway CPU/request A → B | req/s A → B | errors A / B |",
          "| --- | --- | --- | --- | --- | --- | --- |"]
 for mode, key in (("unary", "latency"), ("sse", "ttft")):
