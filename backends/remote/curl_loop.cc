@@ -134,6 +134,9 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
   bool RunInLoop(Body&& body);
 
   void AddTransfer(std::unique_ptr<Transfer> transfer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes a running transfer off the multi handle and the loop's books (its easy handle goes
+  // back to the free list); null when `id` is not running.
+  std::unique_ptr<Transfer> DetachTransfer(TransferId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishTransfer(TransferId id, const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelLocked(TransferId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -221,6 +224,14 @@ absl::Status InitCurl() {
   return absl::OkStatus();
 }
 
+// A multi handle, libcurl initialised first.
+absl::StatusOr<CURLM*> NewMulti() {
+  if (absl::Status status = InitCurl(); !status.ok()) return status;
+  CURLM* multi = curl_multi_init();
+  if (multi == nullptr) return absl::InternalError("curl_multi_init failed");
+  return multi;
+}
+
 absl::Status ShutdownStatus() {
   return absl::UnavailableError("remote backend loop is shutting down");
 }
@@ -228,11 +239,10 @@ absl::Status ShutdownStatus() {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
-  if (absl::Status status = InitCurl(); !status.ok()) return status;
-  CURLM* multi = curl_multi_init();
-  if (multi == nullptr) return absl::InternalError("curl_multi_init failed");
+  absl::StatusOr<CURLM*> multi = NewMulti();
+  if (!multi.ok()) return multi.status();
   auto own = std::make_shared<OwnThread>();
-  auto core = std::make_shared<Core>(multi, own->io.get_executor(), &own->io);
+  auto core = std::make_shared<Core>(*multi, own->io.get_executor(), &own->io);
   core->Init();
   // The thread co-owns the io_context: a loop destroyed by one of its own handlers finishes on
   // its own.
@@ -245,10 +255,9 @@ absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
 
 absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create(asio::any_io_executor executor) {
   if (!executor) return absl::InvalidArgumentError("CurlLoop::Create: empty executor");
-  if (absl::Status status = InitCurl(); !status.ok()) return status;
-  CURLM* multi = curl_multi_init();
-  if (multi == nullptr) return absl::InternalError("curl_multi_init failed");
-  auto core = std::make_shared<Core>(multi, std::move(executor), nullptr);
+  absl::StatusOr<CURLM*> multi = NewMulti();
+  if (!multi.ok()) return multi.status();
+  auto core = std::make_shared<Core>(*multi, std::move(executor), nullptr);
   core->Init();
   return std::shared_ptr<CurlLoop>(new CurlLoop(std::move(core), nullptr));
 }
@@ -362,16 +371,9 @@ void CurlLoop::Core::CancelLocked(TransferId id) {
     active_.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
-  auto it = transfers_.find(id);
-  if (it == transfers_.end()) return;
-  std::unique_ptr<Transfer> transfer = std::move(it->second);
-  transfers_.erase(it);
-  RemoveCheck(*transfer);
   // Removing the handle closes its connection (or stream) right away; the handler is dropped
   // without a call, as Cancel() promises.
-  curl_multi_remove_handle(multi_, transfer->easy);
-  RecycleEasy(transfer->easy);
-  active_.fetch_sub(1, std::memory_order_relaxed);
+  DetachTransfer(id);
 }
 
 void CurlLoop::Core::ShutdownNow() {
@@ -507,9 +509,9 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   OnCurlTimer();
 }
 
-void CurlLoop::Core::FinishTransfer(TransferId id, const absl::Status& status) {
+std::unique_ptr<Transfer> CurlLoop::Core::DetachTransfer(TransferId id) {
   auto it = transfers_.find(id);
-  if (it == transfers_.end()) return;
+  if (it == transfers_.end()) return nullptr;
   std::unique_ptr<Transfer> transfer = std::move(it->second);
   transfers_.erase(it);
   RemoveCheck(*transfer);
@@ -517,6 +519,12 @@ void CurlLoop::Core::FinishTransfer(TransferId id, const absl::Status& status) {
   RecycleEasy(transfer->easy);
   transfer->easy = nullptr;
   active_.fetch_sub(1, std::memory_order_relaxed);
+  return transfer;
+}
+
+void CurlLoop::Core::FinishTransfer(TransferId id, const absl::Status& status) {
+  std::unique_ptr<Transfer> transfer = DetachTransfer(id);
+  if (transfer == nullptr) return;
   if (status.ok() && !transfer->head_delivered && transfer->status_line_seen) {
     transfer->head_delivered = true;
     transfer->handler->OnHead(transfer->head);
