@@ -71,23 +71,20 @@ std::optional<json> FastParse(std::string_view body) {
 }  // namespace
 
 absl::StatusOr<json> ParseJsonObject(std::string_view body) {
-  std::optional<json> fast = FastParse(body);
-  json parsed = fast.has_value() ? *std::move(fast)
-                                 : json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
-    // Parse again with exceptions only to get the position; the fast path above stays cheap.
-    // Not only parse_error: a number past double's range (1e400) is an out_of_range, which
-    // escaping here used to end the process.
+  std::optional<json> parsed = FastParse(body);
+  if (!parsed.has_value()) {
+    // What simdjson refuses nlohmann decides, with exceptions, whose message gives the error's
+    // position: valid bodies take the fast path above. Not only parse_error: a number past
+    // double's range (1e400) is an out_of_range, which escaping here used to end the process.
     try {
-      json ignored = json::parse(body);
+      parsed = json::parse(body);
     } catch (const json::exception& e) {
       return absl::InvalidArgumentError(
           absl::StrCat("request body is not valid JSON (UTF-8): ", e.what()));
     }
-    return absl::InvalidArgumentError("request body is not valid JSON");
   }
-  if (!parsed.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
-  return parsed;
+  if (!parsed->is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+  return *std::move(parsed);
 }
 
 absl::Status FieldError(std::string_view field, std::string_view problem) {
