@@ -344,29 +344,31 @@ TEST_F(OpenAiBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
   EXPECT_THAT(sink->deltas(), ElementsAre("one", " two"));
 }
 
-TEST_F(OpenAiBackendTest, MalformedSseIsAnError) {
-  Behaviour behaviour;
-  behaviour.kind = Behaviour::Kind::kMalformedSse;
-  mock_->SetBehaviour(behaviour);
-  auto sink = Run(Options());
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
-  EXPECT_THAT(sink->status().message(), HasSubstr("malformed"));
-  EXPECT_THAT(sink->deltas(), ElementsAre("Hello"));
-}
-
 // Valid syntax, but a number past double's range: refused as malformed, like broken JSON. The
 // long integer makes the chunk scanner decline, so the text reaches the DOM parser.
-TEST_F(OpenAiBackendTest, NumberPastDoubleRangeIsMalformedNotACrash) {
+constexpr char kNumberPastDoubleRange[] =
+    R"({"choices":[{"index":0,"delta":{"content":"x"}}],"n":1234567890123456789012,"c":1e400})";
+
+// Cut off mid-string (the mock's default), and kNumberPastDoubleRange.
+TEST_F(OpenAiBackendTest, MalformedSseIsAnError) {
+  for (const std::string data : {"", kNumberPastDoubleRange}) {
+    SCOPED_TRACE(data);
+    Behaviour behaviour;
+    behaviour.kind = Behaviour::Kind::kMalformedSse;
+    behaviour.malformed_data = data;
+    mock_->SetBehaviour(behaviour);
+    auto sink = Run(Options());
+    EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+    EXPECT_THAT(sink->status().message(), HasSubstr("malformed"));
+    EXPECT_THAT(sink->deltas(), ElementsAre("Hello"));
+  }
+}
+
+TEST_F(OpenAiBackendTest, NonStreamedBodyWithANumberPastDoubleRangeIsInvalid) {
   Behaviour behaviour;
   behaviour.kind = Behaviour::Kind::kMalformedSse;
-  behaviour.malformed_data =
-      R"({"choices":[{"index":0,"delta":{"content":"x"}}],"n":1234567890123456789012,"c":1e400})";
+  behaviour.malformed_data = kNumberPastDoubleRange;
   mock_->SetBehaviour(behaviour);
-  auto sink = Run(Options());
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
-  EXPECT_THAT(sink->status().message(), HasSubstr("malformed"));
-  EXPECT_THAT(sink->deltas(), ElementsAre("Hello"));
-
   OpenAiOptions options = Options();
   options.stream = false;
   auto unary = Run(options);
