@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -22,11 +24,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "backends/remote/http1.h"
+#include "boost/asio/connect.hpp"
 #include "boost/asio/executor_work_guard.hpp"
 #include "boost/asio/io_context.hpp"
+#include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/posix/stream_descriptor.hpp"
 #include "boost/asio/steady_timer.hpp"
+#include "boost/beast/core/flat_buffer.hpp"
+#include "boost/beast/http/error.hpp"
 
 namespace switchyard::backends {
 namespace {
@@ -36,11 +43,62 @@ using Clock = std::chrono::steady_clock;
 
 // Idle easy handles kept for reuse; beyond this, finished handles are freed.
 constexpr size_t kMaxIdleEasyHandles = 64;
+// The direct path's pool: idle connections kept per origin, and for how long at most (libcurl's
+// default CURLOPT_MAXAGE_CONN).
+constexpr size_t kMaxIdleConnectionsPerOrigin = 128;
+constexpr std::chrono::seconds kMaxIdleConnectionAge{118};
+// Parsed origins remembered by URL (a target's URL repeats on every request).
+constexpr size_t kMaxCachedOrigins = 256;
+// Bytes asked for per read of a direct connection.
+constexpr size_t kDirectReadBytes = 16 << 10;
 
 Clock::duration ToChrono(absl::Duration d) { return absl::ToChronoNanoseconds(d); }
 
 // When the loop looks at a transfer next (its delayed start, first-byte or idle deadline).
 using Checks = std::multimap<Clock::time_point, CurlLoop::TransferId>;
+
+// A connection of the direct path (LoopOptions::direct_http).
+struct DirectConnection {
+  explicit DirectConnection(const asio::any_io_executor& executor) : socket(executor) {}
+
+  asio::ip::tcp::socket socket;
+  boost::beast::flat_buffer buffer;  // read, not yet parsed
+  std::string key;                   // its origin: the pool it goes back to
+  Clock::time_point idle_since;      // when it went back to the pool
+};
+
+struct Transfer;
+
+// The head and body of a direct transfer's response, as the parser finds them.
+class DirectEvents final : public ResponseEvents {
+ public:
+  explicit DirectEvents(Transfer* t) : t_(t) {}
+  void OnStatus(int status) override;
+  void OnField(std::string_view name, std::string_view value) override;
+  void OnHeaderDone() override;
+  bool OnBody(std::string_view data) override;
+
+ private:
+  Transfer* const t_;
+};
+
+// What a transfer on the direct path holds instead of an easy handle.
+struct Direct {
+  explicit Direct(Transfer* t) : events(t) {}
+
+  std::shared_ptr<const PlainHttpOrigin> origin;
+  std::shared_ptr<DirectConnection> conn;
+  std::unique_ptr<asio::ip::tcp::resolver> resolver;
+  DirectEvents events;
+  std::optional<ResponseParser> parser;
+  std::string head;  // the request head
+  size_t sent = 0;   // bytes of head and body written
+  bool connected = false;
+  // The connection came from the pool: failing before any reply, the request is sent once more
+  // on a new connection.
+  bool reused = false;
+  bool replied = false;  // a byte of the response arrived
+};
 
 // One request on its way through the loop.
 struct Transfer {
@@ -54,6 +112,7 @@ struct Transfer {
   std::shared_ptr<TransferHandler> handler;
   CURL* easy = nullptr;  // owned by the loop's free list once the transfer ends
   curl_slist* header_list = nullptr;
+  std::unique_ptr<Direct> direct;  // instead of `easy`, on the direct path
   // Its entry in the loop's checks, if any: the delayed start, then the first-byte and idle
   // deadlines.
   std::optional<Checks::iterator> check;
@@ -71,6 +130,59 @@ struct Transfer {
   absl::Status abort_status;
   char error[CURL_ERROR_SIZE] = {};
 };
+
+// The response head: a status line starts it over (an interim 1xx response, then the final one),
+// header fields add to it, and its end hands a final response's head to the handler.
+void BeginHead(Transfer& t, int status) {
+  t.last_activity = Clock::now();
+  t.status_line_seen = true;
+  t.head = HttpResponseHead();
+  t.head.status = status;
+}
+
+void AddHeadField(Transfer& t, absl::string_view name, absl::string_view value) {
+  if (t.head_delivered) return;  // trailers
+  t.head.headers.emplace_back(absl::AsciiStrToLower(name),
+                              std::string(absl::StripAsciiWhitespace(value)));
+}
+
+void EndHead(Transfer& t) {
+  if (t.head_delivered || t.head.status < 200) return;
+  t.head_delivered = true;
+  t.handler->OnHead(t.head);
+}
+
+// A piece of the body for the handler; false stops the transfer, with `abort_status` set.
+bool DeliverBody(Transfer& t, std::string_view data) {
+  t.last_activity = Clock::now();
+  if (!t.head_delivered) {
+    t.head_delivered = true;
+    t.handler->OnHead(t.head);
+  }
+  t.body_bytes += data.size();
+  if (t.body_bytes > t.request.max_body_bytes) {
+    t.abort_status = absl::OutOfRangeError(absl::StrCat(
+        "upstream response body exceeds the limit of ", t.request.max_body_bytes, " bytes"));
+    return false;
+  }
+  if (!t.on_received) {
+    t.on_received = true;
+    t.received->push_back(&t);
+  }
+  if (!t.handler->OnBody(data)) {
+    t.abort_status = absl::CancelledError("transfer aborted by its handler");
+    return false;
+  }
+  return true;
+}
+
+void DirectEvents::OnStatus(int status) { BeginHead(*t_, status); }
+void DirectEvents::OnField(std::string_view name, std::string_view value) {
+  AddHeadField(*t_, absl::string_view(name.data(), name.size()),
+               absl::string_view(value.data(), value.size()));
+}
+void DirectEvents::OnHeaderDone() { EndHead(*t_); }
+bool DirectEvents::OnBody(std::string_view data) { return DeliverBody(*t_, data); }
 
 // One socket libcurl asked the loop to watch.
 struct Socket {
@@ -106,8 +218,9 @@ struct CurlLoop::OwnThread {
 
 class CurlLoop::Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(CURLM* multi, asio::any_io_executor executor, asio::io_context* own_io)
-      : executor_(std::move(executor)), own_io_(own_io), multi_(multi) {}
+  Core(CURLM* multi, asio::any_io_executor executor, asio::io_context* own_io,
+       LoopOptions options)
+      : executor_(std::move(executor)), own_io_(own_io), options_(options), multi_(multi) {}
   ~Core() {
     // Shutdown() normally ran already; this covers a loop never started.
     if (multi_ != nullptr) curl_multi_cleanup(multi_);
@@ -164,6 +277,33 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
   void PostAction(curl_socket_t fd, int events);
   // Drops the record of `fd`; a watched-only descriptor is released, not closed.
   void ForgetSocket(curl_socket_t fd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OnBodyDone for each transfer that received data since the last call.
+  void FlushReceived() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The direct path (LoopOptions::direct_http). Where a URL goes; null: through libcurl.
+  std::shared_ptr<const PlainHttpOrigin> DirectOrigin(const std::string& url)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartDirect(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ConnectDirect(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnDirectConnected(TransferId id, const std::shared_ptr<DirectConnection>& conn,
+                         const boost::system::error_code& ec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes what the socket takes now, then waits to write the rest or reads the reply.
+  void WriteDirect(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WaitWritable(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReadDirect(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Parses what a read brought; may finish the transfer.
+  void OnDirectRead(Transfer& t, boost::system::error_code ec, size_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The transfer whose connection is `conn`, if it still runs on it.
+  Transfer* DirectTransfer(TransferId id, const std::shared_ptr<DirectConnection>& conn)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A network failure: retried once on a new connection when a pooled one failed before any
+  // reply (the server closed it while idle), else the transfer's end.
+  void FailDirect(Transfer& t, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CompleteDirect(Transfer& t, bool reusable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PoolConnection(std::shared_ptr<DirectConnection> conn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<DirectConnection> TakePooled(const std::string& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // libcurl callbacks; they run inside a libcurl call made by the loop, so mu_ is held.
   static int SocketCallback(CURL* easy, curl_socket_t fd, int what, void* user, void* socketp);
@@ -179,6 +319,7 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
 
   const asio::any_io_executor executor_;
   asio::io_context* const own_io_;  // the loop's own io_context, stopped after shutdown
+  const LoopOptions options_;
   std::atomic<TransferId> next_id_{1};
   // Transfers running or waiting for a delayed start.
   std::atomic<size_t> active_{0};
@@ -207,6 +348,11 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
   bool adding_ ABSL_GUARDED_BY(mu_) = false;  // inside AddTransfer's curl_multi_add_handle
   // Transfers that received data in the current libcurl call, told OnBodyDone after it.
   std::vector<Transfer*> received_ ABSL_GUARDED_BY(mu_);
+  // The direct path: idle connections by origin (most recently used last), parsed URLs.
+  std::unordered_map<std::string, std::vector<std::shared_ptr<DirectConnection>>> idle_connections_
+      ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::string, std::shared_ptr<const PlainHttpOrigin>> origins_
+      ABSL_GUARDED_BY(mu_);
 };
 
 thread_local const CurlLoop::Core* CurlLoop::Core::current_ = nullptr;
@@ -238,11 +384,11 @@ absl::Status ShutdownStatus() {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
+absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create(LoopOptions options) {
   absl::StatusOr<CURLM*> multi = NewMulti();
   if (!multi.ok()) return multi.status();
   auto own = std::make_shared<OwnThread>();
-  auto core = std::make_shared<Core>(*multi, own->io.get_executor(), &own->io);
+  auto core = std::make_shared<Core>(*multi, own->io.get_executor(), &own->io, options);
   core->Init();
   // The thread co-owns the io_context: a loop destroyed by one of its own handlers finishes on
   // its own.
@@ -253,11 +399,12 @@ absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create() {
   return std::shared_ptr<CurlLoop>(new CurlLoop(std::move(core), std::move(own)));
 }
 
-absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create(asio::any_io_executor executor) {
+absl::StatusOr<std::shared_ptr<CurlLoop>> CurlLoop::Create(asio::any_io_executor executor,
+                                                          LoopOptions options) {
   if (!executor) return absl::InvalidArgumentError("CurlLoop::Create: empty executor");
   absl::StatusOr<CURLM*> multi = NewMulti();
   if (!multi.ok()) return multi.status();
-  auto core = std::make_shared<Core>(*multi, std::move(executor), nullptr);
+  auto core = std::make_shared<Core>(*multi, std::move(executor), nullptr, options);
   core->Init();
   return std::shared_ptr<CurlLoop>(new CurlLoop(std::move(core), nullptr));
 }
@@ -407,6 +554,13 @@ void CurlLoop::Core::ShutdownLocked() {
   std::vector<curl_socket_t> fds;
   for (const auto& [fd, socket] : sockets_) fds.push_back(fd);
   for (curl_socket_t fd : fds) ForgetSocket(fd);
+  for (auto& [key, idle] : idle_connections_) {
+    for (const std::shared_ptr<DirectConnection>& conn : idle) {
+      boost::system::error_code ignored;
+      conn->socket.close(ignored);
+    }
+  }
+  idle_connections_.clear();
   // No Asio object outlives the shutdown, so the Core may outlive its io_context.
   curl_timer_.reset();
   check_timer_.reset();
@@ -427,6 +581,15 @@ void CurlLoop::Core::RecycleEasy(CURL* easy) {
 void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   Transfer& t = *transfer;
   t.started = t.last_activity = Clock::now();
+  t.received = &received_;
+  if (std::shared_ptr<const PlainHttpOrigin> origin = DirectOrigin(t.request.url)) {
+    t.direct = std::make_unique<Direct>(&t);
+    t.direct->origin = std::move(origin);
+    transfers_.emplace(t.id, std::move(transfer));
+    ArmDeadline(t);
+    StartDirect(t);  // may finish the transfer: `t` is not touched after it
+    return;
+  }
   auto fail = [this, &t](const absl::Status& status) {
     active_.fetch_sub(1, std::memory_order_relaxed);
     t.handler->OnComplete(status);
@@ -449,7 +612,6 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t.error);
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Core::WriteCallback);
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t);
-  t.received = &received_;
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &Core::HeaderCallback);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
   // The loop owns every socket: libcurl opens and closes them through it.
@@ -515,9 +677,19 @@ std::unique_ptr<Transfer> CurlLoop::Core::DetachTransfer(TransferId id) {
   std::unique_ptr<Transfer> transfer = std::move(it->second);
   transfers_.erase(it);
   RemoveCheck(*transfer);
-  curl_multi_remove_handle(multi_, transfer->easy);
-  RecycleEasy(transfer->easy);
-  transfer->easy = nullptr;
+  if (transfer->direct != nullptr) {
+    // A connection still held is mid-exchange: closing it is the only way to stop the reply.
+    if (transfer->direct->conn != nullptr) {
+      boost::system::error_code ignored;
+      transfer->direct->conn->socket.close(ignored);
+      transfer->direct->conn.reset();
+    }
+    transfer->direct->resolver.reset();
+  } else {
+    curl_multi_remove_handle(multi_, transfer->easy);
+    RecycleEasy(transfer->easy);
+    transfer->easy = nullptr;
+  }
   active_.fetch_sub(1, std::memory_order_relaxed);
   return transfer;
 }
@@ -563,12 +735,16 @@ void CurlLoop::Core::Action(curl_socket_t fd, int events) {
   int running = 0;
   curl_multi_socket_action(multi_, fd, events, &running);
   // Every transfer on the list is still alive: cancels are posted, ends wait for ReadFinished.
+  FlushReceived();
+  ReadFinished();
+}
+
+void CurlLoop::Core::FlushReceived() {
   for (Transfer* t : received_) {
     t->on_received = false;
     t->handler->OnBodyDone();
   }
   received_.clear();
-  ReadFinished();
 }
 
 void CurlLoop::Core::ScheduleCheck(Transfer& t, Clock::time_point when) {
@@ -625,17 +801,26 @@ void CurlLoop::Core::RunChecks(uint64_t generation) {
 void CurlLoop::Core::ArmDeadline(Transfer& t) {
   const HttpTimeouts& limits = t.request.timeouts;
   const bool has_idle = limits.idle != absl::InfiniteDuration();
-  if (t.status_line_seen) {
-    if (has_idle) ScheduleCheck(t, t.last_activity + ToChrono(limits.idle));
-    return;
-  }
   std::optional<Clock::time_point> when;
-  if (limits.first_byte != absl::InfiniteDuration()) {
-    when = t.started + ToChrono(limits.first_byte);
+  auto no_later_than = [&when](Clock::time_point deadline) {
+    when = when.has_value() ? std::min(*when, deadline) : deadline;
+  };
+  // libcurl keeps the connect and total limits of its own transfers; the direct path's are here.
+  if (t.direct != nullptr) {
+    if (!t.direct->connected && limits.connect != absl::InfiniteDuration()) {
+      no_later_than(t.started + ToChrono(limits.connect));
+    }
+    if (!t.request.streaming && limits.total != absl::InfiniteDuration()) {
+      no_later_than(t.started + ToChrono(limits.total));
+    }
   }
-  if (has_idle) {
-    const Clock::time_point next_check = Clock::now() + ToChrono(limits.idle);
-    when = when.has_value() ? std::min(*when, next_check) : next_check;
+  if (t.status_line_seen) {
+    if (has_idle) no_later_than(t.last_activity + ToChrono(limits.idle));
+  } else {
+    if (limits.first_byte != absl::InfiniteDuration()) {
+      no_later_than(t.started + ToChrono(limits.first_byte));
+    }
+    if (has_idle) no_later_than(Clock::now() + ToChrono(limits.idle));
   }
   if (when.has_value()) ScheduleCheck(t, *when);
 }
@@ -656,6 +841,22 @@ void CurlLoop::Core::CheckTransfer(TransferId id, Clock::time_point now) {
   if (it == transfers_.end()) return;
   Transfer& t = *it->second;
   const HttpTimeouts& limits = t.request.timeouts;
+  if (t.direct != nullptr) {
+    if (!t.direct->connected && limits.connect != absl::InfiniteDuration() &&
+        now - t.started >= ToChrono(limits.connect)) {
+      FinishTransfer(id, absl::DeadlineExceededError(absl::StrCat(
+                             "upstream timed out: no connection to ", t.direct->origin->key,
+                             " within ", absl::FormatDuration(limits.connect))));
+      return;
+    }
+    if (!t.request.streaming && limits.total != absl::InfiniteDuration() &&
+        now - t.started >= ToChrono(limits.total)) {
+      FinishTransfer(id, absl::DeadlineExceededError(
+                             absl::StrCat("upstream timed out: no complete response within ",
+                                          absl::FormatDuration(limits.total))));
+      return;
+    }
+  }
   if (!t.status_line_seen) {
     if (limits.first_byte != absl::InfiniteDuration() &&
         now - t.started >= ToChrono(limits.first_byte)) {
@@ -884,54 +1085,318 @@ size_t CurlLoop::Core::HeaderCallback(char* data, size_t size, size_t count, voi
   t->last_activity = Clock::now();
   if (t->head_delivered) return n;  // trailers
   if (absl::StartsWith(line, "HTTP/")) {
-    // A new status line: an interim 1xx response or the final one. Either way start over.
-    t->status_line_seen = true;
-    t->head = HttpResponseHead();
     std::vector<absl::string_view> parts = absl::StrSplit(line, absl::MaxSplits(' ', 2));
     int status = 0;
-    if (parts.size() >= 2 && absl::SimpleAtoi(absl::StripAsciiWhitespace(parts[1]), &status)) {
-      t->head.status = status;
+    if (parts.size() < 2 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(parts[1]), &status)) {
+      status = 0;
     }
+    BeginHead(*t, status);
     return n;
   }
   absl::string_view trimmed = absl::StripAsciiWhitespace(line);
   if (trimmed.empty()) {
-    if (t->head.status >= 200) {
-      t->head_delivered = true;
-      t->handler->OnHead(t->head);
-    }
+    EndHead(*t);
     return n;
   }
   const size_t colon = trimmed.find(':');
   if (colon == absl::string_view::npos) return n;
-  t->head.headers.emplace_back(absl::AsciiStrToLower(trimmed.substr(0, colon)),
-                               std::string(absl::StripAsciiWhitespace(trimmed.substr(colon + 1))));
+  AddHeadField(*t, trimmed.substr(0, colon), trimmed.substr(colon + 1));
   return n;
 }
 
 size_t CurlLoop::Core::WriteCallback(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t n = size * count;
-  t->last_activity = Clock::now();
-  if (!t->head_delivered) {
-    t->head_delivered = true;
-    t->handler->OnHead(t->head);
+  // Any short count makes libcurl fail the transfer with CURLE_WRITE_ERROR; abort_status says why.
+  return DeliverBody(*t, std::string_view(data, n)) ? n : 0;
+}
+
+std::shared_ptr<const PlainHttpOrigin> CurlLoop::Core::DirectOrigin(const std::string& url) {
+  if (!options_.direct_http) return nullptr;
+  // The variables libcurl reads for a plain-HTTP URL (it ignores HTTP_PROXY in upper case); with
+  // any of them set, libcurl decides, no_proxy included. Read per request, as libcurl does.
+  for (const char* name : {"http_proxy", "all_proxy", "ALL_PROXY"}) {
+    const char* value = std::getenv(name);
+    if (value != nullptr && value[0] != '\0') return nullptr;
   }
-  t->body_bytes += n;
-  if (t->body_bytes > t->request.max_body_bytes) {
-    t->abort_status = absl::OutOfRangeError(absl::StrCat(
-        "upstream response body exceeds the limit of ", t->request.max_body_bytes, " bytes"));
-    return 0;  // any short count makes libcurl fail the transfer with CURLE_WRITE_ERROR
+  if (auto it = origins_.find(url); it != origins_.end()) return it->second;
+  std::shared_ptr<const PlainHttpOrigin> origin;
+  if (std::optional<PlainHttpOrigin> parsed = ParsePlainHttpUrl(url)) {
+    origin = std::make_shared<const PlainHttpOrigin>(*std::move(parsed));
   }
-  if (!t->on_received) {
-    t->on_received = true;
-    t->received->push_back(t);
+  if (origins_.size() >= kMaxCachedOrigins) origins_.clear();
+  origins_.emplace(url, origin);
+  return origin;
+}
+
+void CurlLoop::Core::StartDirect(Transfer& t) {
+  Direct& d = *t.direct;
+  d.head = SerializeRequestHead(*d.origin, t.request);
+  d.parser.emplace(&d.events);
+  if (std::shared_ptr<DirectConnection> conn = TakePooled(d.origin->key)) {
+    d.conn = std::move(conn);
+    d.reused = true;
+    d.connected = true;
+    WriteDirect(t);
+    return;
   }
-  if (!t->handler->OnBody(std::string_view(data, n))) {
-    t->abort_status = absl::CancelledError("transfer aborted by its handler");
-    return 0;
+  ConnectDirect(t);
+}
+
+void CurlLoop::Core::ConnectDirect(Transfer& t) {
+  Direct& d = *t.direct;
+  d.reused = false;
+  d.connected = false;
+  auto conn = std::make_shared<DirectConnection>(executor_);
+  conn->key = d.origin->key;
+  d.conn = conn;
+  const TransferId id = t.id;
+  // The handlers hold the connection: Asio's connect needs its socket until it completes.
+  auto connected = [self = shared_from_this(), id, conn](const boost::system::error_code& ec) {
+    self->RunInLoop(
+        [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { self->OnDirectConnected(id, conn, ec); });
+  };
+  const PlainHttpOrigin& origin = *d.origin;
+  if (origin.address.has_value()) {
+    conn->socket.async_connect(asio::ip::tcp::endpoint(*origin.address, origin.port),
+                               std::move(connected));
+    return;
   }
-  return n;
+  d.resolver = std::make_unique<asio::ip::tcp::resolver>(executor_);
+  d.resolver->async_resolve(
+      origin.host, std::to_string(origin.port),
+      [self = shared_from_this(), id, conn, connected = std::move(connected)](
+          const boost::system::error_code& ec,
+          const asio::ip::tcp::resolver::results_type& endpoints) mutable {
+        self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          Transfer* t = self->DirectTransfer(id, conn);
+          if (t == nullptr) return;
+          if (ec) {
+            self->FinishTransfer(
+                id, absl::UnavailableError(absl::StrCat("upstream request failed: cannot resolve ",
+                                                        t->direct->origin->host, ": ",
+                                                        ec.message())));
+            return;
+          }
+          asio::async_connect(conn->socket, endpoints,
+                              [connected = std::move(connected)](
+                                  const boost::system::error_code& ec,
+                                  const asio::ip::tcp::endpoint&) { connected(ec); });
+        });
+      });
+}
+
+Transfer* CurlLoop::Core::DirectTransfer(
+    TransferId id, const std::shared_ptr<DirectConnection>& conn) {
+  auto it = transfers_.find(id);
+  if (it == transfers_.end()) return nullptr;
+  Transfer* t = it->second.get();
+  if (t->direct == nullptr || t->direct->conn != conn) return nullptr;
+  return t;
+}
+
+void CurlLoop::Core::OnDirectConnected(TransferId id, const std::shared_ptr<DirectConnection>& conn,
+                                       const boost::system::error_code& ec) {
+  Transfer* t = DirectTransfer(id, conn);
+  if (t == nullptr) return;
+  if (ec) {
+    FinishTransfer(id, absl::UnavailableError(absl::StrCat("upstream request failed: cannot connect to ",
+                                                           t->direct->origin->key, ": ",
+                                                           ec.message())));
+    return;
+  }
+  boost::system::error_code ignored;
+  // Streams are many small writes; Nagle would hold each token back.
+  conn->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  conn->socket.set_option(asio::socket_base::keep_alive(true), ignored);
+  // Reads and writes are tried at once and return would_block instead of waiting.
+  conn->socket.non_blocking(true, ignored);
+  t->direct->connected = true;
+  t->direct->resolver.reset();
+  WriteDirect(*t);
+}
+
+void CurlLoop::Core::WriteDirect(Transfer& t) {
+  Direct& d = *t.direct;
+  const std::string& body = t.request.body;
+  const size_t total = d.head.size() + body.size();
+  while (d.sent < total) {
+    std::array<asio::const_buffer, 2> pieces;
+    if (d.sent < d.head.size()) {
+      pieces = {asio::buffer(d.head) + d.sent, asio::buffer(body)};
+    } else {
+      pieces = {asio::buffer(body) + (d.sent - d.head.size()), asio::const_buffer()};
+    }
+    boost::system::error_code ec;
+    const size_t written = d.conn->socket.write_some(pieces, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      WaitWritable(t);
+      return;
+    }
+    if (ec) {
+      FailDirect(t, absl::UnavailableError(
+                        absl::StrCat("upstream request failed: send: ", ec.message())));
+      return;
+    }
+    d.sent += written;
+  }
+  ReadDirect(t);
+}
+
+void CurlLoop::Core::WaitWritable(Transfer& t) {
+  std::shared_ptr<DirectConnection> conn = t.direct->conn;
+  conn->socket.async_wait(asio::socket_base::wait_write, [self = shared_from_this(), id = t.id,
+                                                          conn](const boost::system::error_code& ec) {
+    self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      Transfer* t = self->DirectTransfer(id, conn);
+      if (t == nullptr) return;
+      if (ec) {
+        self->FailDirect(*t, absl::UnavailableError(
+                                 absl::StrCat("upstream request failed: send: ", ec.message())));
+        return;
+      }
+      self->WriteDirect(*t);
+    });
+  });
+}
+
+// An Asio read, not a wait: a wait re-arms the descriptor in epoll (a system call) every time,
+// while a read after one that emptied the socket is queued without any, and a read that may find
+// data already there tries it at once.
+void CurlLoop::Core::ReadDirect(Transfer& t) {
+  std::shared_ptr<DirectConnection> conn = t.direct->conn;
+  conn->socket.async_read_some(
+      conn->buffer.prepare(kDirectReadBytes),
+      [self = shared_from_this(), id = t.id, conn](const boost::system::error_code& ec,
+                                                   size_t bytes) {
+        self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          Transfer* t = self->DirectTransfer(id, conn);
+          if (t != nullptr) self->OnDirectRead(*t, ec, bytes);
+        });
+      });
+}
+
+void CurlLoop::Core::OnDirectRead(Transfer& t, boost::system::error_code ec, size_t bytes) {
+  Direct& d = *t.direct;
+  DirectConnection& conn = *d.conn;
+  const TransferId id = t.id;
+  if (ec == asio::error::eof) {
+    if (!d.replied) {
+      FailDirect(t, absl::UnavailableError(
+                        "upstream request failed: connection closed before a response"));
+      return;
+    }
+    // A body that runs to the connection's end is complete now; any other is cut short.
+    d.parser->put_eof(ec);
+    if (ec || !d.parser->is_done()) {
+      FinishTransfer(id, absl::UnavailableError(
+                             absl::StrCat("upstream request failed: response cut short: ",
+                                          ec ? ec.message() : "connection closed")));
+      return;
+    }
+    CompleteDirect(t, /*reusable=*/false);
+    return;
+  }
+  if (ec) {
+    FailDirect(t, absl::UnavailableError(
+                      absl::StrCat("upstream request failed: receive: ", ec.message())));
+    return;
+  }
+  conn.buffer.commit(bytes);
+  d.replied = true;
+  t.last_activity = Clock::now();
+  absl::Status parsed;
+  bool done = false;
+  while (conn.buffer.size() > 0) {
+    const size_t used = d.parser->put(conn.buffer.data(), ec);
+    conn.buffer.consume(used);
+    if (ec == boost::beast::http::error::need_more) break;
+    if (ec) {
+      parsed = !t.abort_status.ok()
+                   ? t.abort_status
+                   : absl::UnavailableError(absl::StrCat(
+                         "upstream request failed: malformed HTTP response: ", ec.message()));
+      break;
+    }
+    if (!d.parser->is_done()) continue;
+    if (t.head.status >= 200 || t.head.status == 0) {
+      done = true;
+      break;
+    }
+    // An interim (1xx) response: the final one follows on the same connection.
+    d.parser.emplace(&d.events);
+  }
+  // Everything of this read went to the handler: one OnBodyDone for it.
+  FlushReceived();
+  if (!parsed.ok()) {
+    FinishTransfer(id, parsed);
+    return;
+  }
+  if (done) {
+    CompleteDirect(t, d.parser->keep_alive() && conn.buffer.size() == 0);
+    return;
+  }
+  ReadDirect(t);
+}
+
+void CurlLoop::Core::FailDirect(Transfer& t, absl::Status status) {
+  Direct& d = *t.direct;
+  if (d.reused && !d.replied && !stopped_) {
+    // The server closed the pooled connection while it was idle, and the request never reached
+    // it (or was never answered): send it once more, on a new connection, as libcurl does.
+    boost::system::error_code ignored;
+    d.conn->socket.close(ignored);
+    d.sent = 0;
+    d.parser.emplace(&d.events);
+    ConnectDirect(t);
+    return;
+  }
+  FinishTransfer(t.id, status);
+}
+
+void CurlLoop::Core::CompleteDirect(Transfer& t, bool reusable) {
+  std::shared_ptr<DirectConnection> conn = std::move(t.direct->conn);
+  if (reusable && !stopped_) {
+    PoolConnection(std::move(conn));
+  } else {
+    boost::system::error_code ignored;
+    conn->socket.close(ignored);
+  }
+  FinishTransfer(t.id, absl::OkStatus());
+}
+
+// No wait watches an idle connection (each would cost a system call per request to arm): one
+// the server closed meanwhile is found out by the next request on it, which then goes out again
+// on a new connection (FailDirect). Connections past their age are closed as the pool is used.
+void CurlLoop::Core::PoolConnection(std::shared_ptr<DirectConnection> conn) {
+  std::vector<std::shared_ptr<DirectConnection>>& idle = idle_connections_[conn->key];
+  const Clock::time_point now = Clock::now();
+  boost::system::error_code ignored;
+  while (!idle.empty() && now - idle.front()->idle_since > kMaxIdleConnectionAge) {
+    idle.front()->socket.close(ignored);
+    idle.erase(idle.begin());
+  }
+  if (idle.size() >= kMaxIdleConnectionsPerOrigin) {
+    conn->socket.close(ignored);
+    return;
+  }
+  conn->idle_since = now;
+  idle.push_back(std::move(conn));
+}
+
+std::shared_ptr<DirectConnection> CurlLoop::Core::TakePooled(const std::string& key) {
+  auto it = idle_connections_.find(key);
+  if (it == idle_connections_.end()) return nullptr;
+  std::vector<std::shared_ptr<DirectConnection>>& idle = it->second;
+  const Clock::time_point now = Clock::now();
+  while (!idle.empty()) {
+    std::shared_ptr<DirectConnection> conn = std::move(idle.back());
+    idle.pop_back();
+    if (now - conn->idle_since <= kMaxIdleConnectionAge) return conn;
+    boost::system::error_code ignored;
+    conn->socket.close(ignored);
+  }
+  return nullptr;
 }
 
 }  // namespace switchyard::backends

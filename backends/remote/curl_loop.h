@@ -1,6 +1,7 @@
 // One event loop that drives every remote HTTP call of the process through one libcurl multi
 // handle, with libcurl's multi-socket API on Boost.Asio: Asio waits on libcurl's sockets and
-// timer and tells libcurl what became ready (curl_multi_socket_action).
+// timer and tells libcurl what became ready (curl_multi_socket_action). Plain-HTTP calls take a
+// shorter road on the same loop, without libcurl (LoopOptions::direct_http).
 //
 // Why one loop: a multi handle keeps one connection cache (keep-alive and HTTP/2 multiplexing are
 // shared by all requests to the same provider), and one loop scales to thousands of concurrent
@@ -97,16 +98,28 @@ class TransferHandler {
   virtual void OnComplete(const absl::Status& status) = 0;
 };
 
+struct LoopOptions {
+  // Plain "http://" URLs go through the loop's own HTTP/1.1 client instead of libcurl: the
+  // loop's Asio sockets, Boost.Beast's response parser, and a pool of idle connections per origin
+  // (up to 128, each for at most 118 s, libcurl's default). A request that finds its pooled
+  // connection closed by the server before any reply is sent once more on a new one, as libcurl
+  // does. A request costs one write and one read where libcurl adds two poll() calls, an epoll
+  // re-arm, a header callback per line and its own bookkeeping. HTTPS, URLs with credentials, and
+  // every URL while a proxy variable (http_proxy, all_proxy, ALL_PROXY) is set go through libcurl.
+  bool direct_http = true;
+};
+
 class CurlLoop : public std::enable_shared_from_this<CurlLoop> {
  public:
   using TransferId = uint64_t;
 
   // Starts a loop on its own thread. Fails only when libcurl cannot be initialised.
-  static absl::StatusOr<std::shared_ptr<CurlLoop>> Create();
+  static absl::StatusOr<std::shared_ptr<CurlLoop>> Create(LoopOptions options = {});
   // A loop on `executor` (an io_context's, or a strand of one), run by whatever threads run it;
   // no thread of its own. The io_context must outlive the loop; once it stops running, transfers
   // simply make no progress until the loop is destroyed.
-  static absl::StatusOr<std::shared_ptr<CurlLoop>> Create(boost::asio::any_io_executor executor);
+  static absl::StatusOr<std::shared_ptr<CurlLoop>> Create(boost::asio::any_io_executor executor,
+                                                          LoopOptions options = {});
   // Stops the loop; transfers still running complete with kUnavailable (on the loop's own thread,
   // or on the calling thread for an attached loop). May run inside a handler (holding the last
   // reference): the loop then shuts down when that handler returns.

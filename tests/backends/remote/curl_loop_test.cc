@@ -1,7 +1,15 @@
 // CurlLoop attached to an io_context the test runs itself: transfers, cancel, timeouts, delayed
 // starts, connection and handle reuse, shutdown from inside a handler, several threads running
-// the io_context. The other remote tests cover the loop on its own thread.
+// the io_context; each through libcurl and through the direct plain-HTTP path. Then what only
+// the direct path does: its pool of idle connections (a connection the server closed, one it
+// closes on the next request), and the framings and faults of HTTP/1.1 responses, against a
+// bare TCP server that writes exactly the bytes a test gives it. The other remote tests cover
+// the loop on its own thread.
 #include "backends/remote/curl_loop.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -11,6 +19,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/strand.hpp"
@@ -37,6 +48,7 @@ class Recorder : public TransferHandler {
     absl::MutexLock lock(&mu_);
     ++heads_;
     status_code_ = head.status;
+    head_ = head;
   }
   bool OnBody(std::string_view data) override {
     CheckThread();
@@ -78,6 +90,10 @@ class Recorder : public TransferHandler {
     absl::MutexLock lock(&mu_);
     return body_;
   }
+  HttpResponseHead head() const {
+    absl::MutexLock lock(&mu_);
+    return head_;
+  }
   bool off_loop_call() const { return off_loop_call_.load(); }
 
   std::function<void()> on_complete;
@@ -95,15 +111,20 @@ class Recorder : public TransferHandler {
   int status_code_ = 0;
   absl::Status status_;
   std::string body_;
+  HttpResponseHead head_;
 };
 
-class CurlLoopAttachedTest : public ::testing::Test {
+// A mock upstream and a loop attached to an io_context the test runs.
+class AttachedLoopFixture : public ::testing::Test {
  protected:
+  // LoopOptions::direct_http: plain HTTP through the loop's own client, else through libcurl.
+  virtual bool DirectHttp() const = 0;
+
   void SetUp() override {
     auto mock = MockUpstream::Start();
     ASSERT_TRUE(mock.ok()) << mock.status();
     mock_ = *std::move(mock);
-    auto loop = CurlLoop::Create(io_.get_executor());
+    auto loop = CurlLoop::Create(io_.get_executor(), LoopOptions{.direct_http = DirectHttp()});
     ASSERT_TRUE(loop.ok()) << loop.status();
     loop_ = *std::move(loop);
   }
@@ -136,6 +157,19 @@ class CurlLoopAttachedTest : public ::testing::Test {
   std::unique_ptr<MockUpstream> mock_;
   std::shared_ptr<CurlLoop> loop_;
 };
+
+// Every behaviour both ways: the param is DirectHttp().
+class CurlLoopAttachedTest : public AttachedLoopFixture,
+                             public ::testing::WithParamInterface<bool> {
+ protected:
+  bool DirectHttp() const override { return GetParam(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(BothPaths, CurlLoopAttachedTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Direct" : "Libcurl";
+                         });
+
 
 TEST(CurlLoopCreateTest, RejectsAnEmptyExecutor) {
   EXPECT_EQ(CurlLoop::Create(boost::asio::any_io_executor()).status().code(),
@@ -202,7 +236,7 @@ TEST(CurlLoopOwnThreadTest, LastReferenceHeldByATransferThatFailsAtOnce) {
   }
 }
 
-TEST_F(CurlLoopAttachedTest, CompletesOnTheCallersIoContext) {
+TEST_P(CurlLoopAttachedTest, CompletesOnTheCallersIoContext) {
   auto unary = NewRecorder();
   auto stream = NewRecorder();
   loop_->Start(Request(), unary);
@@ -219,7 +253,7 @@ TEST_F(CurlLoopAttachedTest, CompletesOnTheCallersIoContext) {
   EXPECT_EQ(loop_->active_transfers(), 0u);
 }
 
-TEST_F(CurlLoopAttachedTest, ReusesTheConnectionAcrossTransfers) {
+TEST_P(CurlLoopAttachedTest, ReusesTheConnectionAcrossTransfers) {
   for (int i = 0; i < 20; ++i) {
     auto recorder = NewRecorder();
     loop_->Start(Request(), recorder);
@@ -230,7 +264,7 @@ TEST_F(CurlLoopAttachedTest, ReusesTheConnectionAcrossTransfers) {
   EXPECT_EQ(mock_->connections_accepted(), 1u);
 }
 
-TEST_F(CurlLoopAttachedTest, CancelDropsTheTransferAndClosesItsConnection) {
+TEST_P(CurlLoopAttachedTest, CancelDropsTheTransferAndClosesItsConnection) {
   Behaviour never;
   never.kind = Behaviour::Kind::kNeverAnswer;
   mock_->SetBehaviour(never);
@@ -245,7 +279,7 @@ TEST_F(CurlLoopAttachedTest, CancelDropsTheTransferAndClosesItsConnection) {
   EXPECT_EQ(recorder->heads(), 0);
 }
 
-TEST_F(CurlLoopAttachedTest, FirstByteAndIdleTimeouts) {
+TEST_P(CurlLoopAttachedTest, FirstByteAndIdleTimeouts) {
   Behaviour never;
   never.kind = Behaviour::Kind::kNeverAnswer;
   mock_->EnqueueBehaviour(never);
@@ -273,7 +307,7 @@ TEST_F(CurlLoopAttachedTest, FirstByteAndIdleTimeouts) {
   EXPECT_EQ(idle->heads(), 1);
 }
 
-TEST_F(CurlLoopAttachedTest, DelayedStartRunsLaterOrNotAtAllWhenCancelled) {
+TEST_P(CurlLoopAttachedTest, DelayedStartRunsLaterOrNotAtAllWhenCancelled) {
   auto later = NewRecorder();
   auto dropped = NewRecorder();
   const auto started = Clock::now();
@@ -290,7 +324,7 @@ TEST_F(CurlLoopAttachedTest, DelayedStartRunsLaterOrNotAtAllWhenCancelled) {
 
 // The first start arms the deadline timer for its own (far) deadlines; the second, nearer start
 // must still run on time.
-TEST_F(CurlLoopAttachedTest, DelayedStartsEachRunOnTime) {
+TEST_P(CurlLoopAttachedTest, DelayedStartsEachRunOnTime) {
   auto first = NewRecorder();
   auto second = NewRecorder();
   const auto started = Clock::now();
@@ -302,7 +336,7 @@ TEST_F(CurlLoopAttachedTest, DelayedStartsEachRunOnTime) {
   EXPECT_TRUE(second->status().ok()) << second->status();
 }
 
-TEST_F(CurlLoopAttachedTest, LastReferenceDroppedInsideAHandlerShutsDownAfterIt) {
+TEST_P(CurlLoopAttachedTest, LastReferenceDroppedInsideAHandlerShutsDownAfterIt) {
   Behaviour never;
   never.kind = Behaviour::Kind::kNeverAnswer;
   mock_->SetBehaviour(never);
@@ -328,7 +362,7 @@ TEST_F(CurlLoopAttachedTest, LastReferenceDroppedInsideAHandlerShutsDownAfterIt)
   EXPECT_TRUE(io_.stopped());
 }
 
-TEST_F(CurlLoopAttachedTest, DestroyedOffTheLoopCompletesRunningTransfers) {
+TEST_P(CurlLoopAttachedTest, DestroyedOffTheLoopCompletesRunningTransfers) {
   Behaviour never;
   never.kind = Behaviour::Kind::kNeverAnswer;
   mock_->SetBehaviour(never);
@@ -342,7 +376,7 @@ TEST_F(CurlLoopAttachedTest, DestroyedOffTheLoopCompletesRunningTransfers) {
   EXPECT_TRUE(mock_->WaitForAbortedResponses(1, milliseconds(2000)));
 }
 
-TEST_F(CurlLoopAttachedTest, SeveralThreadsRunningTheIoContext) {
+TEST_P(CurlLoopAttachedTest, SeveralThreadsRunningTheIoContext) {
   constexpr int kTransfers = 64;
   auto guard = boost::asio::make_work_guard(io_);
   std::vector<std::thread> threads;
@@ -369,6 +403,328 @@ TEST_F(CurlLoopAttachedTest, SeveralThreadsRunningTheIoContext) {
     EXPECT_TRUE(recorders[i]->status().ok()) << i << ": " << recorders[i]->status();
     EXPECT_EQ(recorders[i]->completes(), 1);
   }
+}
+
+// A bare TCP server on 127.0.0.1 for what the mock upstream cannot script: each connection it
+// accepts runs `script` on a thread of its own, given the socket and the connection's number (0
+// for the first). The destructor shuts every connection down, so a script blocked in a read
+// ends, and joins every thread.
+class RawServer {
+ public:
+  using Script = std::function<void(int fd, int index)>;
+
+  explicit RawServer(Script script) : script_(std::move(script)) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+        ::listen(listen_fd_, 16) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+    }
+    port_ = ntohs(address.sin_port);
+    acceptor_ = std::thread([this] { Accept(); });
+  }
+
+  ~RawServer() {
+    ::shutdown(listen_fd_, SHUT_RDWR);  // wakes accept()
+    acceptor_.join();
+    {
+      absl::MutexLock lock(&mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (std::thread& thread : threads_) thread.join();
+    absl::MutexLock lock(&mu_);
+    for (int fd : fds_) ::close(fd);
+    ::close(listen_fd_);
+  }
+
+  std::string url(absl::string_view host = "127.0.0.1") const {
+    return absl::StrCat("http://", host, ":", port_, "/v1/chat/completions");
+  }
+  int connections() const { return connections_.load(); }
+  int requests() const { return requests_.load(); }
+
+  // Reads one request (head, then as many body bytes as Content-Length says); false when the
+  // client closed the connection first.
+  bool ReadRequest(int fd) {
+    std::string data;
+    char buffer[4096];
+    size_t head_end = std::string::npos;
+    size_t body_length = 0;
+    for (;;) {
+      if (head_end == std::string::npos) {
+        head_end = data.find("\r\n\r\n");
+        if (head_end != std::string::npos) {
+          const size_t at = data.find("Content-Length: ");
+          if (at != std::string::npos && at < head_end) {
+            const size_t end = data.find("\r\n", at);
+            if (!absl::SimpleAtoi(data.substr(at + 16, end - at - 16), &body_length)) {
+              body_length = 0;
+            }
+          }
+        }
+      }
+      if (head_end != std::string::npos && data.size() >= head_end + 4 + body_length) {
+        ++requests_;
+        return true;
+      }
+      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+      if (n <= 0) return false;
+      data.append(buffer, static_cast<size_t>(n));
+    }
+  }
+
+  // False once the client has gone.
+  static bool Write(int fd, std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+ private:
+  void Accept() {
+    for (;;) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      const int index = connections_++;
+      absl::MutexLock lock(&mu_);
+      fds_.push_back(fd);
+      threads_.emplace_back([this, fd, index] {
+        script_(fd, index);
+        ::shutdown(fd, SHUT_RDWR);  // the client sees the end; closed by the destructor
+      });
+    }
+  }
+
+  const Script script_;
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<int> connections_{0};
+  std::atomic<int> requests_{0};
+  std::thread acceptor_;
+  absl::Mutex mu_;
+  std::vector<int> fds_ ABSL_GUARDED_BY(mu_);  // closed when the server is destroyed
+  std::vector<std::thread> threads_;           // touched by the acceptor, then the destructor
+};
+
+constexpr std::string_view kOk = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+class CurlLoopDirectTest : public AttachedLoopFixture {
+ protected:
+  bool DirectHttp() const override { return true; }
+
+  HttpRequest RequestTo(const std::string& url, bool stream = false) const {
+    HttpRequest request = Request(stream);
+    request.url = url;
+    return request;
+  }
+
+  // Runs one transfer to its end.
+  std::shared_ptr<Recorder> Run(const HttpRequest& request) {
+    auto recorder = NewRecorder();
+    loop_->Start(request, recorder);
+    EXPECT_TRUE(RunUntil([&] { return recorder->done(); })) << "hung";
+    return recorder;
+  }
+};
+
+// The server closes the connection after its answer, while it idles in the pool: the next
+// request finds it closed before any reply and goes out again on a new connection.
+TEST_F(CurlLoopDirectTest, APooledConnectionTheServerClosedIsNotUsedAgain) {
+  RawServer closing([&closing](int fd, int index) {
+    if (index == 0) {
+      if (closing.ReadRequest(fd)) RawServer::Write(fd, kOk);
+      ::shutdown(fd, SHUT_WR);
+      return;
+    }
+    while (closing.ReadRequest(fd)) RawServer::Write(fd, kOk);
+  });
+  std::shared_ptr<Recorder> first = Run(RequestTo(closing.url()));
+  EXPECT_TRUE(first->status().ok()) << first->status();
+  io_.run_for(milliseconds(100));  // the end of the connection arrives while it idles
+  io_.restart();
+  std::shared_ptr<Recorder> second = Run(RequestTo(closing.url()));
+  EXPECT_TRUE(second->status().ok()) << second->status();
+  EXPECT_EQ(second->body(), "ok");
+  EXPECT_EQ(closing.connections(), 2);
+  EXPECT_EQ(closing.requests(), 2);
+}
+
+// The server takes the next request on a kept-alive connection and closes it unanswered (its
+// idle timeout raced the request): the request goes out once more on a new connection.
+TEST_F(CurlLoopDirectTest, ARequestAPooledConnectionDropsIsSentAgainOnANewOne) {
+  RawServer racing([&racing](int fd, int index) {
+    if (index == 0) {
+      if (racing.ReadRequest(fd)) RawServer::Write(fd, kOk);
+      racing.ReadRequest(fd);  // and no answer
+      return;
+    }
+    while (racing.ReadRequest(fd)) RawServer::Write(fd, kOk);
+  });
+  std::shared_ptr<Recorder> first = Run(RequestTo(racing.url()));
+  EXPECT_TRUE(first->status().ok()) << first->status();
+  std::shared_ptr<Recorder> second = Run(RequestTo(racing.url()));
+  EXPECT_TRUE(second->status().ok()) << second->status();
+  EXPECT_EQ(second->body(), "ok");
+  EXPECT_EQ(racing.connections(), 2);
+  EXPECT_EQ(racing.requests(), 3);
+}
+
+// A new connection that ends without an answer is an error, not a retry.
+TEST_F(CurlLoopDirectTest, ANewConnectionClosedWithoutAnAnswerFails) {
+  RawServer silent([&silent](int fd, int) { silent.ReadRequest(fd); });
+  std::shared_ptr<Recorder> recorder = Run(RequestTo(silent.url()));
+  EXPECT_EQ(recorder->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(recorder->status().message(), HasSubstr("connection closed before a response"));
+  EXPECT_EQ(silent.connections(), 1);
+}
+
+struct Framing {
+  std::string name;
+  // Written in pieces, with a pause between them so the client reads each on its own.
+  std::vector<std::string> pieces;
+  bool close_after = false;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string body_or_error;  // the body, or a substring of the error
+  int status = 200;
+};
+
+TEST_F(CurlLoopDirectTest, ResponseFramingsAndFaults) {
+  const std::vector<Framing> framings = {
+      {"content length, head and body apart",
+       {"HTTP/1.1 200 OK\r\nX-Request-Id:  abc \r\nContent-Length: 11\r\n\r\n", "hello", " world"},
+       false, absl::StatusCode::kOk, "hello world"},
+      {"chunked, chunks split across reads",
+       {"HTTP/1.1 200 OK\r\nX-Request-Id: abc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+        "lo\r\n6\r\n world\r\n", "0\r\n\r\n"},
+       false, absl::StatusCode::kOk, "hello world"},
+      {"body up to the end of the connection",
+       {"HTTP/1.0 200 OK\r\nX-Request-Id: abc\r\n\r\nhello", " world"},
+       true, absl::StatusCode::kOk, "hello world"},
+      {"an interim 100 before the answer",
+       {"HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 201 Created\r\nX-Request-Id: abc\r\n"
+                                         "Content-Length: 11\r\n\r\nhello world"},
+       false, absl::StatusCode::kOk, "hello world", 201},
+      {"an error status is still a complete transfer",
+       {"HTTP/1.1 503 Service Unavailable\r\nX-Request-Id: abc\r\nContent-Length: 11\r\n\r\n"
+        "hello world"},
+       false, absl::StatusCode::kOk, "hello world", 503},
+      {"body shorter than its Content-Length",
+       {"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nhello"},
+       true, absl::StatusCode::kUnavailable, "response cut short"},
+      {"chunked body cut off",
+       {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"},
+       true, absl::StatusCode::kUnavailable, "response cut short"},
+      {"not HTTP", {"SSH-2.0-OpenSSH_9.2\r\n\r\n"}, true, absl::StatusCode::kUnavailable,
+       "malformed HTTP response"},
+      {"bad chunk size", {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"}, true,
+       absl::StatusCode::kUnavailable, "malformed HTTP response"},
+  };
+  for (const Framing& framing : framings) {
+    SCOPED_TRACE(framing.name);
+    RawServer server([&server, &framing](int fd, int) {
+      if (!server.ReadRequest(fd)) return;
+      for (const std::string& piece : framing.pieces) {
+        RawServer::Write(fd, piece);
+        std::this_thread::sleep_for(milliseconds(20));
+      }
+      if (framing.close_after) {
+        ::shutdown(fd, SHUT_WR);
+        return;
+      }
+      server.ReadRequest(fd);  // keeps the connection open until the client is done
+    });
+    std::shared_ptr<Recorder> recorder = Run(RequestTo(server.url()));
+    ASSERT_EQ(recorder->status().code(), framing.code) << recorder->status();
+    if (framing.code != absl::StatusCode::kOk) {
+      EXPECT_THAT(recorder->status().message(), HasSubstr(framing.body_or_error));
+      continue;
+    }
+    EXPECT_EQ(recorder->body(), framing.body_or_error);
+    EXPECT_EQ(recorder->heads(), 1);
+    EXPECT_EQ(recorder->status_code(), framing.status);
+    EXPECT_EQ(recorder->head().Header("x-request-id"), "abc") << "lower-cased, trimmed";
+  }
+}
+
+TEST_F(CurlLoopDirectTest, TotalTimeoutEndsADrippingAnswer) {
+  RawServer dripping([&dripping](int fd, int) {
+    if (!dripping.ReadRequest(fd)) return;
+    RawServer::Write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+    for (int i = 0; i < 100 && RawServer::Write(fd, "x"); ++i) {
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+  });
+  HttpRequest request = RequestTo(dripping.url());
+  request.timeouts.idle = absl::Seconds(5);
+  request.timeouts.total = absl::Milliseconds(300);
+  const auto started = Clock::now();
+  std::shared_ptr<Recorder> recorder = Run(request);
+  EXPECT_EQ(recorder->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(recorder->status().message(), HasSubstr("no complete response within 300ms"));
+  EXPECT_GE(Clock::now() - started, milliseconds(300));
+  EXPECT_EQ(recorder->heads(), 1);
+}
+
+TEST_F(CurlLoopDirectTest, BodyOverTheLimitIsOutOfRange) {
+  HttpRequest request = RequestTo(mock_->base_url() + "/chat/completions");
+  request.max_body_bytes = 16;
+  std::shared_ptr<Recorder> recorder = Run(request);
+  EXPECT_EQ(recorder->status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(recorder->status().message(), HasSubstr("exceeds the limit of 16 bytes"));
+}
+
+TEST_F(CurlLoopDirectTest, HostNamesAreResolved) {
+  RawServer server([&server](int fd, int) {
+    while (server.ReadRequest(fd)) RawServer::Write(fd, kOk);
+  });
+  std::shared_ptr<Recorder> named = Run(RequestTo(server.url("localhost")));
+  EXPECT_TRUE(named->status().ok()) << named->status();
+  EXPECT_EQ(named->body(), "ok");
+  std::shared_ptr<Recorder> unknown = Run(RequestTo("http://upstream.invalid/v1/chat/completions"));
+  EXPECT_EQ(unknown->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(unknown->status().message(), HasSubstr("cannot resolve upstream.invalid"));
+}
+
+// A listener that never accepts, its backlog full: the kernel drops further SYNs, so a connect
+// neither succeeds nor fails.
+TEST_F(CurlLoopDirectTest, ConnectTimeout) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), length), 0);
+  ASSERT_EQ(::listen(listener, 0), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    fillers.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    ::connect(fillers.back(), reinterpret_cast<sockaddr*>(&address), length);
+  }
+  std::this_thread::sleep_for(milliseconds(50));
+  HttpRequest request = RequestTo(
+      absl::StrCat("http://127.0.0.1:", ntohs(address.sin_port), "/v1/chat/completions"));
+  request.timeouts.connect = absl::Milliseconds(200);
+  const auto started = Clock::now();
+  std::shared_ptr<Recorder> recorder = Run(request);
+  EXPECT_EQ(recorder->status().code(), absl::StatusCode::kDeadlineExceeded) << recorder->status();
+  EXPECT_THAT(recorder->status().message(), HasSubstr("no connection to 127.0.0.1:"));
+  EXPECT_GE(Clock::now() - started, milliseconds(200));
+  for (int fd : fillers) ::close(fd);
+  ::close(listener);
+}
+
+TEST_F(CurlLoopDirectTest, ConnectFailureIsUnavailable) {
+  std::shared_ptr<Recorder> refused = Run(RequestTo("http://127.0.0.1:1/v1/chat/completions"));
+  EXPECT_EQ(refused->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(refused->status().message(), HasSubstr("cannot connect to 127.0.0.1:1"));
 }
 
 }  // namespace
