@@ -67,30 +67,12 @@ struct DirectConnection {
   Clock::time_point idle_since;      // when it went back to the pool
 };
 
-struct Transfer;
-
-// The head and body of a direct transfer's response, as the parser finds them.
-class DirectEvents final : public ResponseEvents {
- public:
-  explicit DirectEvents(Transfer* t) : t_(t) {}
-  void OnStatus(int status) override;
-  void OnField(std::string_view name, std::string_view value) override;
-  void OnHeaderDone() override;
-  bool OnBody(std::string_view data) override;
-
- private:
-  Transfer* const t_;
-};
-
 // What a transfer on the direct path holds instead of an easy handle.
 struct Direct {
-  explicit Direct(Transfer* t) : events(t) {}
-
   std::shared_ptr<const PlainHttpOrigin> origin;
   std::shared_ptr<DirectConnection> conn;
   std::unique_ptr<asio::ip::tcp::resolver> resolver;
-  DirectEvents events;
-  std::optional<ResponseParser> parser;
+  std::optional<ResponseParser> parser;  // reports to its transfer
   std::string head;  // the request head
   size_t sent = 0;   // bytes of head and body written
   bool connected = false;
@@ -100,11 +82,17 @@ struct Direct {
   bool replied = false;  // a byte of the response arrived
 };
 
-// One request on its way through the loop.
-struct Transfer {
-  ~Transfer() {
+// One request on its way through the loop. On the direct path its response parser reports to
+// it (ResponseEvents), as libcurl's header and write callbacks do on the other.
+struct Transfer final : ResponseEvents {
+  ~Transfer() override {
     if (header_list != nullptr) curl_slist_free_all(header_list);
   }
+
+  void OnStatus(int status) override;
+  void OnField(std::string_view name, std::string_view value) override;
+  void OnHeaderDone() override;
+  bool OnBody(std::string_view data) override;
 
   CurlLoop::TransferId id = 0;
   Clock::time_point not_before;
@@ -176,13 +164,13 @@ bool DeliverBody(Transfer& t, std::string_view data) {
   return true;
 }
 
-void DirectEvents::OnStatus(int status) { BeginHead(*t_, status); }
-void DirectEvents::OnField(std::string_view name, std::string_view value) {
-  AddHeadField(*t_, absl::string_view(name.data(), name.size()),
+void Transfer::OnStatus(int status) { BeginHead(*this, status); }
+void Transfer::OnField(std::string_view name, std::string_view value) {
+  AddHeadField(*this, absl::string_view(name.data(), name.size()),
                absl::string_view(value.data(), value.size()));
 }
-void DirectEvents::OnHeaderDone() { EndHead(*t_); }
-bool DirectEvents::OnBody(std::string_view data) { return DeliverBody(*t_, data); }
+void Transfer::OnHeaderDone() { EndHead(*this); }
+bool Transfer::OnBody(std::string_view data) { return DeliverBody(*this, data); }
 
 // One socket libcurl asked the loop to watch.
 struct Socket {
@@ -285,8 +273,8 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartDirect(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ConnectDirect(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnDirectConnected(TransferId id, const std::shared_ptr<DirectConnection>& conn,
-                         const boost::system::error_code& ec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnDirectConnected(Transfer& t, const boost::system::error_code& ec)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes what the socket takes now, then waits to write the rest or reads the reply.
   void WriteDirect(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WaitWritable(Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -294,9 +282,12 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
   // Parses what a read brought; may finish the transfer.
   void OnDirectRead(Transfer& t, boost::system::error_code ec, size_t bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The transfer whose connection is `conn`, if it still runs on it.
-  Transfer* DirectTransfer(TransferId id, const std::shared_ptr<DirectConnection>& conn)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A completion handler for an operation on `conn`: in the loop, `body(transfer, result...)`
+  // runs if the transfer still runs on that connection (a cancel, an end or a retry on a new
+  // connection each mean it does not). It holds the connection: Asio needs the socket until the
+  // operation completes.
+  template <typename Body>
+  auto OnDirect(TransferId id, std::shared_ptr<DirectConnection> conn, Body body);
   // A network failure: retried once on a new connection when a pooled one failed before any
   // reply (the server closed it while idle), else the transfer's end.
   void FailDirect(Transfer& t, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -583,7 +574,7 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   t.started = t.last_activity = Clock::now();
   t.received = &received_;
   if (std::shared_ptr<const PlainHttpOrigin> origin = DirectOrigin(t.request.url)) {
-    t.direct = std::make_unique<Direct>(&t);
+    t.direct = std::make_unique<Direct>();
     t.direct->origin = std::move(origin);
     transfers_.emplace(t.id, std::move(transfer));
     ArmDeadline(t);
@@ -1132,7 +1123,7 @@ std::shared_ptr<const PlainHttpOrigin> CurlLoop::Core::DirectOrigin(const std::s
 void CurlLoop::Core::StartDirect(Transfer& t) {
   Direct& d = *t.direct;
   d.head = SerializeRequestHead(*d.origin, t.request);
-  d.parser.emplace(&d.events);
+  d.parser.emplace(&t);
   if (std::shared_ptr<DirectConnection> conn = TakePooled(d.origin->key)) {
     d.conn = std::move(conn);
     d.reused = true;
@@ -1143,6 +1134,20 @@ void CurlLoop::Core::StartDirect(Transfer& t) {
   ConnectDirect(t);
 }
 
+template <typename Body>
+auto CurlLoop::Core::OnDirect(TransferId id, std::shared_ptr<DirectConnection> conn, Body body) {
+  return [self = shared_from_this(), id, conn = std::move(conn),
+          body = std::move(body)](const auto&... result) mutable {
+    self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      auto it = self->transfers_.find(id);
+      if (it == self->transfers_.end()) return;
+      Transfer& t = *it->second;
+      if (t.direct == nullptr || t.direct->conn != conn) return;
+      body(t, result...);
+    });
+  };
+}
+
 void CurlLoop::Core::ConnectDirect(Transfer& t) {
   Direct& d = *t.direct;
   d.reused = false;
@@ -1150,12 +1155,12 @@ void CurlLoop::Core::ConnectDirect(Transfer& t) {
   auto conn = std::make_shared<DirectConnection>(executor_);
   conn->key = d.origin->key;
   d.conn = conn;
-  const TransferId id = t.id;
-  // The handlers hold the connection: Asio's connect needs its socket until it completes.
-  auto connected = [self = shared_from_this(), id, conn](const boost::system::error_code& ec) {
-    self->RunInLoop(
-        [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { self->OnDirectConnected(id, conn, ec); });
-  };
+  // Called with the endpoint connected to when a resolver's list was tried; it is not needed.
+  auto connected = OnDirect(t.id, conn,
+                            [this](Transfer& t, const boost::system::error_code& ec,
+                                   const auto&...) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                              OnDirectConnected(t, ec);
+                            });
   const PlainHttpOrigin& origin = *d.origin;
   if (origin.address.has_value()) {
     conn->socket.async_connect(asio::ip::tcp::endpoint(*origin.address, origin.port),
@@ -1165,55 +1170,38 @@ void CurlLoop::Core::ConnectDirect(Transfer& t) {
   d.resolver = std::make_unique<asio::ip::tcp::resolver>(executor_);
   d.resolver->async_resolve(
       origin.host, std::to_string(origin.port),
-      [self = shared_from_this(), id, conn, connected = std::move(connected)](
-          const boost::system::error_code& ec,
-          const asio::ip::tcp::resolver::results_type& endpoints) mutable {
-        self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-          Transfer* t = self->DirectTransfer(id, conn);
-          if (t == nullptr) return;
-          if (ec) {
-            self->FinishTransfer(
-                id, absl::UnavailableError(absl::StrCat("upstream request failed: cannot resolve ",
-                                                        t->direct->origin->host, ": ",
-                                                        ec.message())));
-            return;
-          }
-          asio::async_connect(conn->socket, endpoints,
-                              [connected = std::move(connected)](
-                                  const boost::system::error_code& ec,
-                                  const asio::ip::tcp::endpoint&) { connected(ec); });
-        });
-      });
+      OnDirect(t.id, conn,
+               [this, connected = std::move(connected)](
+                   Transfer& t, const boost::system::error_code& ec,
+                   const asio::ip::tcp::resolver::results_type& endpoints) mutable
+                   ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                     if (ec) {
+                       FinishTransfer(t.id, absl::UnavailableError(absl::StrCat(
+                                                "upstream request failed: cannot resolve ",
+                                                t.direct->origin->host, ": ", ec.message())));
+                       return;
+                     }
+                     asio::async_connect(t.direct->conn->socket, endpoints, std::move(connected));
+                   }));
 }
 
-Transfer* CurlLoop::Core::DirectTransfer(
-    TransferId id, const std::shared_ptr<DirectConnection>& conn) {
-  auto it = transfers_.find(id);
-  if (it == transfers_.end()) return nullptr;
-  Transfer* t = it->second.get();
-  if (t->direct == nullptr || t->direct->conn != conn) return nullptr;
-  return t;
-}
-
-void CurlLoop::Core::OnDirectConnected(TransferId id, const std::shared_ptr<DirectConnection>& conn,
-                                       const boost::system::error_code& ec) {
-  Transfer* t = DirectTransfer(id, conn);
-  if (t == nullptr) return;
+void CurlLoop::Core::OnDirectConnected(Transfer& t, const boost::system::error_code& ec) {
   if (ec) {
-    FinishTransfer(id, absl::UnavailableError(absl::StrCat("upstream request failed: cannot connect to ",
-                                                           t->direct->origin->key, ": ",
-                                                           ec.message())));
+    FinishTransfer(t.id, absl::UnavailableError(absl::StrCat(
+                             "upstream request failed: cannot connect to ",
+                             t.direct->origin->key, ": ", ec.message())));
     return;
   }
+  asio::ip::tcp::socket& socket = t.direct->conn->socket;
   boost::system::error_code ignored;
   // Streams are many small writes; Nagle would hold each token back.
-  conn->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-  conn->socket.set_option(asio::socket_base::keep_alive(true), ignored);
+  socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  socket.set_option(asio::socket_base::keep_alive(true), ignored);
   // Reads and writes are tried at once and return would_block instead of waiting.
-  conn->socket.non_blocking(true, ignored);
-  t->direct->connected = true;
-  t->direct->resolver.reset();
-  WriteDirect(*t);
+  socket.non_blocking(true, ignored);
+  t.direct->connected = true;
+  t.direct->resolver.reset();
+  WriteDirect(t);
 }
 
 void CurlLoop::Core::WriteDirect(Transfer& t) {
@@ -1244,36 +1232,30 @@ void CurlLoop::Core::WriteDirect(Transfer& t) {
 }
 
 void CurlLoop::Core::WaitWritable(Transfer& t) {
-  std::shared_ptr<DirectConnection> conn = t.direct->conn;
-  conn->socket.async_wait(asio::socket_base::wait_write, [self = shared_from_this(), id = t.id,
-                                                          conn](const boost::system::error_code& ec) {
-    self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      Transfer* t = self->DirectTransfer(id, conn);
-      if (t == nullptr) return;
-      if (ec) {
-        self->FailDirect(*t, absl::UnavailableError(
-                                 absl::StrCat("upstream request failed: send: ", ec.message())));
-        return;
-      }
-      self->WriteDirect(*t);
-    });
-  });
+  t.direct->conn->socket.async_wait(
+      asio::socket_base::wait_write,
+      OnDirect(t.id, t.direct->conn,
+               [this](Transfer& t, const boost::system::error_code& ec)
+                   ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                     if (ec) {
+                       FailDirect(t, absl::UnavailableError(absl::StrCat(
+                                         "upstream request failed: send: ", ec.message())));
+                       return;
+                     }
+                     WriteDirect(t);
+                   }));
 }
 
 // An Asio read, not a wait: a wait re-arms the descriptor in epoll (a system call) every time,
 // while a read after one that emptied the socket is queued without any, and a read that may find
 // data already there tries it at once.
 void CurlLoop::Core::ReadDirect(Transfer& t) {
-  std::shared_ptr<DirectConnection> conn = t.direct->conn;
-  conn->socket.async_read_some(
-      conn->buffer.prepare(kDirectReadBytes),
-      [self = shared_from_this(), id = t.id, conn](const boost::system::error_code& ec,
-                                                   size_t bytes) {
-        self->RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-          Transfer* t = self->DirectTransfer(id, conn);
-          if (t != nullptr) self->OnDirectRead(*t, ec, bytes);
-        });
-      });
+  DirectConnection& conn = *t.direct->conn;
+  conn.socket.async_read_some(
+      conn.buffer.prepare(kDirectReadBytes),
+      OnDirect(t.id, t.direct->conn,
+               [this](Transfer& t, const boost::system::error_code& ec, size_t bytes)
+                   ABSL_NO_THREAD_SAFETY_ANALYSIS { OnDirectRead(t, ec, bytes); }));
 }
 
 void CurlLoop::Core::OnDirectRead(Transfer& t, boost::system::error_code ec, size_t bytes) {
@@ -1324,7 +1306,7 @@ void CurlLoop::Core::OnDirectRead(Transfer& t, boost::system::error_code ec, siz
       break;
     }
     // An interim (1xx) response: the final one follows on the same connection.
-    d.parser.emplace(&d.events);
+    d.parser.emplace(&t);
   }
   // Everything of this read went to the handler: one OnBodyDone for it.
   FlushReceived();
@@ -1347,7 +1329,7 @@ void CurlLoop::Core::FailDirect(Transfer& t, absl::Status status) {
     boost::system::error_code ignored;
     d.conn->socket.close(ignored);
     d.sent = 0;
-    d.parser.emplace(&d.events);
+    d.parser.emplace(&t);
     ConnectDirect(t);
     return;
   }
