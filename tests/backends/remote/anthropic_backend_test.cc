@@ -185,11 +185,7 @@ TEST_F(AnthropicBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
 TEST_F(AnthropicBackendTest, MalformedEventIsAnError) {
   for (const std::string data : {"", R"({"type":"content_block_delta","index":1e400})"}) {
     SCOPED_TRACE(data);
-    Behaviour behaviour;
-    behaviour.kind = Behaviour::Kind::kMalformedSse;
-    behaviour.malformed_data = data;
-    mock_->SetBehaviour(behaviour);
-    auto sink = Run(Options());
+    auto sink = RunMalformed(Options(), data);
     EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
     EXPECT_THAT(sink->status().message(), HasSubstr("malformed upstream stream"));
   }

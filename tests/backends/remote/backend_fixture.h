@@ -86,6 +86,16 @@ class RemoteBackendTest : public MockUpstreamTest {
     EXPECT_EQ(sink->contract_violations(), 0);
     return sink;
   }
+
+  // One request against a mock that sends one token, then an event whose data is `data` (the
+  // dialect's chunk cut off mid-string when empty); not streamed, `data` is the whole body.
+  std::shared_ptr<RecordingSink> RunMalformed(const Options& options, const std::string& data) {
+    mocks::Behaviour behaviour;
+    behaviour.kind = mocks::Behaviour::Kind::kMalformedSse;
+    behaviour.malformed_data = data;
+    mock_->SetBehaviour(behaviour);
+    return Run(options);
+  }
 };
 
 }  // namespace switchyard::backends

@@ -150,11 +150,7 @@ TEST_F(GeminiBackendTest, MalformedChunkIsAnError) {
   for (const std::string data :
        {"", R"({"candidates":[],"usageMetadata":{"promptTokenCount":1e400}})"}) {
     SCOPED_TRACE(data);
-    Behaviour behaviour;
-    behaviour.kind = Behaviour::Kind::kMalformedSse;
-    behaviour.malformed_data = data;
-    mock_->SetBehaviour(behaviour);
-    auto sink = Run(Options());
+    auto sink = RunMalformed(Options(), data);
     EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
     EXPECT_THAT(sink->status().message(), HasSubstr("malformed upstream stream"));
   }

@@ -353,11 +353,7 @@ constexpr char kNumberPastDoubleRange[] =
 TEST_F(OpenAiBackendTest, MalformedSseIsAnError) {
   for (const std::string data : {"", kNumberPastDoubleRange}) {
     SCOPED_TRACE(data);
-    Behaviour behaviour;
-    behaviour.kind = Behaviour::Kind::kMalformedSse;
-    behaviour.malformed_data = data;
-    mock_->SetBehaviour(behaviour);
-    auto sink = Run(Options());
+    auto sink = RunMalformed(Options(), data);
     EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
     EXPECT_THAT(sink->status().message(), HasSubstr("malformed"));
     EXPECT_THAT(sink->deltas(), ElementsAre("Hello"));
@@ -365,13 +361,9 @@ TEST_F(OpenAiBackendTest, MalformedSseIsAnError) {
 }
 
 TEST_F(OpenAiBackendTest, NonStreamedBodyWithANumberPastDoubleRangeIsInvalid) {
-  Behaviour behaviour;
-  behaviour.kind = Behaviour::Kind::kMalformedSse;
-  behaviour.malformed_data = kNumberPastDoubleRange;
-  mock_->SetBehaviour(behaviour);
   OpenAiOptions options = Options();
   options.stream = false;
-  auto unary = Run(options);
+  auto unary = RunMalformed(options, kNumberPastDoubleRange);
   EXPECT_EQ(unary->status().code(), absl::StatusCode::kUnavailable) << unary->status();
   EXPECT_THAT(unary->status().message(), HasSubstr("invalid completion JSON"));
 }
