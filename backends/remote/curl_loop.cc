@@ -76,6 +76,8 @@ struct Direct {
   std::string head;  // the request head
   size_t sent = 0;   // bytes of head and body written
   bool connected = false;
+  Clock::time_point connect_started;  // of the current connection: the connect limit counts
+                                      // from here, so a retried request gets all of it
   // The connection came from the pool: failing before any reply, the request is sent once more
   // on a new connection.
   bool reused = false;
@@ -576,6 +578,7 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   if (std::shared_ptr<const PlainHttpOrigin> origin = DirectOrigin(t.request.url)) {
     t.direct = std::make_unique<Direct>();
     t.direct->origin = std::move(origin);
+    t.direct->connect_started = t.started;
     transfers_.emplace(t.id, std::move(transfer));
     ArmDeadline(t);
     StartDirect(t);  // may finish the transfer: `t` is not touched after it
@@ -799,7 +802,7 @@ void CurlLoop::Core::ArmDeadline(Transfer& t) {
   // libcurl keeps the connect and total limits of its own transfers; the direct path's are here.
   if (t.direct != nullptr) {
     if (!t.direct->connected && limits.connect != absl::InfiniteDuration()) {
-      no_later_than(t.started + ToChrono(limits.connect));
+      no_later_than(t.direct->connect_started + ToChrono(limits.connect));
     }
     if (!t.request.streaming && limits.total != absl::InfiniteDuration()) {
       no_later_than(t.started + ToChrono(limits.total));
@@ -834,7 +837,7 @@ void CurlLoop::Core::CheckTransfer(TransferId id, Clock::time_point now) {
   const HttpTimeouts& limits = t.request.timeouts;
   if (t.direct != nullptr) {
     if (!t.direct->connected && limits.connect != absl::InfiniteDuration() &&
-        now - t.started >= ToChrono(limits.connect)) {
+        now - t.direct->connect_started >= ToChrono(limits.connect)) {
       FinishTransfer(id, absl::DeadlineExceededError(absl::StrCat(
                              "upstream timed out: no connection to ", t.direct->origin->key,
                              " within ", absl::FormatDuration(limits.connect))));
@@ -1152,6 +1155,7 @@ void CurlLoop::Core::ConnectDirect(Transfer& t) {
   Direct& d = *t.direct;
   d.reused = false;
   d.connected = false;
+  d.connect_started = Clock::now();
   auto conn = std::make_shared<DirectConnection>(executor_);
   conn->key = d.origin->key;
   d.conn = conn;
@@ -1331,6 +1335,7 @@ void CurlLoop::Core::FailDirect(Transfer& t, absl::Status status) {
     d.sent = 0;
     d.parser.emplace(&t);
     ConnectDirect(t);
+    ArmDeadline(t);  // the new connection's connect limit
     return;
   }
   FinishTransfer(t.id, status);

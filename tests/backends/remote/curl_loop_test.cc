@@ -405,6 +405,35 @@ TEST_P(CurlLoopAttachedTest, SeveralThreadsRunningTheIoContext) {
   }
 }
 
+// Reads one HTTP request from a socket (head, then as many body bytes as Content-Length says);
+// false when the client closed the connection first.
+bool ReadOneRequest(int fd) {
+  std::string data;
+  char buffer[4096];
+  size_t head_end = std::string::npos;
+  size_t body_length = 0;
+  for (;;) {
+    if (head_end == std::string::npos) {
+      head_end = data.find("\r\n\r\n");
+      if (head_end != std::string::npos) {
+        const size_t at = data.find("Content-Length: ");
+        if (at != std::string::npos && at < head_end) {
+          const size_t end = data.find("\r\n", at);
+          if (!absl::SimpleAtoi(data.substr(at + 16, end - at - 16), &body_length)) {
+            body_length = 0;
+          }
+        }
+      }
+    }
+    if (head_end != std::string::npos && data.size() >= head_end + 4 + body_length) {
+      return true;
+    }
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n <= 0) return false;
+    data.append(buffer, static_cast<size_t>(n));
+  }
+}
+
 // A bare TCP server on 127.0.0.1 for what the mock upstream cannot script: each connection it
 // accepts runs `script` on a thread of its own, given the socket and the connection's number (0
 // for the first). The destructor shuts every connection down, so a script blocked in a read
@@ -447,34 +476,11 @@ class RawServer {
   int connections() const { return connections_.load(); }
   int requests() const { return requests_.load(); }
 
-  // Reads one request (head, then as many body bytes as Content-Length says); false when the
-  // client closed the connection first.
+  // Reads one request; false when the client closed the connection first.
   bool ReadRequest(int fd) {
-    std::string data;
-    char buffer[4096];
-    size_t head_end = std::string::npos;
-    size_t body_length = 0;
-    for (;;) {
-      if (head_end == std::string::npos) {
-        head_end = data.find("\r\n\r\n");
-        if (head_end != std::string::npos) {
-          const size_t at = data.find("Content-Length: ");
-          if (at != std::string::npos && at < head_end) {
-            const size_t end = data.find("\r\n", at);
-            if (!absl::SimpleAtoi(data.substr(at + 16, end - at - 16), &body_length)) {
-              body_length = 0;
-            }
-          }
-        }
-      }
-      if (head_end != std::string::npos && data.size() >= head_end + 4 + body_length) {
-        ++requests_;
-        return true;
-      }
-      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
-      if (n <= 0) return false;
-      data.append(buffer, static_cast<size_t>(n));
-    }
+    if (!ReadOneRequest(fd)) return false;
+    ++requests_;
+    return true;
   }
 
   // False once the client has gone.
@@ -692,33 +698,88 @@ TEST_F(CurlLoopDirectTest, HostNamesAreResolved) {
   EXPECT_THAT(unknown->status().message(), HasSubstr("cannot resolve upstream.invalid"));
 }
 
-// A listener that never accepts, its backlog full: the kernel drops further SYNs, so a connect
-// neither succeeds nor fails.
-TEST_F(CurlLoopDirectTest, ConnectTimeout) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), length), 0);
-  ASSERT_EQ(::listen(listener, 0), 0);
-  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    fillers.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    ::connect(fillers.back(), reinterpret_cast<sockaddr*>(&address), length);
+// A listener with a backlog of one that the test accepts from itself. Once Fill() has queued
+// connections up to the backlog, the kernel drops further SYNs, so a connect neither succeeds
+// nor fails.
+class BacklogListener {
+ public:
+  BacklogListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    address_.sin_family = AF_INET;
+    address_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address_);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address_), length) != 0 ||
+        ::listen(fd_, 0) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address_), &length) != 0) {
+      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+    }
   }
-  std::this_thread::sleep_for(milliseconds(50));
-  HttpRequest request = RequestTo(
-      absl::StrCat("http://127.0.0.1:", ntohs(address.sin_port), "/v1/chat/completions"));
+  ~BacklogListener() {
+    for (int fd : fillers_) ::close(fd);
+    ::close(fd_);
+  }
+
+  std::string url() const {
+    return absl::StrCat("http://127.0.0.1:", ntohs(address_.sin_port), "/v1/chat/completions");
+  }
+  int Accept() { return ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC); }
+  void Fill() {
+    for (int i = 0; i < 4; ++i) {
+      fillers_.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      ::connect(fillers_.back(), reinterpret_cast<const sockaddr*>(&address_), sizeof(address_));
+    }
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+
+ private:
+  int fd_ = -1;
+  sockaddr_in address_{};
+  std::vector<int> fillers_;
+};
+
+TEST_F(CurlLoopDirectTest, ConnectTimeout) {
+  BacklogListener listener;
+  listener.Fill();
+  HttpRequest request = RequestTo(listener.url());
   request.timeouts.connect = absl::Milliseconds(200);
   const auto started = Clock::now();
   std::shared_ptr<Recorder> recorder = Run(request);
   EXPECT_EQ(recorder->status().code(), absl::StatusCode::kDeadlineExceeded) << recorder->status();
   EXPECT_THAT(recorder->status().message(), HasSubstr("no connection to 127.0.0.1:"));
   EXPECT_GE(Clock::now() - started, milliseconds(200));
-  for (int fd : fillers) ::close(fd);
-  ::close(listener);
+}
+
+// A request that waited on a pooled connection longer than the connect limit before the server
+// dropped it unanswered: its new connection gets the whole limit, counted from its own start.
+TEST_F(CurlLoopDirectTest, ARetriedRequestsConnectLimitStartsWithItsNewConnection) {
+  BacklogListener listener;
+  std::atomic<bool> dropped{false};
+  Clock::time_point dropped_at;
+  std::thread server([&] {
+    const int fd = listener.Accept();
+    if (ReadOneRequest(fd)) RawServer::Write(fd, kOk);
+    ReadOneRequest(fd);  // the second request, held past the connect limit
+    listener.Fill();         // so the retry's connect hangs
+    std::this_thread::sleep_for(milliseconds(300));
+    dropped_at = Clock::now();
+    dropped = true;
+    ::shutdown(fd, SHUT_RDWR);
+    ::close(fd);
+  });
+  HttpRequest request = RequestTo(listener.url());
+  request.timeouts.connect = absl::Milliseconds(200);
+  request.timeouts.total = absl::Seconds(4);
+  std::shared_ptr<Recorder> first = Run(request);
+  EXPECT_TRUE(first->status().ok()) << first->status();
+  std::shared_ptr<Recorder> second = Run(request);
+  server.join();
+  ASSERT_TRUE(dropped);
+  EXPECT_EQ(second->status().code(), absl::StatusCode::kDeadlineExceeded) << second->status();
+  EXPECT_THAT(second->status().message(), HasSubstr("no connection to 127.0.0.1:"));
+  // Ended by its connect limit, not by the total one still 3.7 s away.
+  const auto after_drop = Clock::now() - dropped_at;
+  EXPECT_GE(after_drop, milliseconds(200));
+  EXPECT_LT(after_drop, milliseconds(2000));
 }
 
 TEST_F(CurlLoopDirectTest, ConnectFailureIsUnavailable) {
