@@ -9,7 +9,9 @@
 # Environment: ROUNDS (default 3), DURATION (s per run, default 5), WARMUP (default 1),
 # PROMPT_BYTES (default 1024), OUT (markdown report, default ./bench_compare.md; raw JSON next
 # to it), PIN (a prefix for mock, gateways and load tool alike, e.g. "taskset -c 1" to put all
-# three on one vCPU).
+# three on one vCPU), GATEWAY_PIN and PEER_PIN (the same for the gateways alone, and for mock
+# and load tool: "taskset -c 0" and "taskset -c 1" give the gateway a vCPU of its own),
+# MODES (default "unary sse"), CONCURRENCY (default "1 16 64").
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [[ $# -eq 2 ]] || { echo "usage: $0 BUILD_A BUILD_B" >&2; exit 2; }
@@ -19,6 +21,10 @@ duration="${DURATION:-5}"
 warmup="${WARMUP:-1}"
 prompt_bytes="${PROMPT_BYTES:-1024}"
 pin="${PIN:-}"
+gateway_pin="${GATEWAY_PIN:-$pin}"
+peer_pin="${PEER_PIN:-$pin}"
+modes="${MODES:-unary sse}"
+concurrency="${CONCURRENCY:-1 16 64}"
 out="${OUT:-$PWD/bench_compare.md}"
 load="${builds[0]}/tests/load/switchyard_load"
 mock_bin="${builds[0]}/tests/load/switchyard_load_mock"
@@ -43,7 +49,7 @@ for round in $(seq "$rounds"); do
   order=(0 1)
   (( round % 2 == 0 )) && order=(1 0)
   # shellcheck disable=SC2086
-  $pin "$mock_bin" --port 0 --tokens 16 2>"$work/mock.err" &
+  $peer_pin "$mock_bin" --port 0 --tokens 16 2>"$work/mock.err" &
   mock_pid=$!
   mock_port="$(wait_line "$work/mock.err" 'listening' | grep -oE '[0-9]+$')"
   sed "s|@MOCK_URL@|http://127.0.0.1:$mock_port/v1|g" "$root/tests/load/bench.yaml" \
@@ -52,21 +58,21 @@ for round in $(seq "$rounds"); do
     side=$([[ $index == 0 ]] && echo a || echo b)
     : >"$work/gateway.err"
     # shellcheck disable=SC2086
-    $pin "${builds[$index]}/gateway/switchyard" serve --config "$work/bench.yaml" \
+    $gateway_pin "${builds[$index]}/gateway/switchyard" serve --config "$work/bench.yaml" \
       2>"$work/gateway.err" &
     gateway_pid=$!
     line="$(wait_line "$work/gateway.err" 'listening http=')"
     http_port="$(grep -oE 'http=[^ ]+' <<<"$line" | grep -oE '[0-9]+$')"
-    for mode in unary sse; do
+    for mode in $modes; do
       flags=()
       [[ $mode == sse ]] && flags=(--stream)
-      for c in 1 16 64; do
+      for c in $concurrency; do
         for kind in direct http; do
           port=$([[ $kind == direct ]] && echo "$mock_port" || echo "$http_port")
           label="$side/$round/$mode/$kind/$c"
           echo "  $label" >&2
           # shellcheck disable=SC2086
-          $pin "$load" --json --label "$label" --watch "gateway=$gateway_pid" --watch "mock=$mock_pid" \
+          $peer_pin "$load" --json --label "$label" --watch "gateway=$gateway_pid" --watch "mock=$mock_pid" \
             --http "http://127.0.0.1:$port" --prompt-bytes "$prompt_bytes" --concurrency "$c" \
             --duration "$duration" --warmup "$warmup" --max-tokens 16 --expect-tokens 16 \
             "${flags[@]}" >>"$results" || true
@@ -80,9 +86,10 @@ for round in $(seq "$rounds"); do
   mock_pid=""
 done
 
-python3 - "$results" "$out" "$rounds" "$duration" "${builds[0]}" "${builds[1]}" <<'PY'
+python3 - "$results" "$out" "$rounds" "$duration" "${builds[0]}" "${builds[1]}" "$modes" \
+  "$concurrency" <<'PY'
 import json, os, statistics, sys
-results, out, rounds, duration, build_a, build_b = sys.argv[1:]
+results, out, rounds, duration, build_a, build_b, modes, concurrency = sys.argv[1:]
 runs = {}
 for line in open(results):
     if line.strip():
@@ -108,13 +115,19 @@ def rps(side, rnd, mode, c):
 def errors(side, mode, c):
     return sum(runs.get(f"{side}/{r}/{mode}/http/{c}", {}).get("errors", 0) for r in range(1, int(rounds) + 1))
 pin = os.environ.get("PIN", "")
+gateway_pin = os.environ.get("GATEWAY_PIN", pin)
+peer_pin = os.environ.get("PEER_PIN", pin)
 lines = [f"A = `{build_a}`, B = `{build_b}`; {rounds} alternated rounds of {duration} s runs; "
-         + (f"mock, gateways and load tool all run under `{pin}`; " if pin else "")
+         + (f"mock, gateways and load tool all run under `{pin}`; "
+            if pin and gateway_pin == pin and peer_pin == pin else "")
+         + (f"gateways run under `{gateway_pin}`, mock and load tool under `{peer_pin}`; "
+            if gateway_pin != peer_pin else "")
          + f"medians over rounds; load average at the end {os.getloadavg()[0]:.1f}.\n",
          "| run | concurrency | added p50 A → B | added p99 A → B | gateway CPU/request A → B | req/s A → B | errors A / B |",
          "| --- | --- | --- | --- | --- | --- | --- |"]
 for mode, key in (("unary", "latency"), ("sse", "ttft")):
-    for c in (1, 16, 64):
+    if mode not in modes.split(): continue
+    for c in (int(c) for c in concurrency.split()):
         cols = []
         for field in ("p50_us", "p99_us"):
             a = med([added("a", r, mode, c, key, field) for r in range(1, int(rounds) + 1)])
