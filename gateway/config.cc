@@ -391,9 +391,12 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
   config.version = ContentHash(text);
 
   if (const YAML::Node listeners = root["listeners"]) {
-    SY_RETURN_IF_ERROR(yaml.ExpectMap(listeners, "listeners", {"http", "grpc"}));
+    SY_RETURN_IF_ERROR(
+        yaml.ExpectMap(listeners, "listeners", {"http", "grpc", "busy_poll_microseconds"}));
     SY_RETURN_IF_ERROR(ParseListener(yaml, listeners, "http", config.http));
     SY_RETURN_IF_ERROR(ParseListener(yaml, listeners, "grpc", config.grpc));
+    SY_ASSIGN_OR_RETURN(busy_poll, yaml.Int(listeners, "busy_poll_microseconds", 0, 10000));
+    config.busy_poll_microseconds = busy_poll.value_or(0);
   }
   if (const YAML::Node limits = root["limits"]) {
     SY_RETURN_IF_ERROR(

@@ -86,6 +86,9 @@ struct Config {
   std::string version;  // content hash of the file (policy_version)
   ListenerConfig http{"127.0.0.1", 8080};
   ListenerConfig grpc{"127.0.0.1", 50051};
+  // `listeners.busy_poll_microseconds`: how long an HTTP thread keeps looking for its next event
+  // before it sleeps; 0 = it sleeps at once (gateway/server.cc, RunEventLoop).
+  int64_t busy_poll_microseconds = 0;
   int64_t max_body_bytes = 1 << 20;
   double drain_timeout_seconds = 30;
   uint64_t local_model_memory_bytes = 0;  // budget for loaded local model files; 0 = none

@@ -450,6 +450,7 @@ absl::Status Gateway::Reload(Config config) {
   const std::shared_ptr<const Runtime> old = runtime();
   if (config.http.port != old->config.http.port || config.http.host != old->config.http.host ||
       config.grpc.port != old->config.grpc.port || config.grpc.host != old->config.grpc.host ||
+      config.busy_poll_microseconds != old->config.busy_poll_microseconds ||
       config.max_body_bytes != old->config.max_body_bytes ||
       config.decision_log != old->config.decision_log) {
     Log(LogLevel::kWarning,

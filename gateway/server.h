@@ -24,7 +24,8 @@ class HttpServer;
 class GrpcService;
 
 struct ServerOptions {
-  // Threads serving HTTP; 0 = one per core. Each runs an io_context of its own with a libcurl
+  // Threads serving HTTP; 0 = one per CPU the process may run on (its affinity: taskset, a
+  // container's cpuset). Each runs an io_context of its own with a libcurl
   // loop attached, and a connection stays on the thread that accepted it (round robin), so an
   // HTTP request and its upstream transfer never change threads.
   int http_threads = 0;
@@ -40,6 +41,7 @@ class Server {
 
   uint16_t http_port() const;
   uint16_t grpc_port() const { return grpc_port_; }
+  int http_threads() const { return static_cast<int>(shards_.size()); }
   // "listening http=HOST:PORT grpc=HOST:PORT"
   std::string ListeningLine() const;
 

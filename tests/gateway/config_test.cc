@@ -16,6 +16,7 @@ constexpr char kValid[] = R"EOF(
 listeners:
   http: 0.0.0.0:9000
   grpc: "[::1]:0"
+  busy_poll_microseconds: 50
 limits:
   max_body_bytes: 2048
   drain_timeout_seconds: 5
@@ -49,6 +50,7 @@ TEST(ConfigTest, ParsesEveryFieldAndFillsDefaults) {
   EXPECT_EQ(config->http.port, 9000);
   EXPECT_EQ(config->grpc.host, "::1");
   EXPECT_EQ(config->grpc.port, 0);
+  EXPECT_EQ(config->busy_poll_microseconds, 50);
   EXPECT_EQ(config->max_body_bytes, 2048);
   EXPECT_EQ(config->drain_timeout_seconds, 5);
   EXPECT_THAT(config->model_dirs,
@@ -89,6 +91,7 @@ TEST(ConfigTest, EmbeddedDefaultIsValidAndLocalOnly) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->http.port, 8080);
   EXPECT_EQ(config->grpc.port, 50051);
+  EXPECT_EQ(config->busy_poll_microseconds, 0) << "threads sleep at once unless asked";
   for (const TargetConfig& target : config->targets) {
     EXPECT_EQ(target.kind, TargetKind::kLocal) << target.name;
   }
@@ -142,6 +145,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "bad.yaml:5:5: unknown key 'thread' in target 'local' (did you mean 'threads'?)"},
         BadCase{"BadPort", std::string("listeners:\n  http: localhost:99999\n") + kTargets,
                 "bad.yaml:2:9: listener 'http' must be \"host:port\""},
+        BadCase{"BusyPollOutOfRange",
+                std::string("listeners:\n  busy_poll_microseconds: 20000\n") + kTargets,
+                "bad.yaml:2:27: 'busy_poll_microseconds' must be between 0 and 10000, not 20000"},
         BadCase{"MissingTargets", "policy:\n  default: local\n",
                 "bad.yaml:1:1: missing required key 'targets'"},
         BadCase{"EmptyTargets", "targets: []\npolicy:\n  default: x\n",

@@ -1,5 +1,10 @@
 // The real gateway (HTTP + gRPC servers, config, policy, metrics) on loopback port 0, with
 // scripted backends standing in for the engine and the providers.
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -69,8 +74,10 @@ policy:
 
 class ServerTest : public ::testing::Test {
  protected:
+  virtual std::string ConfigText() const { return kConfig; }
+
   void SetUp() override {
-    absl::StatusOr<Config> config = ParseConfig(kConfig, "test.yaml", "");
+    absl::StatusOr<Config> config = ParseConfig(ConfigText(), "test.yaml", "");
     ASSERT_TRUE(config.ok()) << config.status();
     local_ = std::make_shared<FakeBackend>(Script({"Once", " upon", " a time"}));
     cloud_ = std::make_shared<FakeBackend>(Script({"Hello", ", ", "world"}));
@@ -693,6 +700,82 @@ TEST_F(ServerTest, ShutdownDrainsInFlightRequests) {
   client.join();
   EXPECT_EQ(result.status, 200) << result.error;
   EXPECT_EQ(json::parse(result.body)["choices"][0]["message"]["content"], "slow answer");
+  server_.reset();
+}
+
+// With no thread count given, one HTTP thread per CPU the process may use: a server started
+// from a thread pinned to one CPU (as under taskset) runs one.
+TEST(ServerThreadsTest, OneHttpThreadPerUsableCpu) {
+  cpu_set_t saved;
+  ASSERT_EQ(pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved), 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &saved)) {
+      CPU_SET(cpu, &one);
+      break;
+    }
+  }
+  absl::StatusOr<Config> config = ParseConfig(kConfig, "test.yaml", "");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ServerOptions options;
+  options.backend_factory = [](const TargetConfig&, const Config&)
+      -> absl::StatusOr<std::shared_ptr<backends::Backend>> {
+    return std::shared_ptr<backends::Backend>(
+        std::make_shared<FakeBackend>(Script({"ok"})));
+  };
+  ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
+  absl::StatusOr<std::unique_ptr<Server>> pinned = Server::Start(*config, options);
+  ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved), 0);
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  EXPECT_EQ((*pinned)->http_threads(), 1);
+  HttpResult result = HttpPost(absl::StrCat("http://127.0.0.1:", (*pinned)->http_port(),
+                                            "/v1/chat/completions"),
+                               R"({"model":"auto","messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_EQ(result.status, 200) << result.error;
+  (*pinned)->Shutdown();
+  absl::StatusOr<std::unique_ptr<Server>> free = Server::Start(*std::move(config), options);
+  ASSERT_TRUE(free.ok()) << free.status();
+  EXPECT_EQ((*free)->http_threads(), CPU_COUNT(&saved));
+}
+
+// The same server with its HTTP threads polling 2 ms for the next event before they sleep.
+class BusyPollServerTest : public ServerTest {
+ protected:
+  std::string ConfigText() const override {
+    std::string text = kConfig;
+    const std::string grpc = "  grpc: 127.0.0.1:0\n";
+    return text.insert(text.find(grpc) + grpc.size(), "  busy_poll_microseconds: 2000\n");
+  }
+};
+
+double ProcessCpuSeconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9;
+}
+
+// Requests and streams are served as without polling; once idle the threads sleep again (a
+// thread that kept polling would burn a whole core here); shutdown stops them.
+TEST_F(BusyPollServerTest, ServesThenSleepsWhenIdleAndShutsDown) {
+  for (int i = 0; i < 10; ++i) {
+    HttpResult result = Chat(UserMessage("hi " + std::to_string(i)));
+    ASSERT_EQ(result.status, 200) << result.error;
+    EXPECT_EQ(json::parse(result.body)["choices"][0]["message"]["content"], "Hello, world");
+  }
+  HttpResult stream = Chat(UserMessage("hi", R"("stream":true,)"));
+  ASSERT_EQ(stream.status, 200) << stream.error;
+  EXPECT_THAT(stream.body, HasSubstr("data: [DONE]"));
+  EXPECT_EQ(cloud_->started(), 11);
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // past every thread's last poll
+  const double before = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_LT(ProcessCpuSeconds() - before, 0.15) << "an idle server kept polling";
+
+  const auto started = std::chrono::steady_clock::now();
+  server_->Shutdown();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
   server_.reset();
 }
 
