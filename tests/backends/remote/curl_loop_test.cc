@@ -434,6 +434,21 @@ bool ReadOneRequest(int fd) {
   }
 }
 
+// A listening socket on 127.0.0.1, on a port the kernel picks; `address` receives it.
+int ListenOnLoopback(int backlog, sockaddr_in& address) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+      ::listen(fd, backlog) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    ADD_FAILURE() << "cannot listen on 127.0.0.1";
+  }
+  return fd;
+}
+
 // A bare TCP server on 127.0.0.1 for what the mock upstream cannot script: each connection it
 // accepts runs `script` on a thread of its own, given the socket and the connection's number (0
 // for the first). The destructor shuts every connection down, so a script blocked in a read
@@ -443,16 +458,8 @@ class RawServer {
   using Script = std::function<void(int fd, int index)>;
 
   explicit RawServer(Script script) : script_(std::move(script)) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-        ::listen(listen_fd_, 16) != 0 ||
-        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      ADD_FAILURE() << "cannot listen on 127.0.0.1";
-    }
+    listen_fd_ = ListenOnLoopback(16, address);
     port_ = ntohs(address.sin_port);
     acceptor_ = std::thread([this] { Accept(); });
   }
@@ -703,17 +710,7 @@ TEST_F(CurlLoopDirectTest, HostNamesAreResolved) {
 // nor fails.
 class BacklogListener {
  public:
-  BacklogListener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    address_.sin_family = AF_INET;
-    address_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address_);
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address_), length) != 0 ||
-        ::listen(fd_, 0) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address_), &length) != 0) {
-      ADD_FAILURE() << "cannot listen on 127.0.0.1";
-    }
-  }
+  BacklogListener() : fd_(ListenOnLoopback(0, address_)) {}
   ~BacklogListener() {
     for (int fd : fillers_) ::close(fd);
     ::close(fd_);
@@ -732,8 +729,8 @@ class BacklogListener {
   }
 
  private:
+  sockaddr_in address_{};  // before fd_: the constructor fills it while opening fd_
   int fd_ = -1;
-  sockaddr_in address_{};
   std::vector<int> fillers_;
 };
 
