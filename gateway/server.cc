@@ -43,19 +43,20 @@ int UsableCpus() {
 // on a virtual machine a trip through the hypervisor) for at most `spin` of CPU. An idle thread
 // sleeps after one spin; a busy one never runs out of work to spin on.
 void RunEventLoop(boost::asio::io_context& io, std::chrono::microseconds spin) {
+  if (spin.count() <= 0) {
+    io.run();
+    return;
+  }
   using Clock = std::chrono::steady_clock;
-  if (spin.count() > 0) {
-    Clock::time_point last_work = Clock::now();
-    while (!io.stopped()) {
-      if (io.poll() > 0) {
-        last_work = Clock::now();
-      } else if (Clock::now() - last_work >= spin) {
-        io.run_one();
-        last_work = Clock::now();
-      }
+  Clock::time_point last_work = Clock::now();
+  while (!io.stopped()) {
+    if (io.poll() > 0) {
+      last_work = Clock::now();
+    } else if (Clock::now() - last_work >= spin) {
+      io.run_one();
+      last_work = Clock::now();
     }
   }
-  io.run();
 }
 
 }  // namespace

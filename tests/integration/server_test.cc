@@ -703,40 +703,38 @@ TEST_F(ServerTest, ShutdownDrainsInFlightRequests) {
   server_.reset();
 }
 
-// With no thread count given, one HTTP thread per CPU the process may use: a server started
-// from a thread pinned to one CPU (as under taskset) runs one.
-TEST(ServerThreadsTest, OneHttpThreadPerUsableCpu) {
-  cpu_set_t saved;
-  ASSERT_EQ(pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved), 0);
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-    if (CPU_ISSET(cpu, &saved)) {
-      CPU_SET(cpu, &one);
-      break;
+// With no thread count given, one HTTP thread per CPU the process may use.
+TEST_F(ServerTest, OneHttpThreadPerUsableCpu) {
+  cpu_set_t usable;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(usable), &usable), 0);
+  EXPECT_EQ(server_->http_threads(), CPU_COUNT(&usable));
+}
+
+// The same server, started from a thread pinned to one CPU (as under taskset): its threads
+// inherit that affinity, and it runs one HTTP thread.
+class PinnedServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    cpu_set_t saved;
+    ASSERT_EQ(pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved), 0);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &saved)) {
+        CPU_SET(cpu, &one);
+        break;
+      }
     }
+    ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
+    ServerTest::SetUp();
+    ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved), 0);
   }
-  absl::StatusOr<Config> config = ParseConfig(kConfig, "test.yaml", "");
-  ASSERT_TRUE(config.ok()) << config.status();
-  ServerOptions options;
-  options.backend_factory = [](const TargetConfig&, const Config&)
-      -> absl::StatusOr<std::shared_ptr<backends::Backend>> {
-    return std::shared_ptr<backends::Backend>(
-        std::make_shared<FakeBackend>(Script({"ok"})));
-  };
-  ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
-  absl::StatusOr<std::unique_ptr<Server>> pinned = Server::Start(*config, options);
-  ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved), 0);
-  ASSERT_TRUE(pinned.ok()) << pinned.status();
-  EXPECT_EQ((*pinned)->http_threads(), 1);
-  HttpResult result = HttpPost(absl::StrCat("http://127.0.0.1:", (*pinned)->http_port(),
-                                            "/v1/chat/completions"),
-                               R"({"model":"auto","messages":[{"role":"user","content":"hi"}]})");
+};
+
+TEST_F(PinnedServerTest, RunsOneHttpThreadAndServes) {
+  EXPECT_EQ(server_->http_threads(), 1);
+  HttpResult result = Chat(UserMessage("hi"));
   EXPECT_EQ(result.status, 200) << result.error;
-  (*pinned)->Shutdown();
-  absl::StatusOr<std::unique_ptr<Server>> free = Server::Start(*std::move(config), options);
-  ASSERT_TRUE(free.ok()) << free.status();
-  EXPECT_EQ((*free)->http_threads(), CPU_COUNT(&saved));
 }
 
 // The same server with its HTTP threads polling 2 ms for the next event before they sleep.
