@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/allocator.h"
 #include "gateway/audit_command.h"
 #include "gateway/auth.h"
 #include "gateway/classify_command.h"
@@ -182,6 +183,8 @@ int Serve(int argc, char** argv) {
     std::cerr << "switchyard: " << server.status().message() << "\n";
     return 1;
   }
+  // Loading the model and building the policies freed more than serving will reuse.
+  ReleaseFreeMemory();
   Log(LogLevel::kInfo, (*server)->ListeningLine());
   // Reload on SIGHUP and when the file changes.
   std::unique_ptr<ConfigWatcher> watcher;
@@ -382,7 +385,7 @@ int RunCli(int argc, char** argv) {
     return 0;
   }
   if (command == "--version" || command == "version") {
-    std::cout << "switchyard " << SWITCHYARD_VERSION << "\n";
+    std::cout << "switchyard " << SWITCHYARD_VERSION << " (allocator: " << AllocatorName() << ")\n";
     return 0;
   }
   if (command == "serve") return Serve(argc, argv);

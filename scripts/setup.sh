@@ -16,7 +16,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libboost-dev libboost-system-dev libcurl4-openssl-dev libyaml-cpp-dev nlohmann-json3-dev
-  libhyperscan-dev libre2-dev libsqlite3-dev libsimdjson-dev
+  libhyperscan-dev libre2-dev libsqlite3-dev libsimdjson-dev libgoogle-perftools-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus wrk
 )

@@ -23,6 +23,8 @@ using json = nlohmann::json;
 
 const std::string kBinary = SWITCHYARD_BINARY;
 const std::string kModels = SWITCHYARD_SHARED_MODELS;
+// "tcmalloc" in the default build (CMake option SWITCHYARD_TCMALLOC), "glibc" without it.
+const std::string kAllocator = SWITCHYARD_ALLOCATOR;
 
 std::string WriteTemp(const std::string& name, const std::string& content) {
   const std::filesystem::path path =
@@ -34,7 +36,9 @@ std::string WriteTemp(const std::string& name, const std::string& content) {
 TEST(CliTest, VersionAndHelp) {
   RunResult version = RunCommand({kBinary, "--version"});
   EXPECT_EQ(version.exit_code, 0);
-  EXPECT_THAT(version.out, ::testing::MatchesRegex("switchyard [0-9]+\\.[0-9]+\\.[0-9]+\n"));
+  EXPECT_THAT(version.out,
+              ::testing::MatchesRegex("switchyard [0-9]+\\.[0-9]+\\.[0-9]+ \\(allocator: " +
+                                      kAllocator + "\\)\n"));
   RunResult help = RunCommand({kBinary, "--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, HasSubstr("switchyard serve [--config FILE]"));
