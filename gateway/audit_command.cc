@@ -1,6 +1,5 @@
 #include "gateway/audit_command.h"
 
-#include <fstream>
 #include <map>
 #include <set>
 #include <tuple>
@@ -59,17 +58,12 @@ void PrintSplit(std::ostream& out, std::string_view title, const Split& split) {
 }  // namespace
 
 int RunAudit(const AuditOptions& options, std::ostream& out, std::ostream& err) {
-  std::ifstream in(options.log_path, std::ios::binary);
-  if (!in) {
-    err << "switchyard: " << options.log_path << ": cannot open decision log\n";
+  absl::StatusOr<std::vector<std::string>> read = ReadDecisionLogLines(options.log_path);
+  if (!read.ok()) {
+    err << "switchyard: " << read.status().message() << "\n";
     return 2;
   }
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(std::move(line));
-  if (in.bad()) {
-    err << "switchyard: " << options.log_path << ": read error\n";
-    return 2;
-  }
+  const std::vector<std::string> lines = *std::move(read);
   const std::optional<ChainBreak> broken = VerifyDecisionLogChain(lines);
 
   Split by_level;

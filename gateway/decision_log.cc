@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -198,6 +199,15 @@ absl::StatusOr<RequestRecord> ParseDecisionLogLine(std::string_view line) {
   }
   record.rejected = record.denied && record.locality.empty() && record.served_by.empty();
   return record;
+}
+
+absl::StatusOr<std::vector<std::string>> ReadDecisionLogLines(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open decision log"));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(std::move(line));
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  return lines;
 }
 
 std::optional<ChainBreak> VerifyDecisionLogChain(const std::vector<std::string>& lines) {

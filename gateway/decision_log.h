@@ -45,6 +45,10 @@ std::string DecisionLogLine(const RequestRecord& record, std::string_view prev,
 // A line read back (the inverse of DecisionLogLine). InvalidArgument names the bad field.
 absl::StatusOr<RequestRecord> ParseDecisionLogLine(std::string_view line);
 
+// Every line of the log at `path`, for `audit` and `replay`. The error says which file and why
+// (it cannot be opened, or reading it failed).
+absl::StatusOr<std::vector<std::string>> ReadDecisionLogLines(const std::string& path);
+
 // Why a log's chain is broken: the first bad line (1-based) and what is wrong with it.
 struct ChainBreak {
   int64_t line = 0;

@@ -1,6 +1,5 @@
 #include "gateway/replay_command.h"
 
-#include <fstream>
 #include <map>
 #include <vector>
 
@@ -105,17 +104,12 @@ Outcome Recorded(const RequestRecord& record) {
 
 int RunReplay(const Config& candidate, const ReplayOptions& options, std::ostream& out,
               std::ostream& err) {
-  std::ifstream in(options.log_path, std::ios::binary);
-  if (!in) {
-    err << "switchyard: " << options.log_path << ": cannot open decision log\n";
+  absl::StatusOr<std::vector<std::string>> read = ReadDecisionLogLines(options.log_path);
+  if (!read.ok()) {
+    err << "switchyard: " << read.status().message() << "\n";
     return 2;
   }
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(std::move(line));
-  if (in.bad()) {
-    err << "switchyard: " << options.log_path << ": read error\n";
-    return 2;
-  }
+  const std::vector<std::string> lines = *std::move(read);
   if (std::optional<ChainBreak> broken = VerifyDecisionLogChain(lines)) {
     err << "switchyard: warning: " << options.log_path << ": chain broken at line " << broken->line
         << " (" << broken->reason << "); replaying the lines as they are\n";
