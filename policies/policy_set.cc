@@ -341,6 +341,24 @@ absl::Status ParseSensitivity(Loader& loader, const YAML::Node& sensitivity) {
   return absl::OkStatus();
 }
 
+// `when.min_<name>` and `when.max_<name>`, each from 0 to `limit`; a rule whose minimum is
+// above its maximum could never match, and is an error at the maximum.
+absl::Status ParseBounds(const YamlReader& yaml, const YAML::Node& when,
+                         const std::string& rule_name, const char* name, double limit,
+                         std::optional<double>& min, std::optional<double>& max) {
+  const std::string min_key = absl::StrCat("min_", name);
+  const std::string max_key = absl::StrCat("max_", name);
+  POLICY_ASSIGN_OR_RETURN(low, yaml.Double(when, min_key, 0, limit));
+  POLICY_ASSIGN_OR_RETURN(high, yaml.Double(when, max_key, 0, limit));
+  if (low && high && *low > *high) {
+    return yaml.Error(when[max_key], absl::StrCat("rule '", rule_name, "' can never match: ",
+                                                  min_key, " is above ", max_key));
+  }
+  min = low;
+  max = high;
+  return absl::OkStatus();
+}
+
 absl::Status ParseWhen(Loader& loader, const YAML::Node& when, Rule& rule) {
   const YamlReader& yaml = loader.yaml;
   POLICY_RETURN_IF_ERROR(yaml.ExpectMap(
@@ -402,26 +420,10 @@ absl::Status ParseWhen(Loader& loader, const YAML::Node& when, Rule& rule) {
                                            "' (tiers: easy, medium, hard)"));
     }
   }
-  POLICY_ASSIGN_OR_RETURN(min_difficulty, yaml.Double(when, "min_difficulty", 0, 1));
-  rule.min_difficulty = min_difficulty;
-  POLICY_ASSIGN_OR_RETURN(max_difficulty, yaml.Double(when, "max_difficulty", 0, 1));
-  rule.max_difficulty = max_difficulty;
-  if (min_difficulty && max_difficulty && *min_difficulty > *max_difficulty) {
-    return yaml.Error(when["max_difficulty"],
-                      absl::StrCat("rule '", rule.name,
-                                   "' can never match: min_difficulty is above max_difficulty"));
-  }
-
-  POLICY_ASSIGN_OR_RETURN(min_usd, yaml.Double(when, "min_estimated_usd", 0, 1e9));
-  rule.min_estimated_usd = min_usd;
-  POLICY_ASSIGN_OR_RETURN(max_usd, yaml.Double(when, "max_estimated_usd", 0, 1e9));
-  rule.max_estimated_usd = max_usd;
-  if (min_usd && max_usd && *min_usd > *max_usd) {
-    return yaml.Error(when["max_estimated_usd"],
-                      absl::StrCat("rule '", rule.name,
-                                   "' can never match: min_estimated_usd is above "
-                                   "max_estimated_usd"));
-  }
+  POLICY_RETURN_IF_ERROR(ParseBounds(yaml, when, rule.name, "difficulty", 1, rule.min_difficulty,
+                                     rule.max_difficulty));
+  POLICY_RETURN_IF_ERROR(ParseBounds(yaml, when, rule.name, "estimated_usd", 1e9,
+                                     rule.min_estimated_usd, rule.max_estimated_usd));
 
   POLICY_ASSIGN_OR_RETURN(models, loader.Strings(when, "model", /*scalar_ok=*/true));
   for (auto& [model, node] : models) rule.models.push_back(std::move(model));
