@@ -24,7 +24,7 @@ build="${BUILD_DIR:-$root/build}"
 duration="${DURATION:-5}"
 warmup="${WARMUP:-1}"
 streams="${STREAMS:-1000}"
-rates="${RATES:-500 1000 2000 3000 4000 6000 8000 12000}"
+rates="${RATES:-500 1000 2000 3000 4000 6000 8000 12000 16000 20000}"
 prompt_bytes="${PROMPT_BYTES:-1024}"
 rounds="${ROUNDS:-7}"
 out="${OUT:-$build/bench_gateway.md}"
@@ -86,8 +86,10 @@ run() {
   local label="$1"
   shift
   echo "  $label" >&2
+  local watches=(--watch "gateway=$gateway_pid" --watch "mock=$mock_pid")
+  [[ -n "$floor_pid" ]] && watches+=(--watch "floor=$floor_pid")
   # shellcheck disable=SC2086
-  $load_pin "$load" --json --label "$label" --watch "gateway=$gateway_pid" --watch "mock=$mock_pid" \
+  $load_pin "$load" --json --label "$label" "${watches[@]}" \
     --prompt-bytes "$prompt_bytes" "$@" >>"$results" || true
 }
 
@@ -310,6 +312,17 @@ for label in ("unary/direct/64", "unary/http/64", "unary/grpc/64", "sse/direct/6
     gw = "—" if label.split("/")[1] == "direct" else f"{c['gateway'] / n * 1e6:.1f} µs"
     share = "—" if label.split("/")[1] == "direct" else f"{c['gateway'] / total:.0%}"
     add(f"| {label} | {r['rps']:,.0f} | {gw} | {c['mock'] / n * 1e6:.1f} µs | {c['load'] / n * 1e6:.1f} µs | {share} |")
+# The gRPC stack's own CPU: the floor server under the same load, and what the gateway's gRPC
+# path spends beyond it.
+floor_cpu = []
+for mode in ("unary", "sse"):
+    f, g = get(f"{mode}/floor/64"), get(f"{mode}/grpc/64")
+    if not f or not g or f["ok"] == 0 or g["ok"] == 0 or "floor" not in f["cpu_s"]: continue
+    fc, gc = f["cpu_s"]["floor"] / f["ok"] * 1e6, g["cpu_s"]["gateway"] / g["ok"] * 1e6
+    floor_cpu.append(f"{mode}: the floor server {fc:.1f} µs per request ({f['rps']:,.0f}/s), "
+                     f"so the gateway's gRPC path spends {gc - fc:.1f} µs beyond the gRPC stack")
+if floor_cpu:
+    add("\nThe gRPC stack's own share, at concurrency 64: " + "; ".join(floor_cpu) + ".")
 
 add("\n### Highest sustained open-loop rate over a 20 ms-delay mock (p99 ≤ 40 ms, no errors; a failing step is tried twice)\n")
 add("| path | sustained req/s | p50 / p99 there | first failing step |")
