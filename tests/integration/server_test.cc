@@ -1,13 +1,18 @@
 // The real gateway (HTTP + gRPC servers, config, policy, metrics) on loopback port 0, with
 // scripted backends standing in for the engine and the providers.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -374,6 +379,104 @@ TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
     ASSERT_EQ(result.status, 200);
   }
   EXPECT_EQ(cloud_->started(), 5);
+}
+
+// A plain loopback connection to the HTTP port, for what an HTTP client library hides:
+// requests sent back to back, or while an answer is still being made, and hanging up mid-request.
+class RawConnection {
+ public:
+  explicit RawConnection(uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(port);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+    timeval timeout{.tv_sec = 5, .tv_usec = 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  }
+  ~RawConnection() { Close(); }
+
+  bool connected() const { return connected_; }
+  bool Send(const std::string& bytes) {
+    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+  // What arrives until `done` says enough, the server closes, or 5 s pass without a byte.
+  std::string ReadUntil(const std::function<bool(const std::string&)>& done) {
+    std::string received;
+    char chunk[4096];
+    while (!done(received)) {
+      const ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
+      if (n <= 0) break;
+      received.append(chunk, static_cast<size_t>(n));
+    }
+    return received;
+  }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+  bool connected_ = false;
+};
+
+std::string ChatRequestBytes(const std::string& body) {
+  return absl::StrCat("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                      "Content-Type: application/json\r\nContent-Length: ", body.size(),
+                      "\r\n\r\n", body);
+}
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
+  return count;
+}
+
+// Requests written back to back in one send, and one written while the first is being answered
+// (the connection is watched then): each is answered, in order, on the same connection.
+TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  RawConnection connection(server_->http_port());
+  ASSERT_TRUE(connection.connected());
+  ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("one")) +
+                              ChatRequestBytes(UserMessage("two"))));
+  const auto two_answers = [](const std::string& received) {
+    return Count(received, "\"Hello, world\"") >= 2;
+  };
+  std::string received = connection.ReadUntil(two_answers);
+  EXPECT_EQ(Count(received, "HTTP/1.1 200 OK"), 2u) << received;
+  EXPECT_EQ(cloud_->started(), 2);
+
+  cloud_->set_script(Script({"Hello", ", ", "world"}, std::chrono::milliseconds(100)));
+  ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("three"))));
+  for (int i = 0; i < 200 && cloud_->started() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(cloud_->started(), 3);
+  ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("four"))));
+  received = connection.ReadUntil(two_answers);
+  EXPECT_EQ(Count(received, "HTTP/1.1 200 OK"), 2u) << received;
+  EXPECT_EQ(cloud_->started(), 4);
+  EXPECT_EQ(cloud_->cancelled(), 0);
+}
+
+// A client that hangs up while its (non-streamed) answer is being made: the backend's work stops.
+TEST_F(ServerTest, ClientHangingUpMidRequestCancelsBackendWork) {
+  cloud_->set_script(Script(std::vector<std::string>(200, "tok"), std::chrono::milliseconds(20)));
+  RawConnection connection(server_->http_port());
+  ASSERT_TRUE(connection.connected());
+  ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("long story"))));
+  for (int i = 0; i < 200 && cloud_->started() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(cloud_->started(), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  connection.Close();
+  for (int i = 0; i < 200 && cloud_->cancelled() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(cloud_->cancelled(), 1) << "the backend ran on for a client that was gone";
 }
 
 TEST_F(ServerTest, GrpcChatStreamExplainAndList) {
