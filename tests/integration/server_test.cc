@@ -77,6 +77,14 @@ policy:
       deny: "forbidden topics are refused"
 )EOF";
 
+// Polls `done` every 5 ms until it holds or `timeout` passes; the caller asserts what it needs.
+void WaitUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   virtual std::string ConfigText() const { return kConfig; }
@@ -365,9 +373,7 @@ TEST_F(ServerTest, ClientDisconnectCancelsBackendWork) {
   options.on_data = [&pieces](const std::string&) { return ++pieces < 3; };
   HttpResult result = Chat(UserMessage("long story", R"("stream":true,)"), options);
   EXPECT_EQ(result.status, 0);  // we aborted
-  for (int i = 0; i < 200 && cloud_->cancelled() == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  WaitUntil([&] { return cloud_->cancelled() != 0; }, std::chrono::milliseconds(2000));
   EXPECT_EQ(cloud_->cancelled(), 1);
 }
 
@@ -435,8 +441,8 @@ size_t Count(const std::string& text, const std::string& what) {
 }
 
 // Requests written back to back in one send, and one written while the first is being answered
-// (the connection is watched then): each is answered, in order, on the same connection.
-TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
+// (the connection is watched then): each gets its own answer on the same connection.
+TEST_F(ServerTest, PipelinedRequestsAreEachAnswered) {
   RawConnection connection(server_->http_port());
   ASSERT_TRUE(connection.connected());
   ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("one")) +
@@ -450,9 +456,7 @@ TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
 
   cloud_->set_script(Script({"Hello", ", ", "world"}, std::chrono::milliseconds(100)));
   ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("three"))));
-  for (int i = 0; i < 200 && cloud_->started() < 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  WaitUntil([&] { return cloud_->started() >= 3; }, std::chrono::milliseconds(1000));
   ASSERT_EQ(cloud_->started(), 3);
   ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("four"))));
   received = connection.ReadUntil(two_answers);
@@ -467,15 +471,11 @@ TEST_F(ServerTest, ClientHangingUpMidRequestCancelsBackendWork) {
   RawConnection connection(server_->http_port());
   ASSERT_TRUE(connection.connected());
   ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("long story"))));
-  for (int i = 0; i < 200 && cloud_->started() == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  WaitUntil([&] { return cloud_->started() != 0; }, std::chrono::milliseconds(1000));
   ASSERT_EQ(cloud_->started(), 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   connection.Close();
-  for (int i = 0; i < 200 && cloud_->cancelled() == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  WaitUntil([&] { return cloud_->cancelled() != 0; }, std::chrono::milliseconds(2000));
   EXPECT_EQ(cloud_->cancelled(), 1) << "the backend ran on for a client that was gone";
 }
 
@@ -650,9 +650,7 @@ TEST_F(ServerTest, GrpcCancelCancelsBackendWork) {
   while (reader->Read(&chunk)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  for (int i = 0; i < 200 && cloud_->cancelled() == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  WaitUntil([&] { return cloud_->cancelled() != 0; }, std::chrono::milliseconds(2000));
   EXPECT_EQ(cloud_->cancelled(), 1);
 }
 
@@ -758,9 +756,7 @@ TEST_F(ServerTest, ReloadSwapsPolicyAtomicallyAndRefusesBadFiles) {
   cloud_->set_script(Script({"slow"}, std::chrono::milliseconds(300)));
   HttpResult slow;
   std::thread client([&] { slow = Chat(UserMessage("hello")); });
-  for (int i = 0; i < 200 && cloud_->started() == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  WaitUntil([&] { return cloud_->started() != 0; }, std::chrono::milliseconds(1000));
   const std::string before = server_->gateway().runtime()->config.version;
   ASSERT_TRUE(server_->ReloadFromFile(path).ok());
   EXPECT_NE(server_->gateway().runtime()->config.version, before);
@@ -796,9 +792,7 @@ TEST_F(ServerTest, ShutdownDrainsInFlightRequests) {
   cloud_->set_script(Script({"slow", " answer"}, std::chrono::milliseconds(300)));
   HttpResult result;
   std::thread client([&] { result = Chat(UserMessage("take your time")); });
-  for (int i = 0; i < 200 && cloud_->started() == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  WaitUntil([&] { return cloud_->started() != 0; }, std::chrono::milliseconds(1000));
   server_->Shutdown();
   client.join();
   EXPECT_EQ(result.status, 200) << result.error;
