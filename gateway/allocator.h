@@ -1,6 +1,6 @@
 // The process's memory allocator. The gateway binary links tcmalloc by default (CMake option
 // SWITCHYARD_TCMALLOC): its per-thread caches make the many small allocations of a request
-// cheaper than glibc's malloc (BENCHMARKS.md, "Data plane"). The library itself links no
+// cheaper than glibc's malloc (BENCHMARKS.md, "Session 10: tcmalloc"). The library links no
 // allocator, so tests and embedders keep theirs; these calls adapt to whichever is running.
 #ifndef SWITCHYARD_GATEWAY_ALLOCATOR_H_
 #define SWITCHYARD_GATEWAY_ALLOCATOR_H_
