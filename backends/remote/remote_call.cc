@@ -235,23 +235,31 @@ class RemoteHandler : public TransferHandler {
       body_.append(data);
       return true;
     }
-    events_.clear();
-    if (absl::Status status = parser_.Feed(data, &events_); !status.ok()) {
-      const absl::string_view why = status.message();
-      return Fail(MalformedStream(std::string_view(why.data(), why.size())),
-                  UpstreamErrorKind::kBadResponse);
-    }
-    for (const SseEvent& event : events_) {
-      std::string text;
+    // Each event is handled as the parser completes it; false stops the parse once the
+    // transfer has failed, or the answer is complete.
+    bool go_on = true;
+    absl::Status parsed = parser_.Feed(data, [this, &go_on](const SseEvent& event) {
+      text_.clear();
       bool finished = false;
-      if (absl::Status status = reader_->OnEvent(event, &text, &finished); !status.ok()) {
-        return Fail(status, KindForReaderError(status));
+      if (absl::Status status = reader_->OnEvent(event, &text_, &finished); !status.ok()) {
+        go_on = Fail(status, KindForReaderError(status));
+        return false;
       }
-      if (!Deliver(text)) return false;
+      if (!Deliver(text_)) {
+        go_on = false;
+        return false;
+      }
       if (finished) {
         Finish();
-        return true;
+        return false;
       }
+      return true;
+    });
+    if (!go_on || done_) return go_on;
+    if (!parsed.ok()) {
+      const absl::string_view why = parsed.message();
+      return Fail(MalformedStream(std::string_view(why.data(), why.size())),
+                  UpstreamErrorKind::kBadResponse);
     }
     return true;
   }
@@ -382,7 +390,7 @@ class RemoteHandler : public TransferHandler {
   // Non-streaming or error bodies; bounded by the loop's max_body_bytes.
   std::string body_;
   SseParser parser_;
-  std::vector<SseEvent> events_;
+  std::string text_;  // one event's text, reused by the next
   // A delta reached the sink: from here on the attempt cannot be retried.
   bool delivered_ = false;
   // OnDone was delivered (or the sink refused more); ignore the rest of the transfer.

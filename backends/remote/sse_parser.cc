@@ -23,6 +23,14 @@ size_t FindLineEnd(std::string_view bytes, size_t from) {
 }  // namespace
 
 absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>* events) {
+  return Feed(bytes, [events](const SseEvent& event) {
+    events->push_back(event);
+    return true;
+  });
+}
+
+absl::Status SseParser::Feed(std::string_view bytes,
+                             absl::FunctionRef<bool(const SseEvent&)> on_event) {
   if (!status_.ok()) return status_;
   size_t i = 0;
   if (skip_next_lf_ && !bytes.empty()) {
@@ -35,13 +43,15 @@ absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>* even
       line_.append(bytes.substr(i));
       break;
     }
+    bool go_on = true;
     if (line_.empty()) {
-      ProcessLine(bytes.substr(i, end - i), events);
+      go_on = ProcessLine(bytes.substr(i, end - i), on_event);
     } else {
       line_.append(bytes.substr(i, end - i));
-      ProcessLine(line_, events);
+      go_on = ProcessLine(line_, on_event);
       line_.clear();
     }
+    if (!go_on) return status_;
     i = end + 1;
     if (bytes[end] == '\r') {
       if (i == bytes.size()) {
@@ -62,17 +72,22 @@ bool SseParser::HasPartialEvent() const {
   return !line_.empty() || has_data_ || !pending_.event.empty() || !pending_.id.empty();
 }
 
-void SseParser::ProcessLine(std::string_view line, std::vector<SseEvent>* events) {
+bool SseParser::ProcessLine(std::string_view line,
+                            absl::FunctionRef<bool(const SseEvent&)> on_event) {
   if (line.empty()) {
+    bool go_on = true;
     if (has_data_) {
       pending_.data.pop_back();  // the '\n' after the last data line
-      events->push_back(std::move(pending_));
+      go_on = on_event(pending_);
     }
-    pending_ = SseEvent();
+    // Cleared, not replaced: the next event reuses the buffers.
+    pending_.event.clear();
+    pending_.data.clear();
+    pending_.id.clear();
     has_data_ = false;
-    return;
+    return go_on;
   }
-  if (line[0] == ':') return;  // comment, e.g. a keep-alive ": ping"
+  if (line[0] == ':') return true;  // comment, e.g. a keep-alive ": ping"
   const size_t colon = line.find(':');
   std::string_view field = line.substr(0, colon);
   std::string_view value;
@@ -85,11 +100,12 @@ void SseParser::ProcessLine(std::string_view line, std::vector<SseEvent>* events
     pending_.data.push_back('\n');
     has_data_ = true;
   } else if (field == "event") {
-    pending_.event = std::string(value);
+    pending_.event.assign(value);
   } else if (field == "id") {
-    pending_.id = std::string(value);
+    pending_.id.assign(value);
   }
   // "retry" and unknown fields are ignored, as the spec requires.
+  return true;
 }
 
 }  // namespace switchyard::backends

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 
 namespace switchyard::backends {
@@ -27,15 +28,21 @@ class SseParser {
   // `max_line_bytes` bounds memory when an upstream never ends a line.
   explicit SseParser(size_t max_line_bytes = 1 << 20) : max_line_bytes_(max_line_bytes) {}
 
-  // Appends the events completed by `bytes` to `events`. Fails (and stays failed) on a line longer
-  // than the limit.
+  // Calls `on_event` for each event completed by `bytes`, in order. The event lives in the
+  // parser and is valid only during the call, which lets its buffers serve every event of a
+  // stream: no allocation per event once they have grown. `on_event` returns false to stop; Feed
+  // then returns at once, drops the rest of `bytes`, and the parser must not be fed again. Fails
+  // (and stays failed) on a line longer than the limit, after the events before that line.
+  absl::Status Feed(std::string_view bytes, absl::FunctionRef<bool(const SseEvent&)> on_event);
+  // The same, appending a copy of each event to `events`.
   absl::Status Feed(std::string_view bytes, std::vector<SseEvent>* events);
 
   // True when bytes of an undispatched event are buffered: a stream that ends here was cut off.
   bool HasPartialEvent() const;
 
  private:
-  void ProcessLine(std::string_view line, std::vector<SseEvent>* events);
+  // False when `on_event` asked to stop.
+  bool ProcessLine(std::string_view line, absl::FunctionRef<bool(const SseEvent&)> on_event);
 
   const size_t max_line_bytes_;
   std::string line_;

@@ -112,6 +112,24 @@ TEST(SseParserTest, FailsOnAnOverlongLine) {
   EXPECT_THAT(events, ElementsAre(Field(&SseEvent::data, "short")));
 }
 
+TEST(SseParserTest, CallbackSeesEachEventInOrderAndCanStop) {
+  SseParser parser;
+  std::vector<std::string> seen;
+  auto until_stop = [&seen](const SseEvent& event) {
+    seen.push_back(event.event + "=" + event.data);
+    return event.data != "stop";
+  };
+  ASSERT_TRUE(parser.Feed("event: a\ndata: 1\n\ndata: stop\n\ndata: never\n\n", until_stop).ok());
+  EXPECT_THAT(seen, ElementsAre("a=1", "=stop"));  // the event name does not leak into the next
+}
+
+TEST(SseParserTest, ReportsEventsBeforeAnOverlongLineThenFails) {
+  SseParser parser(/*max_line_bytes=*/16);
+  std::vector<SseEvent> events;
+  EXPECT_FALSE(parser.Feed("data: ok\n\ndata: this line never ends and keeps", &events).ok());
+  EXPECT_THAT(events, ElementsAre(Field(&SseEvent::data, "ok")));
+}
+
 TEST(SseParserTest, EmptyInputYieldsNothing) {
   EXPECT_THAT(ParseAll(""), IsEmpty());
   EXPECT_THAT(ParseAll("\n\n\r\n"), IsEmpty());
