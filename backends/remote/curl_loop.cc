@@ -98,7 +98,7 @@ struct Transfer final : ResponseEvents {
 
   CurlLoop::TransferId id = 0;
   Clock::time_point not_before;
-  HttpRequest request;
+  std::shared_ptr<const HttpRequest> request;  // shared by a request's attempts
   std::shared_ptr<TransferHandler> handler;
   CURL* easy = nullptr;  // owned by the loop's free list once the transfer ends
   curl_slist* header_list = nullptr;
@@ -150,9 +150,9 @@ bool DeliverBody(Transfer& t, std::string_view data) {
     t.handler->OnHead(t.head);
   }
   t.body_bytes += data.size();
-  if (t.body_bytes > t.request.max_body_bytes) {
+  if (t.body_bytes > t.request->max_body_bytes) {
     t.abort_status = absl::OutOfRangeError(absl::StrCat(
-        "upstream response body exceeds the limit of ", t.request.max_body_bytes, " bytes"));
+        "upstream response body exceeds the limit of ", t.request->max_body_bytes, " bytes"));
     return false;
   }
   if (!t.on_received) {
@@ -432,6 +432,13 @@ CurlLoop::~CurlLoop() {
 CurlLoop::TransferId CurlLoop::Start(HttpRequest request,
                                      std::shared_ptr<TransferHandler> handler,
                                      absl::Duration delay) {
+  return Start(std::make_shared<const HttpRequest>(std::move(request)), std::move(handler),
+               delay);
+}
+
+CurlLoop::TransferId CurlLoop::Start(std::shared_ptr<const HttpRequest> request,
+                                     std::shared_ptr<TransferHandler> handler,
+                                     absl::Duration delay) {
   auto transfer = std::make_unique<Transfer>();
   transfer->not_before = Clock::now() + ToChrono(std::max(delay, absl::ZeroDuration()));
   transfer->request = std::move(request);
@@ -575,7 +582,7 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
   Transfer& t = *transfer;
   t.started = t.last_activity = Clock::now();
   t.received = &received_;
-  if (std::shared_ptr<const PlainHttpOrigin> origin = DirectOrigin(t.request.url)) {
+  if (std::shared_ptr<const PlainHttpOrigin> origin = DirectOrigin(t.request->url)) {
     t.direct = std::make_unique<Direct>();
     t.direct->origin = std::move(origin);
     t.direct->connect_started = t.started;
@@ -598,7 +605,7 @@ void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
     fail(absl::UnavailableError("curl_easy_init failed"));
     return;
   }
-  const HttpRequest& r = t.request;
+  const HttpRequest& r = *t.request;
   CURL* easy = t.easy;
   curl_easy_setopt(easy, CURLOPT_URL, r.url.c_str());
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -793,7 +800,7 @@ void CurlLoop::Core::RunChecks(uint64_t generation) {
 // idle period ahead, so an idle deadline that starts with the status line is never missed; each
 // check compares with the clock and schedules the next.
 void CurlLoop::Core::ArmDeadline(Transfer& t) {
-  const HttpTimeouts& limits = t.request.timeouts;
+  const HttpTimeouts& limits = t.request->timeouts;
   const bool has_idle = limits.idle != absl::InfiniteDuration();
   std::optional<Clock::time_point> when;
   auto no_later_than = [&when](Clock::time_point deadline) {
@@ -804,7 +811,7 @@ void CurlLoop::Core::ArmDeadline(Transfer& t) {
     if (!t.direct->connected && limits.connect != absl::InfiniteDuration()) {
       no_later_than(t.direct->connect_started + ToChrono(limits.connect));
     }
-    if (!t.request.streaming && limits.total != absl::InfiniteDuration()) {
+    if (!t.request->streaming && limits.total != absl::InfiniteDuration()) {
       no_later_than(t.started + ToChrono(limits.total));
     }
   }
@@ -834,7 +841,7 @@ void CurlLoop::Core::CheckTransfer(TransferId id, Clock::time_point now) {
   auto it = transfers_.find(id);
   if (it == transfers_.end()) return;
   Transfer& t = *it->second;
-  const HttpTimeouts& limits = t.request.timeouts;
+  const HttpTimeouts& limits = t.request->timeouts;
   if (t.direct != nullptr) {
     if (!t.direct->connected && limits.connect != absl::InfiniteDuration() &&
         now - t.direct->connect_started >= ToChrono(limits.connect)) {
@@ -843,7 +850,7 @@ void CurlLoop::Core::CheckTransfer(TransferId id, Clock::time_point now) {
                              " within ", absl::FormatDuration(limits.connect))));
       return;
     }
-    if (!t.request.streaming && limits.total != absl::InfiniteDuration() &&
+    if (!t.request->streaming && limits.total != absl::InfiniteDuration() &&
         now - t.started >= ToChrono(limits.total)) {
       FinishTransfer(id, absl::DeadlineExceededError(
                              absl::StrCat("upstream timed out: no complete response within ",
@@ -1125,7 +1132,7 @@ std::shared_ptr<const PlainHttpOrigin> CurlLoop::Core::DirectOrigin(const std::s
 
 void CurlLoop::Core::StartDirect(Transfer& t) {
   Direct& d = *t.direct;
-  d.head = SerializeRequestHead(*d.origin, t.request);
+  d.head = SerializeRequestHead(*d.origin, *t.request);
   d.parser.emplace(&t);
   if (std::shared_ptr<DirectConnection> conn = TakePooled(d.origin->key)) {
     d.conn = std::move(conn);
@@ -1210,7 +1217,7 @@ void CurlLoop::Core::OnDirectConnected(Transfer& t, const boost::system::error_c
 
 void CurlLoop::Core::WriteDirect(Transfer& t) {
   Direct& d = *t.direct;
-  const std::string& body = t.request.body;
+  const std::string& body = t.request->body;
   const size_t total = d.head.size() + body.size();
   while (d.sent < total) {
     std::array<asio::const_buffer, 2> pieces;

@@ -131,6 +131,11 @@ class CurlLoop : public std::enable_shared_from_this<CurlLoop> {
   // `delay` (a retry's backoff), during which Cancel() drops it like a running one. Thread-safe.
   TransferId Start(HttpRequest request, std::shared_ptr<TransferHandler> handler,
                    absl::Duration delay = absl::ZeroDuration());
+  // The same with a request that several transfers may share (a request's retries): the loop
+  // keeps it until the transfer ends, and never changes it.
+  TransferId Start(std::shared_ptr<const HttpRequest> request,
+                   std::shared_ptr<TransferHandler> handler,
+                   absl::Duration delay = absl::ZeroDuration());
   // Aborts a transfer as soon as the loop runs next: its handle is removed from the multi handle
   // (closing the connection) and its handler is released without further calls. Unknown or
   // finished ids are ignored. Thread-safe, also from inside a handler method.

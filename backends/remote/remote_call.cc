@@ -114,11 +114,14 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
            RemoteRequest request)
       : guard_(std::move(guard)),
         loop_(std::move(loop)),
+        http_(std::make_shared<const HttpRequest>(std::move(request.http))),
         request_(std::move(request)),
         started_(absl::Now()) {}
 
   const std::shared_ptr<SinkGuard>& guard() const { return guard_; }
+  // The request's settings; its HTTP request is http(), `request().http` is moved out.
   const RemoteRequest& request() const { return request_; }
+  const HttpRequest& http() const { return *http_; }
 
   void StartFirstAttempt() {
     if (request_.retry_budget != nullptr) request_.retry_budget->RequestStarted();
@@ -185,6 +188,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
 
   const std::shared_ptr<SinkGuard> guard_;
   const std::shared_ptr<CurlLoop> loop_;
+  // Every attempt sends this one copy (headers and body are not copied per attempt).
+  const std::shared_ptr<const HttpRequest> http_;
   const RemoteRequest request_;
   const absl::Time started_;
   absl::Mutex mu_;
@@ -204,7 +209,7 @@ class RemoteHandler : public TransferHandler {
       : exchange_(std::move(exchange)),
         guard_(exchange_->guard()),
         reader_(exchange_->request().new_reader()),
-        parser_(exchange_->request().http.max_body_bytes) {}
+        parser_(exchange_->http().max_body_bytes) {}
 
   void OnHead(const HttpResponseHead& head) override {
     http_status_ = head.status;
@@ -399,7 +404,7 @@ class RemoteHandler : public TransferHandler {
 
 void Exchange::StartAttempt(absl::Duration delay) {
   ++attempts_;
-  current_ = loop_->Start(request_.http, std::make_shared<RemoteHandler>(shared_from_this()),
+  current_ = loop_->Start(http_, std::make_shared<RemoteHandler>(shared_from_this()),
                           delay);
 }
 
