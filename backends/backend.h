@@ -100,8 +100,10 @@ class Backend {
   // Starts a request. Never blocks on generation: the work is queued and the sink is fed from a
   // backend thread. The backend keeps `sink` alive until OnDone returns or Cancel() returns.
   // Errors found before any work starts (e.g. a prompt too long) are still reported through
-  // sink->OnDone, so callers have one path for failures.
-  virtual std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) = 0;
+  // sink->OnDone, so callers have one path for failures. `request` is read during the call only:
+  // a backend that needs it later keeps its own copy (a remote one only encodes it).
+  virtual std::unique_ptr<Call> Start(const ChatRequest& request,
+                                      std::shared_ptr<ChatSink> sink) = 0;
   // Whether the target takes requests now: false while a remote target's circuit breaker has
   // ejected it after repeated upstream failures (a request then fails at once with kUnavailable),
   // so a dispatcher can move on to a fallback without waiting. Cheap and thread-safe.

@@ -132,7 +132,7 @@ struct ManagedLocalBackend::Core {
   }
 
   // Starts one request on the loaded engine. No lock held.
-  static void Dispatch(const std::shared_ptr<LocalBackend>& engine, ChatRequest request,
+  static void Dispatch(const std::shared_ptr<LocalBackend>& engine, const ChatRequest& request,
                        const std::shared_ptr<CallState>& call);
 
   void Ended() {
@@ -163,7 +163,7 @@ struct ManagedLocalBackend::Core {
         std::deque<Waiting> starting = std::exchange(waiting, {});
         std::shared_ptr<LocalBackend> current = engine;
         mu.Unlock();
-        for (Waiting& w : starting) Dispatch(current, std::move(w.request), w.call);
+        for (Waiting& w : starting) Dispatch(current, w.request, w.call);
         mu.Lock();
         continue;
       }
@@ -266,11 +266,11 @@ class ManagedCall : public Call {
 }  // namespace
 
 void ManagedLocalBackend::Core::Dispatch(const std::shared_ptr<LocalBackend>& engine,
-                                         ChatRequest request,
+                                         const ChatRequest& request,
                                          const std::shared_ptr<CallState>& call) {
   absl::MutexLock lock(&call->mu);
   if (call->cancelled) return;
-  call->inner = engine->Start(std::move(request), std::make_shared<ForwardingSink>(call));
+  call->inner = engine->Start(request, std::make_shared<ForwardingSink>(call));
 }
 
 absl::StatusOr<std::unique_ptr<ManagedLocalBackend>> ManagedLocalBackend::Create(
@@ -321,7 +321,7 @@ ManagedLocalBackend::~ManagedLocalBackend() {
   }
 }
 
-std::unique_ptr<Call> ManagedLocalBackend::Start(ChatRequest request,
+std::unique_ptr<Call> ManagedLocalBackend::Start(const ChatRequest& request,
                                                  std::shared_ptr<ChatSink> sink) {
   auto call = std::make_shared<CallState>(std::move(sink), core_);
   std::shared_ptr<LocalBackend> engine;
@@ -331,11 +331,11 @@ std::unique_ptr<Call> ManagedLocalBackend::Start(ChatRequest request,
     if (core_->state == ModelState::kLoaded && core_->waiting.empty()) {
       engine = core_->engine;
     } else {
-      core_->waiting.push_back({std::move(request), call});
+      core_->waiting.push_back({request, call});
       core_->cv.Signal();
     }
   }
-  if (engine != nullptr) Core::Dispatch(engine, std::move(request), call);
+  if (engine != nullptr) Core::Dispatch(engine, request, call);
   return std::make_unique<ManagedCall>(std::move(call));
 }
 

@@ -96,7 +96,7 @@ class ManagedLocalBackend : public Backend {
   // Stops the manager thread, fails waiting requests with Unavailable and unloads the model.
   ~ManagedLocalBackend() override;
 
-  std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) override;
+  std::unique_ptr<Call> Start(const ChatRequest& request, std::shared_ptr<ChatSink> sink) override;
   // Counts with the loaded model's tokenizer; nullopt while the model is not loaded.
   std::optional<int64_t> CountTokens(const std::vector<Message>& messages) const override;
 

@@ -279,7 +279,7 @@ class LocalEngine {
 
   void Begin() { thread_ = std::thread([this] { Run(); }); }
 
-  std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) {
+  std::unique_ptr<Call> Start(const ChatRequest& request, std::shared_ptr<ChatSink> sink) {
     auto state = std::make_shared<RequestState>(next_id_.fetch_add(1), std::move(sink));
     {
       absl::MutexLock lock(&stats_mu_);
@@ -288,7 +288,7 @@ class LocalEngine {
     Task task;
     task.kind = Task::Kind::kStart;
     task.state = state;
-    task.request = std::move(request);
+    task.request = request;  // the engine thread works on its own copy
     task.enqueued = Clock::now();
     queue_->Push(std::move(task));
     return std::make_unique<LocalCall>(std::move(state), queue_);
@@ -852,8 +852,9 @@ LocalBackend::LocalBackend(GgufInfo info, std::unique_ptr<LocalEngine> engine)
 
 LocalBackend::~LocalBackend() = default;
 
-std::unique_ptr<Call> LocalBackend::Start(ChatRequest request, std::shared_ptr<ChatSink> sink) {
-  return engine_->Start(std::move(request), std::move(sink));
+std::unique_ptr<Call> LocalBackend::Start(const ChatRequest& request,
+                                          std::shared_ptr<ChatSink> sink) {
+  return engine_->Start(request, std::move(sink));
 }
 
 std::optional<int64_t> LocalBackend::CountTokens(const std::vector<Message>& messages) const {

@@ -120,7 +120,7 @@ class LocalBackend : public Backend {
   LocalBackend(const LocalBackend&) = delete;
   LocalBackend& operator=(const LocalBackend&) = delete;
 
-  std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) override;
+  std::unique_ptr<Call> Start(const ChatRequest& request, std::shared_ptr<ChatSink> sink) override;
   // Tokens of the rendered prompt, BOS included; thread-safe.
   std::optional<int64_t> CountTokens(const std::vector<Message>& messages) const override;
 

@@ -164,7 +164,7 @@ std::string AnthropicBackend::BuildRequestBody(const ChatRequest& request) const
   return body.dump(-1, ' ', false, OJson::error_handler_t::replace);
 }
 
-std::unique_ptr<Call> AnthropicBackend::Start(ChatRequest request,
+std::unique_ptr<Call> AnthropicBackend::Start(const ChatRequest& request,
                                               std::shared_ptr<ChatSink> sink) {
   RemoteRequest remote;
   remote.http = BaseHttpRequest(options_, url_);

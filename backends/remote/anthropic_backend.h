@@ -43,7 +43,7 @@ class AnthropicBackend : public RemoteBackend {
   static absl::StatusOr<std::unique_ptr<AnthropicBackend>> Create(AnthropicOptions options,
                                                                  std::shared_ptr<CurlLoop> loop);
 
-  std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) override;
+  std::unique_ptr<Call> Start(const ChatRequest& request, std::shared_ptr<ChatSink> sink) override;
 
   // The exact JSON body sent upstream.
   std::string BuildRequestBody(const ChatRequest& request) const;

@@ -164,7 +164,8 @@ std::string GeminiBackend::BuildRequestBody(const ChatRequest& request) const {
   return body.dump(-1, ' ', false, OJson::error_handler_t::replace);
 }
 
-std::unique_ptr<Call> GeminiBackend::Start(ChatRequest request, std::shared_ptr<ChatSink> sink) {
+std::unique_ptr<Call> GeminiBackend::Start(const ChatRequest& request,
+                                           std::shared_ptr<ChatSink> sink) {
   RemoteRequest remote;
   remote.http = BaseHttpRequest(options_, url_);
   if (!options_.api_key.empty()) {

@@ -38,7 +38,7 @@ class GeminiBackend : public RemoteBackend {
   static absl::StatusOr<std::unique_ptr<GeminiBackend>> Create(GeminiOptions options,
                                                               std::shared_ptr<CurlLoop> loop);
 
-  std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) override;
+  std::unique_ptr<Call> Start(const ChatRequest& request, std::shared_ptr<ChatSink> sink) override;
 
   // The exact JSON body sent upstream.
   std::string BuildRequestBody(const ChatRequest& request) const;

@@ -219,7 +219,8 @@ std::string OpenAiBackend::DomRequestBody(const ChatRequest& request) const {
   return body.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
-std::unique_ptr<Call> OpenAiBackend::Start(ChatRequest request, std::shared_ptr<ChatSink> sink) {
+std::unique_ptr<Call> OpenAiBackend::Start(const ChatRequest& request,
+                                           std::shared_ptr<ChatSink> sink) {
   RemoteRequest remote;
   remote.http = BaseHttpRequest(options_, url_);
   if (!options_.api_key.empty()) {

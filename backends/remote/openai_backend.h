@@ -36,7 +36,7 @@ class OpenAiBackend : public RemoteBackend {
   static absl::StatusOr<std::unique_ptr<OpenAiBackend>> Create(OpenAiOptions options,
                                                               std::shared_ptr<CurlLoop> loop);
 
-  std::unique_ptr<Call> Start(ChatRequest request, std::shared_ptr<ChatSink> sink) override;
+  std::unique_ptr<Call> Start(const ChatRequest& request, std::shared_ptr<ChatSink> sink) override;
 
   // The exact JSON body sent upstream; public so tests and debugging tools can inspect it.
   // Written directly (the per-request hot path), or through DomRequestBody when some text is not

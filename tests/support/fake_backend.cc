@@ -30,7 +30,7 @@ FakeBackend::~FakeBackend() {
   for (std::thread& thread : threads) thread.join();
 }
 
-std::unique_ptr<backends::Call> FakeBackend::Start(backends::ChatRequest request,
+std::unique_ptr<backends::Call> FakeBackend::Start(const backends::ChatRequest& request,
                                                    std::shared_ptr<backends::ChatSink> sink) {
   auto guard = std::make_shared<backends::SinkGuard>(std::move(sink));
   absl::MutexLock lock(&mu_);

@@ -40,7 +40,7 @@ class FakeBackend : public backends::Backend {
   explicit FakeBackend(FakeScript script = {}) : script_(std::move(script)) {}
   ~FakeBackend() override;
 
-  std::unique_ptr<backends::Call> Start(backends::ChatRequest request,
+  std::unique_ptr<backends::Call> Start(const backends::ChatRequest& request,
                                         std::shared_ptr<backends::ChatSink> sink) override;
 
   void set_script(FakeScript script);
