@@ -156,7 +156,12 @@ class HttpChatSink : public backends::ChatSink,
     first_ = false;
     {
       absl::MutexLock lock(&mu_);
-      pending_ += event;
+      // The first event of a burst becomes the pending text; later ones are appended to it.
+      if (pending_.empty()) {
+        pending_.swap(event);
+      } else {
+        pending_ += event;
+      }
       if (posted_) return;
       posted_ = true;
     }

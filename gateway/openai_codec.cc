@@ -34,12 +34,14 @@ std::string Dump(const ordered& value) {
   return value.dump(-1, ' ', false, ordered::error_handler_t::replace);
 }
 
-// The per-token event without a DOM: the same bytes Dump() gives, or nullopt for text that is
-// not valid UTF-8.
+// A stream's event without a DOM, the per-token one and the finishing one (`finish` set): the
+// same bytes Dump() gives, or nullopt for text that is not valid UTF-8.
 std::optional<std::string> FastChunkEvent(std::string_view id, std::string_view model,
-                                          int64_t created, std::string_view delta, bool first) {
+                                          int64_t created, std::string_view delta, bool first,
+                                          const backends::Completion* finish) {
+  // The fixed text of the longest event is under 256 bytes (a usage block included).
   std::string out;
-  out.reserve(160 + id.size() + model.size() + delta.size());
+  out.reserve(256 + id.size() + model.size() + delta.size());
   out += "data: {\"id\":";
   if (!AppendJsonString(id, out)) return std::nullopt;
   out += ",\"object\":\"chat.completion.chunk\",\"created\":";
@@ -53,7 +55,20 @@ std::optional<std::string> FastChunkEvent(std::string_view id, std::string_view 
     out += "\"content\":";
     if (!AppendJsonString(delta, out)) return std::nullopt;
   }
-  out += "},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+  out += "},\"logprobs\":null,\"finish_reason\":";
+  if (finish == nullptr) {
+    out += "null}]}\n\n";
+    return out;
+  }
+  out.push_back('"');
+  out += FinishReasonName(finish->finish_reason);
+  out += "\"}],\"usage\":{\"prompt_tokens\":";
+  out += std::to_string(finish->usage.prompt_tokens);
+  out += ",\"completion_tokens\":";
+  out += std::to_string(finish->usage.completion_tokens);
+  out += ",\"total_tokens\":";
+  out += std::to_string(finish->usage.prompt_tokens + finish->usage.completion_tokens);
+  out += "}}\n\n";
   return out;
 }
 
@@ -215,11 +230,10 @@ std::string ChatCompletionJson(std::string_view id, std::string_view model, int6
 std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
                            std::string_view delta, bool first,
                            const backends::Completion* finish) {
-  // Every token of a stream comes through here: build the common event directly.
-  if (finish == nullptr) {
-    if (std::optional<std::string> event = FastChunkEvent(id, model, created, delta, first)) {
-      return *std::move(event);
-    }
+  // Every token of a stream comes through here: build the event directly, unless a text is not
+  // valid UTF-8 (the DOM then replaces what is invalid).
+  if (std::optional<std::string> event = FastChunkEvent(id, model, created, delta, first, finish)) {
+    return *std::move(event);
   }
   ordered delta_object = ordered::object();
   if (first) delta_object["role"] = "assistant";

@@ -163,7 +163,8 @@ TEST(OpenAiCodecTest, ErrorJsonUsesTheStatusTable) {
 TEST(OpenAiCodecTest, TokenEventsMatchTheDomByteForByte) {
   using ordered = nlohmann::ordered_json;
   auto reference = [](const std::string& id, const std::string& model, int64_t created,
-                      const std::string& delta, bool first) {
+                      const std::string& delta, bool first,
+                      const backends::Completion* finish = nullptr) {
     ordered delta_object = ordered::object();
     if (first) delta_object["role"] = "assistant";
     if (!delta.empty() || first) delta_object["content"] = delta;
@@ -175,6 +176,12 @@ TEST(OpenAiCodecTest, TokenEventsMatchTheDomByteForByte) {
                                                          {"delta", delta_object},
                                                          {"logprobs", nullptr},
                                                          {"finish_reason", nullptr}}})}};
+    if (finish != nullptr) {
+      chunk["choices"][0]["finish_reason"] = FinishReasonName(finish->finish_reason);
+      chunk["usage"] = {{"prompt_tokens", finish->usage.prompt_tokens},
+                        {"completion_tokens", finish->usage.completion_tokens},
+                        {"total_tokens", finish->usage.prompt_tokens + finish->usage.completion_tokens}};
+    }
     return "data: " + chunk.dump(-1, ' ', false, ordered::error_handler_t::replace) + "\n\n";
   };
   const std::vector<std::string> texts = {
@@ -188,6 +195,18 @@ TEST(OpenAiCodecTest, TokenEventsMatchTheDomByteForByte) {
           << json(text).dump(-1, ' ', true, json::error_handler_t::replace);
       EXPECT_EQ(ChatChunkEvent(text, text, -5, "x", first, nullptr),
                 reference(text, text, -5, "x", first));
+    }
+  }
+  // The finishing event (finish reason and usage) takes the same direct path.
+  for (auto reason : {backends::FinishReason::kStop, backends::FinishReason::kLength}) {
+    backends::Completion done;
+    done.finish_reason = reason;
+    done.usage = {12, 3456789012};
+    for (bool first : {true, false}) {
+      for (const std::string& text : {std::string(), std::string("bad \xff byte")}) {
+        EXPECT_EQ(ChatChunkEvent("chatcmpl-1", text, 1700000000, "", first, &done),
+                  reference("chatcmpl-1", text, 1700000000, "", first, &done));
+      }
     }
   }
 }
