@@ -1,12 +1,42 @@
 #include "backends/json_text.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace switchyard::backends {
+
+size_t PlainJsonTextEnd(std::string_view text, size_t from) {
+  const char* const data = text.data();
+  const size_t size = text.size();
+  size_t i = from;
+#if defined(__SSE2__)
+  // As signed bytes, control characters and bytes from 0x80 up are exactly those below 0x20.
+  const __m128i space = _mm_set1_epi8(0x20);
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  for (; i + 16 <= size; i += 16) {
+    const __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
+    const __m128i special =
+        _mm_or_si128(_mm_cmplt_epi8(block, space),
+                     _mm_or_si128(_mm_cmpeq_epi8(block, quote), _mm_cmpeq_epi8(block, backslash)));
+    if (const int mask = _mm_movemask_epi8(special); mask != 0) {
+      return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
+    }
+  }
+#endif
+  for (; i < size; ++i) {
+    const unsigned char c = static_cast<unsigned char>(data[i]);
+    if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') return i;
+  }
+  return size;
+}
 
 bool AppendJsonString(std::string_view text, std::string& out) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
   size_t run = 0;  // start of the bytes not yet copied
-  for (size_t i = 0; i < text.size();) {
+  for (size_t i = PlainJsonTextEnd(text, 0); i < text.size(); i = PlainJsonTextEnd(text, i)) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
     if (c >= 0x80) {
       auto at = [&](size_t k) -> unsigned {
@@ -25,10 +55,6 @@ bool AppendJsonString(std::string_view text, std::string& out) {
       }
       if (length == 0) return false;
       i += length;
-      continue;
-    }
-    if (c >= 0x20 && c != '"' && c != '\\') {
-      ++i;
       continue;
     }
     out.append(text.data() + run, i - run);

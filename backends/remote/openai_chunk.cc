@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "backends/json_text.h"
+
 namespace switchyard::backends {
 namespace {
 
@@ -79,17 +81,16 @@ class Scanner {
   bool Key(std::string_view* key) {
     if (!Eat('"')) return false;
     const size_t start = i_;
-    while (i_ < s_.size() && s_[i_] != '"') {
+    while (true) {
+      i_ = PlainJsonTextEnd(s_, i_);
+      if (i_ >= s_.size()) return false;
       const unsigned char c = static_cast<unsigned char>(s_[i_]);
+      if (c == '"') break;
       if (c == '\\') return false;  // an escaped key: let the DOM decide
       if (c < 0x20) return false;
-      if (c >= 0x80) {
-        if (!Utf8()) return false;
-        continue;
-      }
-      ++i_;
+      if (!Utf8()) return false;  // c >= 0x80
     }
-    if (!Eat('"')) return false;
+    ++i_;  // the closing quote
     *key = s_.substr(start, i_ - 1 - start);
     return true;
   }
@@ -256,6 +257,7 @@ class Scanner {
     if (!Eat('"')) return false;
     size_t run = i_;  // start of the bytes not yet copied
     while (true) {
+      i_ = PlainJsonTextEnd(s_, i_);
       if (i_ >= s_.size()) return false;
       const unsigned char c = static_cast<unsigned char>(s_[i_]);
       if (c == '"') {
@@ -268,10 +270,7 @@ class Scanner {
         if (!Utf8()) return false;
         continue;
       }
-      if (c != '\\') {
-        ++i_;
-        continue;
-      }
+      // c is a backslash.
       if (out != nullptr) out->append(s_.data() + run, i_ - run);
       ++i_;
       if (i_ >= s_.size()) return false;
