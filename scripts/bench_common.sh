@@ -1,9 +1,9 @@
 # Shell helpers shared by the benchmark scripts; sourced, not run.
 
-# wait_line FILE REGEX: waits up to 30 s for a line of FILE matching REGEX and prints it; on time
-# out prints FILE to stderr and exits the calling script.
+# wait_line FILE REGEX [SECONDS]: waits up to SECONDS (default 30) for a line of FILE matching
+# REGEX and prints it; on time out prints FILE to stderr and exits the calling script.
 wait_line() {
-  for _ in $(seq 300); do
+  for _ in $(seq "$(( ${3:-30} * 10 ))"); do
     if grep -qE "$2" "$1" 2>/dev/null; then grep -E "$2" "$1" | head -1; return 0; fi
     sleep 0.1
   done
