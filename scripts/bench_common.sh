@@ -11,3 +11,14 @@ wait_line() {
   cat "$1" >&2
   exit 1
 }
+
+# stop_pid PID: stops a process the script started, and reaps it.
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# cleanup_gateway_and_mock: an EXIT trap for scripts that run one gateway ($gateway_pid) and one
+# mock ($mock_pid) at a time, with their files in $work.
+cleanup_gateway_and_mock() {
+  [[ -n "$gateway_pid" ]] && stop_pid "$gateway_pid"
+  [[ -n "$mock_pid" ]] && stop_pid "$mock_pid"
+  rm -rf "$work"
+}

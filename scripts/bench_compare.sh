@@ -35,16 +35,9 @@ work="$(mktemp -d)"
 results="${out%.md}.jsonl"
 : >"$results"
 mock_pid="" gateway_pid=""
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-cleanup() {
-  [[ -n "$gateway_pid" ]] && stop_pid "$gateway_pid"
-  [[ -n "$mock_pid" ]] && stop_pid "$mock_pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
 # shellcheck source=scripts/bench_common.sh
 source "$root/scripts/bench_common.sh"
+trap cleanup_gateway_and_mock EXIT
 
 echo "bench_compare: load average at the start $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq "$rounds"); do

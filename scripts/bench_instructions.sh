@@ -26,16 +26,9 @@ mock_bin="${builds[0]}/tests/load/switchyard_load_mock"
 
 work="$(mktemp -d)"
 mock_pid="" gateway_pid=""
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-cleanup() {
-  [[ -n "$gateway_pid" ]] && stop_pid "$gateway_pid"
-  [[ -n "$mock_pid" ]] && stop_pid "$mock_pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
 # shellcheck source=scripts/bench_common.sh
 source "$root/scripts/bench_common.sh"
+trap cleanup_gateway_and_mock EXIT
 
 "$mock_bin" --port 0 --tokens 16 2>"$work/mock.err" &
 mock_pid=$!
