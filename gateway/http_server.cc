@@ -71,7 +71,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   void SendJson(http::status status, std::string body);
   void SendError(const absl::Status& status);
-  void SendResponse(std::shared_ptr<http::response<http::string_body>> response);
+  // Writes `response` (completing its headers) as one buffer; the message itself is not kept.
+  void SendResponse(http::response<http::string_body>& response);
   void SetDecisionHeaders(http::fields& fields) const;
   void ExchangeDone();
   void Close();
@@ -317,11 +318,10 @@ void HttpSession::Handle() {
     if (!Authenticate()) return;
     SendJson(http::status::ok, ModelsJson(gateway_.runtime()->config, UnixSeconds()));
   } else if (path == "/metrics") {
-    auto response = std::make_shared<http::response<http::string_body>>(http::status::ok,
-                                                                         request_.version());
-    response->set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-    response->body() = gateway_.metrics().Render();
-    SendResponse(std::move(response));
+    http::response<http::string_body> response(http::status::ok, request_.version());
+    response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    response.body() = gateway_.metrics().Render();
+    SendResponse(response);
   } else {
     SendJson(http::status::not_found,
              ErrorJson(absl::StrCat("no route for ", policies::Sv(path)), "invalid_request_error",
@@ -430,17 +430,16 @@ void HttpSession::OnChatDone(absl::Status status, backends::Completion completio
     QueueStreamBytes(std::move(text), true);
     return;
   }
-  auto response =
-      std::make_shared<http::response<http::string_body>>(http::status::ok, request_.version());
-  response->set(http::field::content_type, "application/json");
+  http::response<http::string_body> response(http::status::ok, request_.version());
+  response.set(http::field::content_type, "application/json");
   // The model that answered: a fallback target when the first choice failed.
   const std::string& model =
       completion.served_by.empty() ? routed_.decision.target : completion.served_by;
-  response->body() =
+  response.body() =
       dialect_ == ClientDialect::kAnthropic
           ? MessageJson(MessageId(inbound_.chat.request_id), model, text, completion)
           : ChatCompletionJson(inbound_.chat.request_id, model, created_, text, completion);
-  SendResponse(std::move(response));
+  SendResponse(response);
 }
 
 void HttpSession::SetDecisionHeaders(http::fields& fields) const {
@@ -465,37 +464,37 @@ void HttpSession::SetDecisionHeaders(http::fields& fields) const {
 }
 
 void HttpSession::SendJson(http::status status, std::string body) {
-  auto response = std::make_shared<http::response<http::string_body>>(status, request_.version());
-  response->set(http::field::content_type, "application/json");
-  response->body() = std::move(body);
-  SendResponse(std::move(response));
+  http::response<http::string_body> response(status, request_.version());
+  response.set(http::field::content_type, "application/json");
+  response.body() = std::move(body);
+  SendResponse(response);
 }
 
 void HttpSession::SendError(const absl::Status& status) {
-  auto response = std::make_shared<http::response<http::string_body>>(
+  http::response<http::string_body> response(
       static_cast<http::status>(MapStatus(status.code()).http_status), request_.version());
-  response->set(http::field::content_type, "application/json");
+  response.set(http::field::content_type, "application/json");
   if (std::optional<int64_t> seconds = RetryAfterSeconds(status)) {
-    response->set(http::field::retry_after, std::to_string(*seconds));
+    response.set(http::field::retry_after, std::to_string(*seconds));
   }
   if (status.code() == absl::StatusCode::kUnauthenticated) {
-    response->set(http::field::www_authenticate, "Bearer");
+    response.set(http::field::www_authenticate, "Bearer");
   }
-  response->body() =
+  response.body() =
       dialect_ == ClientDialect::kAnthropic ? AnthropicErrorJson(status) : ErrorJson(status);
-  SendResponse(std::move(response));
+  SendResponse(response);
 }
 
-void HttpSession::SendResponse(std::shared_ptr<http::response<http::string_body>> response) {
-  response->set(http::field::server, "switchyard");
-  SetDecisionHeaders(response->base());
-  response->keep_alive(keep_alive_);
-  response->prepare_payload();
+void HttpSession::SendResponse(http::response<http::string_body>& response) {
+  response.set(http::field::server, "switchyard");
+  SetDecisionHeaders(response.base());
+  response.keep_alive(keep_alive_);
+  response.prepare_payload();
   // Head and body in one buffer, one write: Beast's message writer walks the same bytes through
   // a serializer and a chain of buffer views, about a tenth of the gateway's instructions for a
   // small answer (BENCHMARKS.md, "Session 11").
-  response_bytes_ = SerializeHead(response->base());
-  response_bytes_ += response->body();
+  response_bytes_ = SerializeHead(response.base());
+  response_bytes_ += response.body();
   asio::async_write(stream_, asio::buffer(response_bytes_),
                     [self = shared_from_this()](beast::error_code ec, size_t) {
                       if (ec) self->client_gone_ = true;
