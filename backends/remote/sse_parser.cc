@@ -22,13 +22,6 @@ size_t FindLineEnd(std::string_view bytes, size_t from) {
 
 }  // namespace
 
-absl::Status SseParser::Feed(std::string_view bytes, std::vector<SseEvent>* events) {
-  return Feed(bytes, [events](const SseEvent& event) {
-    events->push_back(event);
-    return true;
-  });
-}
-
 absl::Status SseParser::Feed(std::string_view bytes,
                              absl::FunctionRef<bool(const SseEvent&)> on_event) {
   if (!status_.ok()) return status_;

@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -34,8 +33,6 @@ class SseParser {
   // then returns at once, drops the rest of `bytes`, and the parser must not be fed again. Fails
   // (and stays failed) on a line longer than the limit, after the events before that line.
   absl::Status Feed(std::string_view bytes, absl::FunctionRef<bool(const SseEvent&)> on_event);
-  // The same, appending a copy of each event to `events`.
-  absl::Status Feed(std::string_view bytes, std::vector<SseEvent>* events);
 
   // True when bytes of an undispatched event are buffered: a stream that ends here was cut off.
   bool HasPartialEvent() const;

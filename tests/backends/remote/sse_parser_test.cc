@@ -13,10 +13,18 @@ using ::testing::ElementsAre;
 using ::testing::Field;
 using ::testing::IsEmpty;
 
+// Feeds `bytes`, appending a copy of each event to `events`.
+absl::Status FeedInto(SseParser& parser, std::string_view bytes, std::vector<SseEvent>* events) {
+  return parser.Feed(bytes, [events](const SseEvent& event) {
+    events->push_back(event);
+    return true;
+  });
+}
+
 std::vector<SseEvent> ParseAll(std::string_view stream) {
   SseParser parser;
   std::vector<SseEvent> events;
-  EXPECT_TRUE(parser.Feed(stream, &events).ok());
+  EXPECT_TRUE(FeedInto(parser, stream, &events).ok());
   return events;
 }
 
@@ -71,10 +79,10 @@ TEST(SseParserTest, SameEventsWhateverTheChunkBoundary) {
     for (size_t split2 = split; split2 <= stream.size(); split2 += 7) {
       SseParser parser;
       std::vector<SseEvent> events;
-      ASSERT_TRUE(parser.Feed(std::string_view(stream).substr(0, split), &events).ok());
+      ASSERT_TRUE(FeedInto(parser, std::string_view(stream).substr(0, split), &events).ok());
       const std::string_view view(stream);
-      ASSERT_TRUE(parser.Feed(view.substr(split, split2 - split), &events).ok());
-      ASSERT_TRUE(parser.Feed(std::string_view(stream).substr(split2), &events).ok());
+      ASSERT_TRUE(FeedInto(parser, view.substr(split, split2 - split), &events).ok());
+      ASSERT_TRUE(FeedInto(parser, std::string_view(stream).substr(split2), &events).ok());
       ASSERT_EQ(Data(events), Data(whole)) << "split at " << split << " and " << split2;
       EXPECT_EQ(events[1].event, "x");
       EXPECT_FALSE(parser.HasPartialEvent());
@@ -86,19 +94,19 @@ TEST(SseParserTest, ByteAtATime) {
   const std::string stream = "data: a\r\n\r\ndata: b\r\rdata: c\n\n";
   SseParser parser;
   std::vector<SseEvent> events;
-  for (char c : stream) ASSERT_TRUE(parser.Feed(std::string_view(&c, 1), &events).ok());
+  for (char c : stream) ASSERT_TRUE(FeedInto(parser, std::string_view(&c, 1), &events).ok());
   EXPECT_THAT(Data(events), ElementsAre("a", "b", "c"));
 }
 
 TEST(SseParserTest, ReportsAnUnfinishedEvent) {
   SseParser parser;
   std::vector<SseEvent> events;
-  ASSERT_TRUE(parser.Feed("data: complete\n\ndata: cut", &events).ok());
+  ASSERT_TRUE(FeedInto(parser, "data: complete\n\ndata: cut", &events).ok());
   EXPECT_THAT(Data(events), ElementsAre("complete"));
   EXPECT_TRUE(parser.HasPartialEvent());
-  ASSERT_TRUE(parser.Feed(" off\n", &events).ok());
+  ASSERT_TRUE(FeedInto(parser, " off\n", &events).ok());
   EXPECT_TRUE(parser.HasPartialEvent());  // a data line without its blank line
-  ASSERT_TRUE(parser.Feed("\n", &events).ok());
+  ASSERT_TRUE(FeedInto(parser, "\n", &events).ok());
   EXPECT_FALSE(parser.HasPartialEvent());
   EXPECT_THAT(Data(events), ElementsAre("complete", "cut off"));
 }
@@ -106,9 +114,9 @@ TEST(SseParserTest, ReportsAnUnfinishedEvent) {
 TEST(SseParserTest, FailsOnAnOverlongLine) {
   SseParser parser(/*max_line_bytes=*/16);
   std::vector<SseEvent> events;
-  EXPECT_TRUE(parser.Feed("data: short\n\n", &events).ok());
-  EXPECT_FALSE(parser.Feed("data: this line never ends and keeps", &events).ok());
-  EXPECT_FALSE(parser.Feed("\n\n", &events).ok());  // stays failed
+  EXPECT_TRUE(FeedInto(parser, "data: short\n\n", &events).ok());
+  EXPECT_FALSE(FeedInto(parser, "data: this line never ends and keeps", &events).ok());
+  EXPECT_FALSE(FeedInto(parser, "\n\n", &events).ok());  // stays failed
   EXPECT_THAT(events, ElementsAre(Field(&SseEvent::data, "short")));
 }
 
@@ -126,7 +134,7 @@ TEST(SseParserTest, CallbackSeesEachEventInOrderAndCanStop) {
 TEST(SseParserTest, ReportsEventsBeforeAnOverlongLineThenFails) {
   SseParser parser(/*max_line_bytes=*/16);
   std::vector<SseEvent> events;
-  EXPECT_FALSE(parser.Feed("data: ok\n\ndata: this line never ends and keeps", &events).ok());
+  EXPECT_FALSE(FeedInto(parser, "data: ok\n\ndata: this line never ends and keeps", &events).ok());
   EXPECT_THAT(events, ElementsAre(Field(&SseEvent::data, "ok")));
 }
 
