@@ -32,6 +32,24 @@ size_t PlainJsonTextEnd(std::string_view text, size_t from) {
   return size;
 }
 
+size_t Utf8SequenceLength(std::string_view text, size_t at) {
+  auto byte = [&](size_t k) -> unsigned {
+    return at + k < text.size() ? static_cast<unsigned char>(text[at + k]) : 0u;
+  };
+  auto in = [](unsigned b, unsigned lo, unsigned hi) { return b >= lo && b <= hi; };
+  const unsigned c = byte(0);
+  if (in(c, 0xC2, 0xDF)) return in(byte(1), 0x80, 0xBF) ? 2 : 0;
+  if (in(c, 0xE0, 0xEF)) {
+    const unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    return in(byte(1), lo, hi) && in(byte(2), 0x80, 0xBF) ? 3 : 0;
+  }
+  if (in(c, 0xF0, 0xF4)) {
+    const unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    return in(byte(1), lo, hi) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF) ? 4 : 0;
+  }
+  return 0;
+}
+
 bool AppendJsonString(std::string_view text, std::string& out) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
@@ -39,20 +57,7 @@ bool AppendJsonString(std::string_view text, std::string& out) {
   for (size_t i = PlainJsonTextEnd(text, 0); i < text.size(); i = PlainJsonTextEnd(text, i)) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
     if (c >= 0x80) {
-      auto at = [&](size_t k) -> unsigned {
-        return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u;
-      };
-      auto in = [](unsigned b, unsigned lo, unsigned hi) { return b >= lo && b <= hi; };
-      size_t length = 0;
-      if (in(c, 0xC2, 0xDF)) {
-        length = in(at(1), 0x80, 0xBF) ? 2 : 0;
-      } else if (in(c, 0xE0, 0xEF)) {
-        const unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        length = in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) ? 3 : 0;
-      } else if (in(c, 0xF0, 0xF4)) {
-        const unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        length = in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) && in(at(3), 0x80, 0xBF) ? 4 : 0;
-      }
+      const size_t length = Utf8SequenceLength(text, i);
       if (length == 0) return false;
       i += length;
       continue;

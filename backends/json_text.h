@@ -20,6 +20,11 @@ bool AppendJsonString(std::string_view text, std::string& out);
 // step where SSE2 is available, so plain ASCII text costs about one instruction per byte.
 size_t PlainJsonTextEnd(std::string_view text, size_t from);
 
+// The length (2 to 4) of the multi-byte UTF-8 character starting at text[at], with the ranges of
+// RFC 3629 (no overlongs, no surrogates, nothing past U+10FFFF); 0 when the bytes there are not
+// one.
+size_t Utf8SequenceLength(std::string_view text, size_t at);
+
 }  // namespace switchyard::backends
 
 #endif  // SWITCHYARD_BACKENDS_JSON_TEXT_H_

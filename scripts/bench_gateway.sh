@@ -48,17 +48,14 @@ work="$(mktemp -d)"
 results="${out%.md}.jsonl"
 : >"$results"
 mock_pid="" gateway_pid="" floor_pid=""
+# shellcheck source=scripts/bench_common.sh
+source "$root/scripts/bench_common.sh"
+
 stop() {
-  for pid in $gateway_pid $mock_pid $floor_pid; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  for pid in $gateway_pid $mock_pid $floor_pid; do stop_pid "$pid"; done
   gateway_pid="" mock_pid="" floor_pid=""
 }
 trap 'stop; rm -rf "$work"' EXIT
-
-# shellcheck source=scripts/bench_common.sh
-source "$root/scripts/bench_common.sh"
 
 start_mock() {
   # shellcheck disable=SC2086

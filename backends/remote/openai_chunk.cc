@@ -346,33 +346,11 @@ class Scanner {
     }
   }
 
-  // One multi-byte UTF-8 character at i_, with the ranges of RFC 3629 (no overlongs, no
-  // surrogates, nothing past U+10FFFF); advances past it.
+  // One multi-byte UTF-8 character at i_; advances past it.
   bool Utf8() {
-    auto byte = [&](size_t k) -> unsigned {
-      return i_ + k < s_.size() ? static_cast<unsigned char>(s_[i_ + k]) : 0u;
-    };
-    auto in = [](unsigned b, unsigned lo, unsigned hi) { return b >= lo && b <= hi; };
-    const unsigned c = byte(0);
-    size_t length = 0;
-    if (in(c, 0xC2, 0xDF)) {
-      length = in(byte(1), 0x80, 0xBF) ? 2 : 0;
-    } else if (c == 0xE0) {
-      length = in(byte(1), 0xA0, 0xBF) && in(byte(2), 0x80, 0xBF) ? 3 : 0;
-    } else if (in(c, 0xE1, 0xEC) || in(c, 0xEE, 0xEF)) {
-      length = in(byte(1), 0x80, 0xBF) && in(byte(2), 0x80, 0xBF) ? 3 : 0;
-    } else if (c == 0xED) {
-      length = in(byte(1), 0x80, 0x9F) && in(byte(2), 0x80, 0xBF) ? 3 : 0;
-    } else if (c == 0xF0) {
-      length = in(byte(1), 0x90, 0xBF) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF) ? 4 : 0;
-    } else if (in(c, 0xF1, 0xF3)) {
-      length = in(byte(1), 0x80, 0xBF) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF) ? 4 : 0;
-    } else if (c == 0xF4) {
-      length = in(byte(1), 0x80, 0x8F) && in(byte(2), 0x80, 0xBF) && in(byte(3), 0x80, 0xBF) ? 4 : 0;
-    }
-    if (length == 0) return false;
+    const size_t length = Utf8SequenceLength(s_, i_);
     i_ += length;
-    return true;
+    return length != 0;
   }
 
   const std::string_view s_;

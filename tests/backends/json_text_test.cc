@@ -53,5 +53,20 @@ TEST(AppendJsonStringTest, EscapesAcrossBlockBoundaries) {
   EXPECT_EQ(out, "\"" + std::string(20, 'a') + "caf\xc3\xa9\"");
 }
 
+TEST(Utf8SequenceLengthTest, AcceptsRfc3629RangesOnly) {
+  EXPECT_EQ(Utf8SequenceLength("\xC3\xA9", 0), 2u);              // U+00E9
+  EXPECT_EQ(Utf8SequenceLength("a\xE2\x82\xAC", 1), 3u);         // U+20AC after an ASCII byte
+  EXPECT_EQ(Utf8SequenceLength("\xF0\x9F\x98\x80", 0), 4u);      // U+1F600
+  EXPECT_EQ(Utf8SequenceLength("\xF4\x8F\xBF\xBF", 0), 4u);      // U+10FFFF, the last
+  EXPECT_EQ(Utf8SequenceLength("\xC0\xAF", 0), 0u);              // overlong '/'
+  EXPECT_EQ(Utf8SequenceLength("\xE0\x80\xAF", 0), 0u);          // overlong, three bytes
+  EXPECT_EQ(Utf8SequenceLength("\xED\xA0\x80", 0), 0u);          // a surrogate, U+D800
+  EXPECT_EQ(Utf8SequenceLength("\xF4\x90\x80\x80", 0), 0u);      // past U+10FFFF
+  EXPECT_EQ(Utf8SequenceLength("\xF5\x80\x80\x80", 0), 0u);      // no such lead byte
+  EXPECT_EQ(Utf8SequenceLength("\x80", 0), 0u);                  // a continuation alone
+  EXPECT_EQ(Utf8SequenceLength("\xE2\x82", 0), 0u);              // cut short by the end
+  EXPECT_EQ(Utf8SequenceLength("\xE2\x82" "a", 0), 0u);          // cut short by ASCII
+}
+
 }  // namespace
 }  // namespace switchyard::backends
