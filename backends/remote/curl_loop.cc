@@ -236,6 +236,15 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
   template <typename Body>
   bool RunInLoop(Body&& body);
 
+  // A plain-HTTP transfer due now, started by a thread that is not inside a loop handler (a gRPC
+  // thread, or an HTTP thread between handlers), goes out at once on that thread instead of
+  // being posted: a post wakes the loop's thread (an interrupt of its epoll wait, then a lock it
+  // contends for) only to send what the caller can send itself, and the loop's thread is woken
+  // later by the answer anyway. Safe because starting a direct transfer never calls its handler
+  // (the write, connect and read it begins complete on the loop; a pooled connection the server
+  // closed is redialled, not failed), so every handler call still runs on the loop. Returns
+  // false, leaving `transfer` untouched, when the transfer must be posted.
+  bool StartDirectNow(std::unique_ptr<Transfer>& transfer) ABSL_LOCKS_EXCLUDED(mu_);
   void AddTransfer(std::unique_ptr<Transfer> transfer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes a running transfer off the multi handle and the loop's books (its easy handle goes
   // back to the free list); null when `id` is not running.
@@ -485,6 +494,7 @@ bool CurlLoop::Core::RunInLoop(Body&& body) {
 CurlLoop::TransferId CurlLoop::Core::Start(std::unique_ptr<Transfer> transfer) {
   const TransferId id = next_id_.fetch_add(1, std::memory_order_relaxed);
   transfer->id = id;
+  if (StartDirectNow(transfer)) return id;
   // Posted even when called on the loop: the caller may hold its own locks, or be inside a
   // libcurl callback, where adding a handle is not allowed.
   asio::post(executor_, [self = shared_from_this(), transfer = std::move(transfer)]() mutable {
@@ -503,6 +513,20 @@ CurlLoop::TransferId CurlLoop::Core::Start(std::unique_ptr<Transfer> transfer) {
     if (!ran) transfer->handler->OnComplete(ShutdownStatus());
   });
   return id;
+}
+
+bool CurlLoop::Core::StartDirectNow(std::unique_ptr<Transfer>& transfer) {
+  // Inside a handler of any loop, posting keeps the rules above (and no thread ever holds two
+  // loops' locks); a libcurl transfer or a delayed one is not started here either.
+  if (current_ != nullptr || transfer->not_before > Clock::now()) return false;
+  bool started = false;
+  RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (DirectOrigin(transfer->request->url) == nullptr) return;
+    active_.fetch_add(1, std::memory_order_relaxed);
+    AddTransfer(std::move(transfer));
+    started = true;
+  });
+  return started;
 }
 
 void CurlLoop::Core::Cancel(TransferId id) {

@@ -123,12 +123,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   const RemoteRequest& request() const { return request_; }
   const HttpRequest& http() const { return *http_; }
 
-  void StartFirstAttempt() {
-    if (request_.retry_budget != nullptr) request_.retry_budget->RequestStarted();
-    absl::MutexLock lock(&mu_);
-    counted_ = request_.retry_budget != nullptr;
-    StartAttempt(absl::ZeroDuration());
-  }
+  void StartFirstAttempt();
 
   // Schedules another attempt if the policy and the target's retry budget allow; false means the
   // caller reports the error. Called by a handler whose attempt failed before any delta reached
@@ -160,6 +155,12 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     EndLocked();
   }
 
+  // The loop is done with the current attempt's transfer: its handler's OnComplete runs.
+  void AttemptEnded() {
+    absl::MutexLock lock(&mu_);
+    ended_ = current_;
+  }
+
   int32_t retries() {
     absl::MutexLock lock(&mu_);
     return std::max(0, attempts_ - 1);
@@ -171,10 +172,12 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     {
       absl::MutexLock lock(&mu_);
       cancelled_ = true;
-      id = current_;
+      // A transfer the loop has ended needs no cancel (posting one would wake the loop's thread
+      // for nothing: the gRPC edge cancels every call when its RPC is done).
+      id = current_ == ended_ ? 0 : current_;
       EndLocked();
     }
-    loop_->Cancel(id);
+    if (id != 0) loop_->Cancel(id);
   }
 
  private:
@@ -195,6 +198,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   absl::Mutex mu_;
   int attempts_ ABSL_GUARDED_BY(mu_) = 0;
   CurlLoop::TransferId current_ ABSL_GUARDED_BY(mu_) = 0;
+  // The last transfer known to have ended (0: none), to tell whether current_ still runs.
+  CurlLoop::TransferId ended_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   // Counted among the retry budget's active requests, and among its retries in flight.
   bool counted_ ABSL_GUARDED_BY(mu_) = false;
@@ -270,6 +275,7 @@ class RemoteHandler : public TransferHandler {
   }
 
   void OnComplete(const absl::Status& status) override {
+    exchange_->AttemptEnded();
     if (done_) return;
     if (status.code() == absl::StatusCode::kCancelled) {
       // OnBody stopped the transfer because the caller cancelled: nothing to report or count.
@@ -402,6 +408,29 @@ class RemoteHandler : public TransferHandler {
   bool done_ = false;
 };
 
+void Exchange::StartFirstAttempt() {
+  if (request_.retry_budget != nullptr) request_.retry_budget->RequestStarted();
+  {
+    absl::MutexLock lock(&mu_);
+    counted_ = request_.retry_budget != nullptr;
+    ++attempts_;
+  }
+  // Not under mu_: the loop may send the request on this thread under its own lock, and the
+  // handlers it runs under that lock take mu_.
+  const CurlLoop::TransferId id =
+      loop_->Start(http_, std::make_shared<RemoteHandler>(shared_from_this()));
+  bool cancelled = false;
+  {
+    absl::MutexLock lock(&mu_);
+    // Unless a retry started meanwhile (the answer came back on the loop first).
+    if (attempts_ == 1) current_ = id;
+    cancelled = cancelled_;
+  }
+  // Cancel() ran before the id was known; ending a finished transfer is a no-op.
+  if (cancelled) loop_->Cancel(id);
+}
+
+// A retry, from a handler: the loop posts it, so mu_ is never held while the loop's lock is taken.
 void Exchange::StartAttempt(absl::Duration delay) {
   ++attempts_;
   current_ = loop_->Start(http_, std::make_shared<RemoteHandler>(shared_from_this()),

@@ -589,6 +589,30 @@ TEST_F(CurlLoopDirectTest, ARequestAPooledConnectionDropsIsSentAgainOnANewOne) {
   EXPECT_EQ(racing.requests(), 3);
 }
 
+// Started outside the loop's handlers, a request on a pooled connection goes out on the calling
+// thread at once, before the loop runs again; every handler call still runs on the loop.
+TEST_F(CurlLoopDirectTest, ARequestOnAPooledConnectionIsSentByTheCallingThread) {
+  RawServer server([&server](int fd, int) {
+    while (server.ReadRequest(fd)) RawServer::Write(fd, kOk);
+  });
+  std::shared_ptr<Recorder> first = Run(RequestTo(server.url()));
+  ASSERT_TRUE(first->status().ok()) << first->status();
+  auto second = NewRecorder();
+  loop_->Start(RequestTo(server.url()), second);
+  // Nothing runs the io_context here: only this thread can have sent the request.
+  const auto deadline = Clock::now() + milliseconds(5000);
+  while (server.requests() < 2 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  EXPECT_EQ(server.requests(), 2);
+  EXPECT_FALSE(second->done());
+  ASSERT_TRUE(RunUntil([&] { return second->done(); }));
+  EXPECT_TRUE(second->status().ok()) << second->status();
+  EXPECT_EQ(second->body(), "ok");
+  EXPECT_FALSE(second->off_loop_call());
+  EXPECT_EQ(server.connections(), 1);
+}
+
 // A new connection that ends without an answer is an error, not a retry.
 TEST_F(CurlLoopDirectTest, ANewConnectionClosedWithoutAnAnswerFails) {
   RawServer silent([&silent](int fd, int) { silent.ReadRequest(fd); });
