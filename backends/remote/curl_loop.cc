@@ -201,6 +201,11 @@ std::string_view HttpResponseHead::Header(std::string_view name) const {
   return {};
 }
 
+namespace {
+// The loop of the calling thread (BindToThisThread).
+thread_local CurlLoop* bound_loop = nullptr;
+}  // namespace
+
 struct CurlLoop::OwnThread {
   asio::io_context io{1};
   std::thread thread;
@@ -235,15 +240,18 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
   // by the shutdown a handler asked for. Returns false (without running `body`) once stopped.
   template <typename Body>
   bool RunInLoop(Body&& body);
+  template <typename Body>
+  bool RunHoldingLock(Body& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // A plain-HTTP transfer due now, started by a thread that is not inside a loop handler (a gRPC
   // thread, or an HTTP thread between handlers), goes out at once on that thread instead of
   // being posted: a post wakes the loop's thread (an interrupt of its epoll wait, then a lock it
   // contends for) only to send what the caller can send itself, and the loop's thread is woken
-  // later by the answer anyway. Safe because starting a direct transfer never calls its handler
-  // (the write, connect and read it begins complete on the loop; a pooled connection the server
-  // closed is redialled, not failed), so every handler call still runs on the loop. Returns
-  // false, leaving `transfer` untouched, when the transfer must be posted.
+  // later by the answer anyway. From another thread only while the loop has nothing in flight.
+  // Safe because starting a direct transfer never calls its handler (the write, connect and read
+  // it begins complete on the loop; a pooled connection the server closed is redialled, not
+  // failed), so every handler call still runs on the loop. Returns false, leaving `transfer`
+  // untouched, when the transfer must be posted.
   bool StartDirectNow(std::unique_ptr<Transfer>& transfer) ABSL_LOCKS_EXCLUDED(mu_);
   void AddTransfer(std::unique_ptr<Transfer> transfer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes a running transfer off the multi handle and the loop's books (its easy handle goes
@@ -459,9 +467,6 @@ void CurlLoop::Cancel(TransferId id) { core_->Cancel(id); }
 
 size_t CurlLoop::active_transfers() const { return core_->active(); }
 
-namespace {
-thread_local CurlLoop* bound_loop = nullptr;
-}  // namespace
 
 void CurlLoop::BindToThisThread(CurlLoop* loop) { bound_loop = loop; }
 
@@ -482,6 +487,11 @@ void CurlLoop::Core::Init() {
 template <typename Body>
 bool CurlLoop::Core::RunInLoop(Body&& body) {
   absl::MutexLock lock(&mu_);
+  return RunHoldingLock(body);
+}
+
+template <typename Body>
+bool CurlLoop::Core::RunHoldingLock(Body& body) {
   if (stopped_) return false;
   const Core* outer = current_;
   current_ = this;
@@ -519,13 +529,22 @@ bool CurlLoop::Core::StartDirectNow(std::unique_ptr<Transfer>& transfer) {
   // Inside a handler of any loop, posting keeps the rules above (and no thread ever holds two
   // loops' locks); a libcurl transfer or a delayed one is not started here either.
   if (current_ != nullptr || transfer->not_before > Clock::now()) return false;
+  // Only where it saves something: on the loop's own thread (an HTTP thread: the post is saved),
+  // or from another thread when the loop has nothing in flight, so that it sleeps and a post
+  // would wake it. A loop with transfers in flight is woken by them anyway, and other threads
+  // taking its lock (a busy loop holds it often) would cost more than they save.
+  const bool loop_thread = bound_loop != nullptr && bound_loop->core_.get() == this;
+  if (!loop_thread && active() != 0) return false;
+  if (!mu_.TryLock()) return false;
   bool started = false;
-  RunInLoop([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  auto start = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     if (DirectOrigin(transfer->request->url) == nullptr) return;
     active_.fetch_add(1, std::memory_order_relaxed);
     AddTransfer(std::move(transfer));
     started = true;
-  });
+  };
+  RunHoldingLock(start);
+  mu_.Unlock();
   return started;
 }
 
