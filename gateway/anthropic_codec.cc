@@ -49,7 +49,7 @@ absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
   InboundRequest request;
   auto model = parsed.find("model");
   if (model == parsed.end() || !model->is_string()) return FieldError("model", "must be a string");
-  request.requested_model = model->get<std::string>();
+  request.requested_model = std::move(model->get_ref<std::string&>());
   if (request.requested_model.empty()) request.requested_model = "auto";
 
   auto max_tokens = parsed.find("max_tokens");
@@ -62,7 +62,8 @@ absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
   request.chat.max_tokens = static_cast<int32_t>(max_value);
 
   if (auto system = parsed.find("system"); system != parsed.end() && !system->is_null()) {
-    absl::StatusOr<std::string> text = ParseTextContent(*system, "system", "content blocks");
+    absl::StatusOr<std::string> text =
+        ParseTextContent(*system, [] { return std::string("system"); }, "content blocks");
     if (!text.ok()) return text.status();
     if (!text->empty()) request.chat.messages.push_back({"system", *std::move(text)});
   }
@@ -71,21 +72,23 @@ absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
   if (!messages->is_array()) return FieldError("messages", "must be a list");
   if (messages->empty()) return FieldError("messages", "must contain at least one message");
   for (size_t i = 0; i < messages->size(); ++i) {
-    const json& message = (*messages)[i];
-    const std::string field = absl::StrCat("messages[", i, "]");
-    if (!message.is_object()) return FieldError(field, "must be an object");
+    json& message = (*messages)[i];
+    auto field = [i](std::string_view member) {
+      return absl::StrCat("messages[", i, "]", policies::Sv(member));
+    };
+    if (!message.is_object()) return FieldError(field(""), "must be an object");
     auto role = message.find("role");
     if (role == message.end() || !role->is_string() ||
         (*role != "user" && *role != "assistant")) {
-      return FieldError(absl::StrCat(field, ".role"), "must be \"user\" or \"assistant\"");
+      return FieldError(field(".role"), "must be \"user\" or \"assistant\"");
     }
     auto content = message.find("content");
     // Anthropic requires content; unlike OpenAI's, a null is not an empty message.
     if (content == message.end() || content->is_null()) {
-      return FieldError(absl::StrCat(field, ".content"), "is required");
+      return FieldError(field(".content"), "is required");
     }
     absl::StatusOr<std::string> text =
-        ParseTextContent(*content, absl::StrCat(field, ".content"), "content blocks");
+        ParseTextContent(*content, [&] { return field(".content"); }, "content blocks");
     if (!text.ok()) return text.status();
     request.chat.messages.push_back({role->get<std::string>(), *std::move(text)});
   }

@@ -92,32 +92,34 @@ absl::Status FieldError(std::string_view field, std::string_view problem) {
       absl::StrCat("'", policies::Sv(field), "' ", policies::Sv(problem)));
 }
 
-absl::StatusOr<std::string> ParseTextContent(const json& content, std::string_view field,
+absl::StatusOr<std::string> ParseTextContent(json& content, absl::FunctionRef<std::string()> field,
                                              std::string_view noun) {
   if (content.is_null()) return std::string();
-  if (content.is_string()) return content.get<std::string>();
+  if (content.is_string()) return std::move(content.get_ref<std::string&>());
   if (!content.is_array()) {
-    return FieldError(field, absl::StrCat("must be a string or a list of ", policies::Sv(noun)));
+    return FieldError(field(), absl::StrCat("must be a string or a list of ", policies::Sv(noun)));
   }
   std::string text;
   for (size_t i = 0; i < content.size(); ++i) {
     const json& item = content[i];
-    const std::string item_field = absl::StrCat(policies::Sv(field), "[", i, "]");
-    if (!item.is_object()) return FieldError(item_field, "must be an object");
+    auto item_field = [&](std::string_view member) {
+      return absl::StrCat(field(), "[", i, "]", policies::Sv(member));
+    };
+    if (!item.is_object()) return FieldError(item_field(""), "must be an object");
     auto type = item.find("type");
     if (type == item.end() || !type->is_string()) {
-      return FieldError(absl::StrCat(item_field, ".type"), "must be a string");
+      return FieldError(item_field(".type"), "must be a string");
     }
     if (*type != "text") {
-      return FieldError(absl::StrCat(item_field, ".type"),
+      return FieldError(item_field(".type"),
                         absl::StrCat("'", type->get<std::string>(), "' is not supported; only text ",
                                      policies::Sv(noun), " are"));
     }
     auto item_text = item.find("text");
     if (item_text == item.end() || !item_text->is_string()) {
-      return FieldError(absl::StrCat(item_field, ".text"), "must be a string");
+      return FieldError(item_field(".text"), "must be a string");
     }
-    text += item_text->get<std::string>();
+    text += item_text->get_ref<const std::string&>();
   }
   return text;
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "backends/backend.h"
@@ -22,9 +23,11 @@ absl::Status FieldError(std::string_view field, std::string_view problem);
 
 // Message content: a string, or a list of typed items (`noun` names them in errors: "parts" for
 // OpenAI, "content blocks" for Anthropic) of which only {"type":"text","text":...} is supported.
-// null is the empty string.
-absl::StatusOr<std::string> ParseTextContent(const nlohmann::json& content,
-                                             std::string_view field, std::string_view noun);
+// null is the empty string. The text is moved out of `content`; `field` names it, and is only
+// called for an error message.
+absl::StatusOr<std::string> ParseTextContent(nlohmann::json& content,
+                                             absl::FunctionRef<std::string()> field,
+                                             std::string_view noun);
 
 // body[key] as a number in [min, max] into `out`; absent or null leaves `out` unset.
 absl::Status ParseOptionalNumber(const nlohmann::json& body, const char* key, double min,

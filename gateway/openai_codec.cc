@@ -82,7 +82,7 @@ absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body)
   InboundRequest request;
   if (auto model = parsed.find("model"); model != parsed.end() && !model->is_null()) {
     if (!model->is_string()) return FieldError("model", "must be a string");
-    request.requested_model = model->get<std::string>();
+    request.requested_model = std::move(model->get_ref<std::string&>());
     if (request.requested_model.empty()) request.requested_model = "auto";
   }
 
@@ -91,23 +91,27 @@ absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body)
   if (!messages->is_array()) return FieldError("messages", "must be a list");
   if (messages->empty()) return FieldError("messages", "must contain at least one message");
   for (size_t i = 0; i < messages->size(); ++i) {
-    const json& message = (*messages)[i];
-    if (!message.is_object()) return FieldError(absl::StrCat("messages[", i, "]"), "must be an object");
+    json& message = (*messages)[i];
+    auto field = [i](std::string_view member) {
+      return absl::StrCat("messages[", i, "]", policies::Sv(member));
+    };
+    if (!message.is_object()) return FieldError(field(""), "must be an object");
     auto role = message.find("role");
     if (role == message.end() || !role->is_string()) {
-      return FieldError(absl::StrCat("messages[", i, "].role"), "must be a string");
+      return FieldError(field(".role"), "must be a string");
     }
     const std::string role_name = role->get<std::string>();
     if (role_name != "system" && role_name != "user" && role_name != "assistant" &&
         role_name != "tool" && role_name != "developer") {
-      return FieldError(absl::StrCat("messages[", i, "].role"),
+      return FieldError(field(".role"),
                         absl::StrCat("'", role_name,
                                      "' is not one of system, developer, user, assistant, tool"));
     }
     auto content = message.find("content");
+    json absent;
     absl::StatusOr<std::string> text =
-        ParseTextContent(content == message.end() ? json() : *content,
-                         absl::StrCat("messages[", i, "].content"), "parts");
+        ParseTextContent(content == message.end() ? absent : *content,
+                         [&] { return field(".content"); }, "parts");
     if (!text.ok()) return text.status();
     request.chat.messages.push_back(
         {role_name == "developer" ? "system" : role_name, *std::move(text)});

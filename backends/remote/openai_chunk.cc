@@ -52,7 +52,9 @@ class Scanner {
     return true;
   }
   void SkipWs() {
-    while (i_ < s_.size() &&
+    // Upstreams send compact JSON: the first test (every JSON whitespace byte is at most ' ')
+    // settles almost every call.
+    while (i_ < s_.size() && static_cast<unsigned char>(s_[i_]) <= ' ' &&
            (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) {
       ++i_;
     }
