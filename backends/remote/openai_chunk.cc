@@ -52,9 +52,7 @@ class Scanner {
     return true;
   }
   void SkipWs() {
-    // Upstreams send compact JSON: the first test (every JSON whitespace byte is at most ' ')
-    // settles almost every call.
-    while (i_ < s_.size() && static_cast<unsigned char>(s_[i_]) <= ' ' &&
+    while (i_ < s_.size() &&
            (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) {
       ++i_;
     }
