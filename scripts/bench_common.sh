@@ -22,3 +22,16 @@ cleanup_gateway_and_mock() {
   [[ -n "$mock_pid" ]] && stop_pid "$mock_pid"
   rm -rf "$work"
 }
+
+# start_counting_mock MOCK_BIN: for the scripts that count work per request. Starts the load mock
+# (16 tokens) as $mock_pid and writes $work/bench.yaml, tests/load/bench.yaml aimed at it with
+# busy polling off (a spinning thread would add its spins to the counts). Needs $root and $work.
+start_counting_mock() {
+  "$1" --port 0 --tokens 16 2>"$work/mock.err" &
+  mock_pid=$!
+  local port
+  port="$(wait_line "$work/mock.err" 'listening' | grep -oE '[0-9]+$')"
+  sed -e "s|@MOCK_URL@|http://127.0.0.1:$port/v1|g" \
+      -e 's/busy_poll_microseconds: [0-9]*/busy_poll_microseconds: 0/' \
+      "$root/tests/load/bench.yaml" >"$work/bench.yaml"
+}

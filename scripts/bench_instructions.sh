@@ -30,12 +30,7 @@ mock_pid="" gateway_pid=""
 source "$root/scripts/bench_common.sh"
 trap cleanup_gateway_and_mock EXIT
 
-"$mock_bin" --port 0 --tokens 16 2>"$work/mock.err" &
-mock_pid=$!
-mock_port="$(wait_line "$work/mock.err" 'listening' | grep -oE '[0-9]+$')"
-sed -e "s|@MOCK_URL@|http://127.0.0.1:$mock_port/v1|g" \
-    -e 's/busy_poll_microseconds: [0-9]*/busy_poll_microseconds: 0/' \
-    "$root/tests/load/bench.yaml" >"$work/bench.yaml"
+start_counting_mock "$mock_bin"
 
 rows=()
 declare -A baseline
