@@ -467,7 +467,6 @@ void CurlLoop::Cancel(TransferId id) { core_->Cancel(id); }
 
 size_t CurlLoop::active_transfers() const { return core_->active(); }
 
-
 void CurlLoop::BindToThisThread(CurlLoop* loop) { bound_loop = loop; }
 
 std::shared_ptr<CurlLoop> CurlLoop::ForThisThread(const std::shared_ptr<CurlLoop>& fallback) {

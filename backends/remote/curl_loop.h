@@ -16,12 +16,12 @@
 //
 // Threads: Start() and Cancel() may be called from any thread. Cancel() posts to the loop's
 // executor; so does Start(), except that a plain-HTTP request due now, started outside the
-// loop's handlers, is written at once on the calling thread (under the loop's mutex), which saves
-// waking the loop's thread for it. Every libcurl call and every TransferHandler call runs on a
-// thread of that executor, one at a time (a mutex serialises them when several threads run the
-// executor). Sockets are opened and closed for
-// libcurl by the loop (CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION), so each fd has one
-// owner, an Asio descriptor. Easy handles are reused (curl_easy_reset) from a small free list.
+// loop's handlers, is written at once on the calling thread (under the loop's mutex) where that
+// saves waking the loop's thread or a post. Every libcurl call and every TransferHandler call
+// runs on a thread of that executor, one at a time (a mutex serialises them when several threads
+// run the executor). Sockets are opened and closed for libcurl by the loop
+// (CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION), so each fd has one owner, an Asio
+// descriptor. Easy handles are reused (curl_easy_reset) from a small free list.
 //
 // Timeouts are enforced per transfer: connect (libcurl), first byte (no response header within
 // the limit after the start), idle (no bytes for the limit, the low-speed guard that catches a

@@ -155,10 +155,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     EndLocked();
   }
 
-  // The loop is done with the current attempt's transfer: its handler's OnComplete runs.
-  void AttemptEnded() {
+  // The loop is done with attempt `attempt`'s transfer: its handler's OnComplete runs.
+  void AttemptEnded(int attempt) {
     absl::MutexLock lock(&mu_);
-    ended_ = current_;
+    ended_attempt_ = std::max(ended_attempt_, attempt);
   }
 
   int32_t retries() {
@@ -174,7 +174,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       cancelled_ = true;
       // A transfer the loop has ended needs no cancel (posting one would wake the loop's thread
       // for nothing: the gRPC edge cancels every call when its RPC is done).
-      id = current_ == ended_ ? 0 : current_;
+      id = ended_attempt_ == attempts_ ? 0 : current_;
       EndLocked();
     }
     if (id != 0) loop_->Cancel(id);
@@ -198,8 +198,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   absl::Mutex mu_;
   int attempts_ ABSL_GUARDED_BY(mu_) = 0;
   CurlLoop::TransferId current_ ABSL_GUARDED_BY(mu_) = 0;
-  // The last transfer known to have ended (0: none), to tell whether current_ still runs.
-  CurlLoop::TransferId ended_ ABSL_GUARDED_BY(mu_) = 0;
+  // The latest attempt whose transfer has ended (0: none): current_ runs unless it is attempts_.
+  int ended_attempt_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   // Counted among the retry budget's active requests, and among its retries in flight.
   bool counted_ ABSL_GUARDED_BY(mu_) = false;
@@ -210,8 +210,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
 // Runs on the loop thread only.
 class RemoteHandler : public TransferHandler {
  public:
-  explicit RemoteHandler(std::shared_ptr<Exchange> exchange)
+  // `attempt`: which of the exchange's attempts this transfer is (1 for the first).
+  RemoteHandler(std::shared_ptr<Exchange> exchange, int attempt)
       : exchange_(std::move(exchange)),
+        attempt_(attempt),
         guard_(exchange_->guard()),
         reader_(exchange_->request().new_reader()),
         parser_(exchange_->http().max_body_bytes) {}
@@ -275,7 +277,7 @@ class RemoteHandler : public TransferHandler {
   }
 
   void OnComplete(const absl::Status& status) override {
-    exchange_->AttemptEnded();
+    exchange_->AttemptEnded(attempt_);
     if (done_) return;
     if (status.code() == absl::StatusCode::kCancelled) {
       // OnBody stopped the transfer because the caller cancelled: nothing to report or count.
@@ -390,6 +392,7 @@ class RemoteHandler : public TransferHandler {
 
   bool in_burst_ = false;  // a burst is open at the sink for this pass of the loop
   const std::shared_ptr<Exchange> exchange_;
+  const int attempt_;
   const std::shared_ptr<SinkGuard> guard_;
   const std::unique_ptr<ResponseReader> reader_;
   int http_status_ = 0;
@@ -418,7 +421,7 @@ void Exchange::StartFirstAttempt() {
   // Not under mu_: the loop may send the request on this thread under its own lock, and the
   // handlers it runs under that lock take mu_.
   const CurlLoop::TransferId id =
-      loop_->Start(http_, std::make_shared<RemoteHandler>(shared_from_this()));
+      loop_->Start(http_, std::make_shared<RemoteHandler>(shared_from_this(), /*attempt=*/1));
   bool cancelled = false;
   {
     absl::MutexLock lock(&mu_);
@@ -433,7 +436,7 @@ void Exchange::StartFirstAttempt() {
 // A retry, from a handler: the loop posts it, so mu_ is never held while the loop's lock is taken.
 void Exchange::StartAttempt(absl::Duration delay) {
   ++attempts_;
-  current_ = loop_->Start(http_, std::make_shared<RemoteHandler>(shared_from_this()),
+  current_ = loop_->Start(http_, std::make_shared<RemoteHandler>(shared_from_this(), attempts_),
                           delay);
 }
 
