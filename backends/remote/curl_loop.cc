@@ -243,11 +243,11 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
   template <typename Body>
   bool RunHoldingLock(Body& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // A plain-HTTP transfer due now, started by a thread that is not inside a loop handler (a gRPC
-  // thread, or an HTTP thread between handlers), goes out at once on that thread instead of
+  // A plain-HTTP transfer due now, started by a thread that does not run the loop (a gRPC
+  // thread) while the loop has nothing in flight, goes out at once on that thread instead of
   // being posted: a post wakes the loop's thread (an interrupt of its epoll wait, then a lock it
   // contends for) only to send what the caller can send itself, and the loop's thread is woken
-  // later by the answer anyway. From another thread only while the loop has nothing in flight.
+  // later by the answer anyway.
   // Safe because starting a direct transfer never calls its handler (the write, connect and read
   // it begins complete on the loop; a pooled connection the server closed is redialled, not
   // failed), so every handler call still runs on the loop. Returns false, leaving `transfer`
@@ -528,12 +528,14 @@ bool CurlLoop::Core::StartDirectNow(std::unique_ptr<Transfer>& transfer) {
   // Inside a handler of any loop, posting keeps the rules above (and no thread ever holds two
   // loops' locks); a libcurl transfer or a delayed one is not started here either.
   if (current_ != nullptr || transfer->not_before > Clock::now()) return false;
-  // Only where it saves something: on the loop's own thread (an HTTP thread: the post is saved),
-  // or from another thread when the loop has nothing in flight, so that it sleeps and a post
-  // would wake it. A loop with transfers in flight is woken by them anyway, and other threads
-  // taking its lock (a busy loop holds it often) would cost more than they save.
+  // Only where it saves a wake-up: from a thread that does not run the loop, while the loop has
+  // nothing in flight (so it sleeps, and a post would wake it). A loop with transfers in flight
+  // is woken by them anyway, and other threads taking its lock (a busy loop holds it often)
+  // would cost more than they save. On the loop's own thread (an HTTP thread) the post wakes
+  // nothing; sending there at once measured no better, and streams at concurrency 64 took
+  // about 5% more CPU.
   const bool loop_thread = bound_loop != nullptr && bound_loop->core_.get() == this;
-  if (!loop_thread && active() != 0) return false;
+  if (loop_thread || active() != 0) return false;
   if (!mu_.TryLock()) return false;
   bool started = false;
   auto start = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {

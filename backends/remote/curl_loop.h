@@ -15,9 +15,9 @@
 // the thread it is made on (ForThisThread), falling back to a loop of its own otherwise.
 //
 // Threads: Start() and Cancel() may be called from any thread. Cancel() posts to the loop's
-// executor; so does Start(), except that a plain-HTTP request due now, started outside the
-// loop's handlers, is written at once on the calling thread (under the loop's mutex) where that
-// saves waking the loop's thread or a post. Every libcurl call and every TransferHandler call
+// executor; so does Start(), except that a plain-HTTP request due now, started by another thread
+// while the loop is idle, is written at once on the calling thread (under the loop's mutex),
+// which saves waking the loop's thread for it. Every libcurl call and every TransferHandler call
 // runs on a thread of that executor, one at a time (a mutex serialises them when several threads
 // run the executor). Sockets are opened and closed for libcurl by the loop
 // (CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION), so each fd has one owner, an Asio
@@ -132,8 +132,9 @@ class CurlLoop : public std::enable_shared_from_this<CurlLoop> {
 
   // Queues a transfer and returns at once (never calls the handler itself); it begins after
   // `delay` (a retry's backoff), during which Cancel() drops it like a running one. Thread-safe;
-  // called outside the loop's handlers it may take the loop's lock (to send a plain-HTTP request
-  // at once), so the caller must not hold a lock that the handler's methods take.
+  // called from a thread that does not run the loop it may take the loop's lock (to send a
+  // plain-HTTP request at once), so the caller must not hold a lock that the handler's methods
+  // take.
   TransferId Start(HttpRequest request, std::shared_ptr<TransferHandler> handler,
                    absl::Duration delay = absl::ZeroDuration());
   // The same with a request that several transfers may share (a request's retries): the loop
