@@ -254,6 +254,10 @@ class CurlLoop::Core : public std::enable_shared_from_this<Core> {
   // untouched, when the transfer must be posted.
   bool StartDirectNow(std::unique_ptr<Transfer>& transfer) ABSL_LOCKS_EXCLUDED(mu_);
   void AddTransfer(std::unique_ptr<Transfer> transfer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // AddTransfer for a plain-HTTP transfer, whose DirectOrigin the caller has looked up.
+  void AddDirectTransfer(std::unique_ptr<Transfer> transfer,
+                         std::shared_ptr<const PlainHttpOrigin> origin)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes a running transfer off the multi handle and the loop's books (its easy handle goes
   // back to the free list); null when `id` is not running.
   std::unique_ptr<Transfer> DetachTransfer(TransferId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -539,9 +543,10 @@ bool CurlLoop::Core::StartDirectNow(std::unique_ptr<Transfer>& transfer) {
   if (!mu_.TryLock()) return false;
   bool started = false;
   auto start = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    if (DirectOrigin(transfer->request->url) == nullptr) return;
+    std::shared_ptr<const PlainHttpOrigin> origin = DirectOrigin(transfer->request->url);
+    if (origin == nullptr) return;
     active_.fetch_add(1, std::memory_order_relaxed);
-    AddTransfer(std::move(transfer));
+    AddDirectTransfer(std::move(transfer), std::move(origin));
     started = true;
   };
   RunHoldingLock(start);
@@ -622,19 +627,27 @@ void CurlLoop::Core::RecycleEasy(CURL* easy) {
 }
 
 // Moves a transfer onto the multi handle; `active_` already counts it.
-void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
+void CurlLoop::Core::AddDirectTransfer(std::unique_ptr<Transfer> transfer,
+                                        std::shared_ptr<const PlainHttpOrigin> origin) {
   Transfer& t = *transfer;
   t.started = t.last_activity = Clock::now();
   t.received = &received_;
-  if (std::shared_ptr<const PlainHttpOrigin> origin = DirectOrigin(t.request->url)) {
-    t.direct = std::make_unique<Direct>();
-    t.direct->origin = std::move(origin);
-    t.direct->connect_started = t.started;
-    transfers_.emplace(t.id, std::move(transfer));
-    ArmDeadline(t);
-    StartDirect(t);  // may finish the transfer: `t` is not touched after it
+  t.direct = std::make_unique<Direct>();
+  t.direct->origin = std::move(origin);
+  t.direct->connect_started = t.started;
+  transfers_.emplace(t.id, std::move(transfer));
+  ArmDeadline(t);
+  StartDirect(t);  // may finish the transfer: `t` is not touched after it
+}
+
+void CurlLoop::Core::AddTransfer(std::unique_ptr<Transfer> transfer) {
+  if (std::shared_ptr<const PlainHttpOrigin> origin = DirectOrigin(transfer->request->url)) {
+    AddDirectTransfer(std::move(transfer), std::move(origin));
     return;
   }
+  Transfer& t = *transfer;
+  t.started = t.last_activity = Clock::now();
+  t.received = &received_;
   auto fail = [this, &t](const absl::Status& status) {
     active_.fetch_sub(1, std::memory_order_relaxed);
     t.handler->OnComplete(status);
