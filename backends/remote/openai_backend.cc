@@ -74,6 +74,11 @@ class OpenAiReader : public ResponseReader {
 
   absl::Status Apply(const OpenAiChunkFields& f, std::string_view data, std::string* text) {
     if (f.has_error) return UpstreamStreamError(data);
+    Read(f, text);
+    return absl::OkStatus();
+  }
+
+  void Read(const OpenAiChunkFields& f, std::string* text) {
     if (f.prompt_tokens.has_value()) completion_.usage.prompt_tokens = *f.prompt_tokens;
     if (f.completion_tokens.has_value()) completion_.usage.completion_tokens = *f.completion_tokens;
     if (f.content.has_value()) text->append(*f.content);
@@ -81,17 +86,22 @@ class OpenAiReader : public ResponseReader {
       saw_finish_reason_ = true;
       completion_.finish_reason = f.finish_is_length ? FinishReason::kLength : FinishReason::kStop;
     }
-    return absl::OkStatus();
   }
 
   // Some servers close without [DONE]; a finished choice is then still a complete answer.
   bool CompleteAtEnd() const override { return saw_finish_reason_; }
 
   absl::Status OnBody(std::string_view raw, std::string* text) override {
+    // As for chunks: the scanner reads the usual body, the DOM whatever it declines.
+    if (OpenAiChunkFields fields; ScanOpenAiCompletion(raw, &fields)) {
+      if (!fields.has_message) return InvalidCompletion();
+      Read(fields, text);
+      return absl::OkStatus();
+    }
     Json body = Json::parse(raw, nullptr, /*allow_exceptions=*/false);
     const Json* choice = body.is_object() ? FirstChoice(body) : nullptr;
     if (choice == nullptr || !choice->contains("message") || !(*choice)["message"].is_object()) {
-      return absl::UnavailableError("upstream returned an invalid completion JSON");
+      return InvalidCompletion();
     }
     const Json& message = (*choice)["message"];
     if (message.contains("content") && message["content"].is_string()) {
@@ -107,6 +117,10 @@ class OpenAiReader : public ResponseReader {
   Completion completion() const override { return completion_; }
 
  private:
+  static absl::Status InvalidCompletion() {
+    return absl::UnavailableError("upstream returned an invalid completion JSON");
+  }
+
   Completion completion_;
   bool saw_finish_reason_ = false;
 };

@@ -13,11 +13,14 @@ constexpr int kMaxIntegerDigits = 18;  // always fits int64_t
 
 // A validating recursive-descent pass over one JSON text. Every method returns false when the
 // text is invalid or outside what the scanner vouches for; the whole scan then declines.
+// `message_key` names the choice member that holds the content: "delta" in a chunk, "message"
+// in a completion.
 class Scanner {
  public:
-  explicit Scanner(std::string_view text) : s_(text) {}
+  Scanner(std::string_view text, std::string_view message_key)
+      : s_(text), message_key_(message_key) {}
 
-  bool Chunk(OpenAiChunkFields* f) {
+  bool Document(OpenAiChunkFields* f) {
     SkipWs();
     if (!Eat('{')) return false;
     bool seen_usage = false, seen_choices = false;
@@ -137,12 +140,14 @@ class Scanner {
 
   bool Choice(OpenAiChunkFields* f) {
     ++i_;  // '{'
-    bool seen_delta = false, seen_finish = false;
+    bool seen_message = false, seen_finish = false;
     return Members([&](std::string_view key) {
-      if (key == "delta") {
-        if (seen_delta) return false;
-        seen_delta = true;
-        return Peek() == '{' ? Delta(f) : SkipValue(3);
+      if (key == message_key_) {
+        if (seen_message) return false;
+        seen_message = true;
+        if (Peek() != '{') return SkipValue(3);
+        f->has_message = true;
+        return Message(f);
       }
       if (key == "finish_reason") {
         if (seen_finish) return false;
@@ -159,7 +164,7 @@ class Scanner {
     });
   }
 
-  bool Delta(OpenAiChunkFields* f) {
+  bool Message(OpenAiChunkFields* f) {
     ++i_;  // '{'
     bool seen_content = false;
     return Members([&](std::string_view key) {
@@ -354,16 +359,25 @@ class Scanner {
   }
 
   const std::string_view s_;
+  const std::string_view message_key_;
   size_t i_ = 0;
 };
+
+bool Scan(std::string_view json, std::string_view message_key, OpenAiChunkFields* fields) {
+  OpenAiChunkFields scanned;
+  if (!Scanner(json, message_key).Document(&scanned)) return false;
+  *fields = std::move(scanned);
+  return true;
+}
 
 }  // namespace
 
 bool ScanOpenAiChunk(std::string_view json, OpenAiChunkFields* fields) {
-  OpenAiChunkFields scanned;
-  if (!Scanner(json).Chunk(&scanned)) return false;
-  *fields = std::move(scanned);
-  return true;
+  return Scan(json, "delta", fields);
+}
+
+bool ScanOpenAiCompletion(std::string_view json, OpenAiChunkFields* fields) {
+  return Scan(json, "message", fields);
 }
 
 }  // namespace switchyard::backends

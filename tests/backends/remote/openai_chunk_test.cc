@@ -1,6 +1,7 @@
-// ScanOpenAiChunk against the DOM it replaces: whenever the scanner answers, its fields must be
-// exactly what nlohmann::json gives, for hand-picked chunks and for many random mutations of
-// them; and it must answer for the chunks real providers send, or the fast path is never taken.
+// ScanOpenAiChunk and ScanOpenAiCompletion against the DOM they replace: whenever the scanner
+// answers, its fields must be exactly what nlohmann::json gives, for hand-picked chunks and bodies
+// and for many random mutations of them; and it must answer for what real providers send, or the
+// fast path is never taken.
 #include "backends/remote/openai_chunk.h"
 
 #include <random>
@@ -15,8 +16,16 @@ namespace {
 
 using Json = nlohmann::json;
 
+// Which scan, and the choice member it reads the content from.
+struct Kind {
+  const char* message_key;
+  bool (*scan)(std::string_view, OpenAiChunkFields*);
+};
+const Kind kChunk = {"delta", &ScanOpenAiChunk};
+const Kind kCompletion = {"message", &ScanOpenAiCompletion};
+
 // What OpenAiReader reads from the DOM; nullopt when the text is not a JSON object.
-std::optional<OpenAiChunkFields> FromDom(const std::string& text) {
+std::optional<OpenAiChunkFields> FromDom(const std::string& text, const Kind& kind) {
   Json chunk = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!chunk.is_object()) return std::nullopt;
   OpenAiChunkFields f;
@@ -33,10 +42,11 @@ std::optional<OpenAiChunkFields> FromDom(const std::string& text) {
   if (chunk.contains("choices") && chunk["choices"].is_array() && !chunk["choices"].empty() &&
       chunk["choices"][0].is_object()) {
     const Json& choice = chunk["choices"][0];
-    if (choice.contains("delta") && choice["delta"].is_object()) {
-      const Json& delta = choice["delta"];
-      if (delta.contains("content") && delta["content"].is_string()) {
-        f.content = delta["content"].get<std::string>();
+    if (choice.contains(kind.message_key) && choice[kind.message_key].is_object()) {
+      f.has_message = true;
+      const Json& message = choice[kind.message_key];
+      if (message.contains("content") && message["content"].is_string()) {
+        f.content = message["content"].get<std::string>();
       }
     }
     if (choice.contains("finish_reason") && !choice["finish_reason"].is_null()) {
@@ -48,12 +58,14 @@ std::optional<OpenAiChunkFields> FromDom(const std::string& text) {
   return f;
 }
 
-void ExpectSame(const std::string& text, const OpenAiChunkFields& scanned) {
-  std::optional<OpenAiChunkFields> dom = FromDom(text);
+void ExpectSame(const std::string& text, const OpenAiChunkFields& scanned,
+                const Kind& kind = kChunk) {
+  std::optional<OpenAiChunkFields> dom = FromDom(text, kind);
   ASSERT_TRUE(dom.has_value()) << "scanner accepted what the DOM refuses: " << text;
   EXPECT_EQ(scanned.has_error, dom->has_error) << text;
   EXPECT_EQ(scanned.prompt_tokens, dom->prompt_tokens) << text;
   EXPECT_EQ(scanned.completion_tokens, dom->completion_tokens) << text;
+  EXPECT_EQ(scanned.has_message, dom->has_message) << text;
   EXPECT_EQ(scanned.content, dom->content) << text;
   EXPECT_EQ(scanned.finish_reason, dom->finish_reason) << text;
   EXPECT_EQ(scanned.finish_is_length, dom->finish_is_length) << text;
@@ -77,6 +89,44 @@ const std::vector<std::string> kRealChunks = {
     R"({"nested":{"a":[[[{"b":[true,false,null,-1.25e+3,0.5E-2]}]]]},"choices":[{"delta":{"content":"ok"}}]})",
     R"({})",
 };
+
+// Non-streamed answers as providers send them (OpenAI, vLLM, llama-server), and edge cases.
+const std::vector<std::string> kRealCompletions = {
+    R"({"id":"chatcmpl-2","object":"chat.completion","created":1700000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":3,"total_tokens":22,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"service_tier":"default","system_fingerprint":"fp_2"})",
+    R"({"id":"cmpl-3","object":"chat.completion","created":1700000000,"model":"qwen","choices":[{"index":0,"message":{"role":"assistant","reasoning_content":null,"content":"cut sh","tool_calls":[]},"logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":{"prompt_tokens":5,"total_tokens":7,"completion_tokens":2},"prompt_logprobs":null})",
+    R"({"choices":[{"finish_reason":"stop","index":0,"message":{"role":"assistant","content":"caf\u00e9 \ud83d\ude00"}}],"created":1,"model":"m","object":"chat.completion","usage":{"completion_tokens":2,"prompt_tokens":4,"total_tokens":6},"timings":{"prompt_ms":1.5,"predicted_per_second":80.25}})",
+    R"({"choices":[{"message":{"content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]})",
+    R"({"choices":[{"message":"not an object","finish_reason":null}]})",
+    R"({"choices":[{"delta":{"content":"a chunk, not a body"}}]})",
+    R"({"choices":[]})",
+    R"({"error":{"message":"bad"},"choices":[{"message":{"content":"x"}}]})",
+};
+
+TEST(OpenAiChunkTest, ReadsRealCompletionsExactlyAsTheDom) {
+  for (const std::string& text : kRealCompletions) {
+    OpenAiChunkFields scanned;
+    ASSERT_TRUE(ScanOpenAiCompletion(text, &scanned)) << text;
+    ExpectSame(text, scanned, kCompletion);
+  }
+  OpenAiChunkFields f;
+  ASSERT_TRUE(ScanOpenAiCompletion(kRealCompletions[0], &f));
+  EXPECT_TRUE(f.has_message);
+  EXPECT_EQ(f.content, "Hello there.");
+  EXPECT_TRUE(f.finish_reason);
+  EXPECT_FALSE(f.finish_is_length);
+  EXPECT_EQ(f.prompt_tokens, 19);
+  EXPECT_EQ(f.completion_tokens, 3);
+  ASSERT_TRUE(ScanOpenAiCompletion(kRealCompletions[1], &f));
+  EXPECT_EQ(f.content, "cut sh");
+  EXPECT_TRUE(f.finish_is_length);
+  // A chunk's delta is not a body's message, and the other way round.
+  ASSERT_TRUE(ScanOpenAiCompletion(kRealCompletions[5], &f));
+  EXPECT_FALSE(f.has_message);
+  EXPECT_FALSE(f.content.has_value());
+  ASSERT_TRUE(ScanOpenAiChunk(kRealCompletions[0], &f));
+  EXPECT_FALSE(f.has_message);
+  EXPECT_FALSE(f.content.has_value());
+}
 
 TEST(OpenAiChunkTest, ReadsRealChunksExactlyAsTheDom) {
   for (const std::string& text : kRealChunks) {
@@ -121,14 +171,14 @@ TEST(OpenAiChunkTest, DeclinesWhatItDoesNotVouchFor) {
   }
 }
 
-// Random byte flips, insertions, deletions and truncations of real chunks: whatever the scanner
-// accepts, the DOM reads the same way.
-TEST(OpenAiChunkTest, AgreesWithTheDomOnRandomMutations) {
+// Random byte flips, insertions, deletions and truncations of real chunks and bodies: whatever
+// the scanner accepts, the DOM reads the same way.
+void ExpectAgreementOnMutations(const std::vector<std::string>& originals, const Kind& kind) {
   std::mt19937 random(7);
   const std::string alphabet = "{}[]\":,\\/ utfnlre0123456789.-+Eu\xc3\xa9\xf0\x9f\xff\x01";
   int accepted = 0;
   for (int round = 0; round < 100000; ++round) {
-    std::string text = kRealChunks[random() % kRealChunks.size()];
+    std::string text = originals[random() % originals.size()];
     const int edits = 1 + static_cast<int>(random() % 3);
     for (int e = 0; e < edits && !text.empty(); ++e) {
       const size_t at = random() % text.size();
@@ -140,13 +190,21 @@ TEST(OpenAiChunkTest, AgreesWithTheDomOnRandomMutations) {
       }
     }
     OpenAiChunkFields scanned;
-    if (!ScanOpenAiChunk(text, &scanned)) continue;
+    if (!kind.scan(text, &scanned)) continue;
     ++accepted;
-    ExpectSame(text, scanned);
+    ExpectSame(text, scanned, kind);
     if (::testing::Test::HasFailure()) return;
   }
   // The mutations leave plenty of valid JSON, so the comparison above really ran.
   EXPECT_GT(accepted, 3000);
+}
+
+TEST(OpenAiChunkTest, AgreesWithTheDomOnRandomMutations) {
+  ExpectAgreementOnMutations(kRealChunks, kChunk);
+}
+
+TEST(OpenAiChunkTest, CompletionAgreesWithTheDomOnRandomMutations) {
+  ExpectAgreementOnMutations(kRealCompletions, kCompletion);
 }
 
 }  // namespace
