@@ -38,6 +38,10 @@ struct ChatRequest {
   std::optional<float> presence_penalty;    // OpenAI's, in [-2, 2]; 0 disables
   std::vector<std::string> stop;
   std::string user;
+  // The client reads the answer as it is generated. A remote target streaming in `kAuto` mode
+  // (remote_call.h) asks its upstream for an event stream only then, and otherwise for one JSON
+  // body, which costs both sides less.
+  bool stream = true;
 };
 
 struct Usage {

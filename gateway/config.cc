@@ -96,7 +96,7 @@ absl::Status ParseRemoteTarget(const YamlReader& yaml, const YAML::Node& node,
                                std::string_view default_base_url, TargetConfig& target) {
   SY_RETURN_IF_ERROR(yaml.ExpectMap(node, absl::StrCat("target '", target.name, "'"),
                                     {"name", "kind", "model", "base_url", "api_key_env", "price",
-                                     "timeouts", "ca_bundle", "max_response_bytes"}));
+                                     "timeouts", "ca_bundle", "max_response_bytes", "stream"}));
   RemoteTargetConfig& remote = target.remote;
   SY_ASSIGN_OR_RETURN(model, yaml.String(node, "model", /*required=*/true));
   SY_ASSIGN_OR_RETURN(base_url,
@@ -105,11 +105,17 @@ absl::Status ParseRemoteTarget(const YamlReader& yaml, const YAML::Node& node,
   SY_ASSIGN_OR_RETURN(ca_bundle, yaml.String(node, "ca_bundle"));
   SY_ASSIGN_OR_RETURN(max_response,
                       yaml.Int(node, "max_response_bytes", 1024, int64_t{1} << 32));
+  SY_ASSIGN_OR_RETURN(stream, yaml.String(node, "stream"));
+  if (stream.has_value() && *stream != "auto" && *stream != "always" && *stream != "never") {
+    return yaml.Error(node["stream"], absl::StrCat("'stream' must be auto, always or never, not \"",
+                                                   *stream, "\""));
+  }
   remote.model = *model;
   remote.base_url = base_url.value_or(std::string(default_base_url));
   remote.api_key_env = api_key_env.value_or("");
   remote.ca_bundle = ca_bundle.value_or("");
   remote.max_response_bytes = max_response.value_or(remote.max_response_bytes);
+  remote.stream = stream.value_or(remote.stream);
   if (!remote.base_url.starts_with("http://") && !remote.base_url.starts_with("https://")) {
     return yaml.Error(node["base_url"], "'base_url' must start with http:// or https://");
   }

@@ -51,6 +51,8 @@ struct RemoteTargetConfig {
   double total_timeout_seconds = 600;  // non-streaming only
   std::string ca_bundle;               // "" = the system's
   int64_t max_response_bytes = 8 << 20;  // a body, or a whole stream, larger fails with 502
+  // `stream:` when a request streams upstream: auto (as the client asked), always or never.
+  std::string stream = "auto";
 
   bool operator==(const RemoteTargetConfig&) const = default;
 };

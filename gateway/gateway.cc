@@ -587,7 +587,10 @@ std::unique_ptr<backends::Call> Gateway::Dispatch(const Routed& routed,
       target != nullptr &&
       (target->kind == TargetKind::kLocal) ==
           (routed.decision.locality == policies::Locality::kLocal);
-  auto sender = std::make_shared<const Sender>(runtime.config.policy, routed.decision, request.chat);
+  backends::ChatRequest chat = request.chat;
+  chat.stream = request.stream;
+  auto sender =
+      std::make_shared<const Sender>(runtime.config.policy, routed.decision, std::move(chat));
   const bool cleared = sender->MayReceive(routed.decision.target);
   if (target == nullptr || backend == runtime.backends.end() || !locality_matches || !cleared) {
     Log(LogLevel::kError, "refusing dispatch to target '", routed.decision.target,

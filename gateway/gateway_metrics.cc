@@ -70,7 +70,8 @@ GatewayMetrics::GatewayMetrics(const Config& config)
           {"tenant", "action"})),
       ttft_(registry_.AddHistogram(
           "switchyard_time_to_first_token_seconds",
-          "Time from dispatch to the first output delta, by serving target.", {"target"},
+          "Time from dispatch to the first output delta of a streamed answer, by serving target.",
+          {"target"},
           ExponentialBuckets(0.005, 2, 14))),
       overhead_(registry_.AddHistogram(
           "switchyard_gateway_overhead_seconds",
@@ -119,7 +120,11 @@ void GatewayMetrics::ObserveRequest(const RequestRecord& record) {
   tokens_completion_.WithLabels({served_by})
       .Increment(static_cast<double>(usage.completion_tokens));
   duration_.WithLabels({target, record.outcome}).Observe(record.duration_seconds);
-  if (record.ttft_seconds >= 0) ttft_.WithLabels({served_by}).Observe(record.ttft_seconds);
+  // Only a stream has a first token worth timing: a unary answer from a remote target arrives
+  // in one piece, so its "first token" would be the whole answer.
+  if (record.stream && record.ttft_seconds >= 0) {
+    ttft_.WithLabels({served_by}).Observe(record.ttft_seconds);
+  }
   overhead_.WithLabels({}).Observe(record.gateway_overhead_seconds);
 }
 

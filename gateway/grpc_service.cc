@@ -44,9 +44,10 @@ absl::StatusOr<Principal> AuthenticateCall(Gateway& gateway,
 }
 
 // Converts and routes an authenticated chat request, counting a refusal in the metrics.
+// `stream`: the answer goes out as it is generated (StreamChat).
 absl::Status Admit(Gateway& gateway, const absl::StatusOr<Principal>& principal,
-                   const v1::ChatRequest& proto, absl::StatusOr<InboundRequest>& request,
-                   Routed& routed) {
+                   const v1::ChatRequest& proto, bool stream,
+                   absl::StatusOr<InboundRequest>& request, Routed& routed) {
   const auto received = std::chrono::steady_clock::now();
   if (!principal.ok()) return principal.status();
   request = FromProto(proto);
@@ -55,6 +56,7 @@ absl::Status Admit(Gateway& gateway, const absl::StatusOr<Principal>& principal,
     return request.status();
   }
   request->edge = "grpc";
+  request->stream = stream;
   ApplyPrincipal(*principal, *request);
   request->received = received;
   return gateway.Admit(*request, routed);
@@ -168,7 +170,8 @@ class ChatReactor : public grpc::ServerUnaryReactor {
   void Begin(const absl::StatusOr<Principal>& principal, const v1::ChatRequest& proto) {
     absl::StatusOr<InboundRequest> request;
     Routed& routed = routed_;
-    if (absl::Status status = Admit(gateway_, principal, proto, request, routed); !status.ok()) {
+    if (absl::Status status = Admit(gateway_, principal, proto, /*stream=*/false, request, routed);
+        !status.ok()) {
       if (status.code() == absl::StatusCode::kPermissionDenied) {
         ToProto(routed, *response_->mutable_decision());
       }
@@ -348,7 +351,8 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
   void Begin(const absl::StatusOr<Principal>& principal, const v1::ChatRequest& proto) {
     absl::StatusOr<InboundRequest> request;
     Routed& routed = routed_;
-    if (absl::Status status = Admit(gateway_, principal, proto, request, routed); !status.ok()) {
+    if (absl::Status status = Admit(gateway_, principal, proto, /*stream=*/true, request, routed);
+        !status.ok()) {
       AddRetryAfter(context_, status);
       Enqueue(v1::ChatChunk(), ToGrpcStatus(status));
       Unref();

@@ -160,20 +160,20 @@ std::string AnthropicBackend::BuildRequestBody(const ChatRequest& request) const
   if (request.top_k.has_value()) body["top_k"] = *request.top_k;
   if (!request.stop.empty()) body["stop_sequences"] = request.stop;
   if (!request.user.empty()) body["metadata"] = {{"user_id", request.user}};
-  body["stream"] = options_.stream;
+  body["stream"] = StreamsUpstream(options_.stream, request);
   return body.dump(-1, ' ', false, OJson::error_handler_t::replace);
 }
 
 std::unique_ptr<Call> AnthropicBackend::Start(const ChatRequest& request,
                                               std::shared_ptr<ChatSink> sink) {
   RemoteRequest remote;
-  remote.http = BaseHttpRequest(options_, url_);
+  remote.stream = StreamsUpstream(options_.stream, request);
+  remote.http = BaseHttpRequest(options_, url_, remote.stream);
   remote.http.headers.push_back(absl::StrCat("anthropic-version: ", options_.api_version));
   if (!options_.api_key.empty()) {
     remote.http.headers.push_back(absl::StrCat("x-api-key: ", options_.api_key));
   }
   remote.http.body = BuildRequestBody(request);
-  remote.stream = options_.stream;
   remote.api_key = options_.api_key;
   remote.retry = options_.retry;
   remote.new_reader = [] { return std::make_unique<AnthropicReader>(); };

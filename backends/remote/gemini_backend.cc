@@ -114,18 +114,18 @@ absl::StatusOr<std::unique_ptr<GeminiBackend>> GeminiBackend::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("model \"", options.model, "\" is not a valid Gemini model id"));
   }
-  std::string url = absl::StrCat(absl::StripSuffix(options.base_url, "/"), "/models/", model,
-                                 options.stream ? ":streamGenerateContent?alt=sse"
-                                                : ":generateContent");
+  std::string model_url =
+      absl::StrCat(absl::StripSuffix(options.base_url, "/"), "/models/", model);
   return std::unique_ptr<GeminiBackend>(
-      new GeminiBackend(std::move(options), std::move(url), std::move(loop)));
+      new GeminiBackend(std::move(options), std::move(model_url), std::move(loop)));
 }
 
-GeminiBackend::GeminiBackend(GeminiOptions options, std::string url,
+GeminiBackend::GeminiBackend(GeminiOptions options, std::string model_url,
                              std::shared_ptr<CurlLoop> loop)
     : RemoteBackend(std::move(loop), options),
       options_(std::move(options)),
-      url_(std::move(url)) {}
+      stream_url_(absl::StrCat(model_url, ":streamGenerateContent?alt=sse")),
+      body_url_(absl::StrCat(model_url, ":generateContent")) {}
 
 std::string GeminiBackend::BuildRequestBody(const ChatRequest& request) const {
   using OJson = nlohmann::ordered_json;
@@ -167,12 +167,12 @@ std::string GeminiBackend::BuildRequestBody(const ChatRequest& request) const {
 std::unique_ptr<Call> GeminiBackend::Start(const ChatRequest& request,
                                            std::shared_ptr<ChatSink> sink) {
   RemoteRequest remote;
-  remote.http = BaseHttpRequest(options_, url_);
+  remote.stream = StreamsUpstream(options_.stream, request);
+  remote.http = BaseHttpRequest(options_, remote.stream ? stream_url_ : body_url_, remote.stream);
   if (!options_.api_key.empty()) {
     remote.http.headers.push_back(absl::StrCat("x-goog-api-key: ", options_.api_key));
   }
   remote.http.body = BuildRequestBody(request);
-  remote.stream = options_.stream;
   remote.api_key = options_.api_key;
   remote.retry = options_.retry;
   remote.new_reader = [] { return std::make_unique<GeminiReader>(); };

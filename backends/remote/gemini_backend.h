@@ -1,5 +1,6 @@
 // A Backend for Google's Gemini API: POST {base_url}/models/{model}:generateContent, or
-// :streamGenerateContent?alt=sse when streaming, with the key in "x-goog-api-key".
+// :streamGenerateContent?alt=sse when the request streams upstream (remote_call.h), with the key
+// in "x-goog-api-key".
 //
 // Request: system (and developer) messages become systemInstruction; the others become
 // "contents", role "user" (user, tool) or "model" (assistant), consecutive messages of one role
@@ -44,10 +45,12 @@ class GeminiBackend : public RemoteBackend {
   std::string BuildRequestBody(const ChatRequest& request) const;
 
  private:
-  GeminiBackend(GeminiOptions options, std::string url, std::shared_ptr<CurlLoop> loop);
+  // `model_url` is {base_url}/models/{model}.
+  GeminiBackend(GeminiOptions options, std::string model_url, std::shared_ptr<CurlLoop> loop);
 
   const GeminiOptions options_;
-  const std::string url_;
+  const std::string stream_url_;  // :streamGenerateContent?alt=sse
+  const std::string body_url_;    // :generateContent
 };
 
 }  // namespace switchyard::backends

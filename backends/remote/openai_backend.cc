@@ -199,8 +199,9 @@ std::optional<std::string> OpenAiBackend::DirectRequestBody(const ChatRequest& r
     out += ",\"user\":";
     if (!AppendJsonString(request.user, out)) return std::nullopt;
   }
-  out += options_.stream ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
-                         : ",\"stream\":false}";
+  out += StreamsUpstream(options_.stream, request)
+             ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
+             : ",\"stream\":false}";
   return out;
 }
 
@@ -226,8 +227,9 @@ std::string OpenAiBackend::DomRequestBody(const ChatRequest& request) const {
     body["presence_penalty"] = ShortestDouble(*request.presence_penalty);
   }
   if (!request.user.empty()) body["user"] = request.user;
-  body["stream"] = options_.stream;
-  if (options_.stream) body["stream_options"] = {{"include_usage", true}};
+  const bool stream = StreamsUpstream(options_.stream, request);
+  body["stream"] = stream;
+  if (stream) body["stream_options"] = {{"include_usage", true}};
   // The gateway hands us valid UTF-8; replacing instead of throwing keeps a bug there from
   // becoming a crash here.
   return body.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
@@ -236,12 +238,12 @@ std::string OpenAiBackend::DomRequestBody(const ChatRequest& request) const {
 std::unique_ptr<Call> OpenAiBackend::Start(const ChatRequest& request,
                                            std::shared_ptr<ChatSink> sink) {
   RemoteRequest remote;
-  remote.http = BaseHttpRequest(options_, url_);
+  remote.stream = StreamsUpstream(options_.stream, request);
+  remote.http = BaseHttpRequest(options_, url_, remote.stream);
   if (!options_.api_key.empty()) {
     remote.http.headers.push_back(absl::StrCat("Authorization: Bearer ", options_.api_key));
   }
   remote.http.body = BuildRequestBody(request);
-  remote.stream = options_.stream;
   remote.api_key = options_.api_key;
   remote.retry = options_.retry;
   remote.new_reader = [] { return std::make_unique<OpenAiReader>(); };

@@ -469,14 +469,15 @@ absl::Status ValidateRemoteOptions(const RemoteOptions& options, const CurlLoop*
   return absl::OkStatus();
 }
 
-HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url) {
+HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url, bool stream) {
   HttpRequest http;
   http.url = std::move(url);
   http.headers = {"Content-Type: application/json",
-                  options.stream ? "Accept: text/event-stream" : "Accept: application/json",
+                  stream ? "Accept: text/event-stream" : "Accept: application/json",
                   "User-Agent: switchyard"};
-  http.streaming = options.stream;
+  http.streaming = stream;
   http.timeouts = options.timeouts;
+  if (!stream) http.timeouts.first_byte = absl::InfiniteDuration();
   http.max_body_bytes = options.max_body_bytes;
   http.ca_bundle_path = options.ca_bundle_path;
   return http;

@@ -49,6 +49,24 @@ struct RetryOptions {
   absl::Duration budget = absl::Seconds(15);
 };
 
+// When a request asks its upstream for an event stream (SSE) rather than one JSON body.
+enum class StreamUpstream {
+  // As the client asked (ChatRequest::stream): a unary request gets one body, which costs the
+  // gateway and the upstream less than a stream of chunks.
+  kAuto,
+  // Every request: the first-byte and idle timeouts then catch a stalled generation early, for
+  // unary requests too.
+  kAlways,
+  // Never: for providers or proxies that cannot stream. A streaming client gets the answer as
+  // one delta.
+  kNever,
+};
+
+// Whether `request` asks its upstream for an event stream under `mode`.
+inline bool StreamsUpstream(StreamUpstream mode, const ChatRequest& request) {
+  return mode == StreamUpstream::kAlways || (mode == StreamUpstream::kAuto && request.stream);
+}
+
 // The options every remote provider takes.
 struct RemoteOptions {
   // The target's name in the gateway's config; error messages name it. Empty: none.
@@ -66,9 +84,10 @@ struct RemoteOptions {
   size_t max_body_bytes = 8 << 20;
   // PEM CA bundle for TLS verification; empty uses the system store.
   std::string ca_bundle_path;
-  // Stream upstream (SSE). Off only for providers or proxies that cannot stream; the total
-  // timeout then applies.
-  bool stream = true;
+  // When to stream upstream. A request answered in one body has the connect and total timeouts
+  // (and idle, between pieces of the body); first_byte does not apply, since a body's first byte
+  // comes when the whole answer is ready.
+  StreamUpstream stream = StreamUpstream::kAuto;
   RetryOptions retry;
   // Bounds the retries in flight at the target (see upstream_stats.h).
   RetryBudgetOptions retry_budget;
@@ -116,8 +135,9 @@ struct RemoteRequest {
   std::string target;
 };
 
-// The HttpRequest fields every provider sets the same way from its options.
-HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url);
+// The HttpRequest fields every provider sets the same way from its options, for a request that
+// streams upstream or not.
+HttpRequest BaseHttpRequest(const RemoteOptions& options, std::string url, bool stream);
 
 // Runs `request` with retries, feeding `sink`, on the calling thread's loop if one is bound
 // (CurlLoop::BindToThisThread), else on `loop`. Never blocks.

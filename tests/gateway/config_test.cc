@@ -71,6 +71,7 @@ TEST(ConfigTest, ParsesEveryFieldAndFillsDefaults) {
   EXPECT_EQ(gpt.remote.connect_timeout_seconds, 3);
   EXPECT_EQ(gpt.remote.total_timeout_seconds, 0);
   EXPECT_EQ(gpt.remote.first_byte_timeout_seconds, 60);
+  EXPECT_EQ(gpt.remote.stream, "auto");
   EXPECT_THAT(config->version, ::testing::StartsWith("sha256:"));
   ASSERT_NE(config->policy, nullptr);
   EXPECT_EQ(config->FindTarget("gpt"), &config->targets[1]);
@@ -191,6 +192,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "targets:\n  - {name: a, kind: local, model: m, load: lazy}\npolicy:\n"
                 "  default: a\n",
                 "bad.yaml:2:44: 'load' must be startup or on_demand, not \"lazy\""},
+        BadCase{"BadStreamMode",
+                "targets:\n  - {name: r, kind: openai_compatible, model: m, base_url: http://x,\n"
+                "     stream: sometimes}\npolicy:\n  default: r\n",
+                "bad.yaml:3:14: 'stream' must be auto, always or never, not \"sometimes\""},
         BadCase{"BadContextOverflow",
                 "targets:\n  - {name: a, kind: local, model: m, context_overflow: drop}\n"
                 "policy:\n  default: a\n",
@@ -211,8 +216,9 @@ TEST(ConfigTest, AnthropicAndGeminiTargetsDefaultTheirBaseUrls) {
   auto config = ParseConfig(R"EOF(
 targets:
   - {name: claude, kind: anthropic, model: claude-sonnet-4-5, api_key_env: ANTHROPIC_API_KEY}
-  - {name: gemini, kind: gemini, model: gemini-2.0-flash, timeouts: {idle_seconds: 7}}
-  - {name: proxied, kind: anthropic, model: m, base_url: "http://127.0.0.1:9/v1/"}
+  - {name: gemini, kind: gemini, model: gemini-2.0-flash, timeouts: {idle_seconds: 7},
+     stream: always}
+  - {name: proxied, kind: anthropic, model: m, base_url: "http://127.0.0.1:9/v1/", stream: never}
 policy:
   default: claude
 )EOF",
@@ -228,7 +234,9 @@ policy:
   EXPECT_EQ(config->targets[1].remote.base_url,
             "https://generativelanguage.googleapis.com/v1beta");
   EXPECT_EQ(config->targets[1].remote.idle_timeout_seconds, 7);
+  EXPECT_EQ(config->targets[1].remote.stream, "always");
   EXPECT_EQ(config->targets[2].remote.base_url, "http://127.0.0.1:9/v1");
+  EXPECT_EQ(config->targets[2].remote.stream, "never");
   // openai_compatible has no public default: the base_url stays required.
   auto missing = ParseConfig(
       "targets:\n  - {name: r, kind: openai_compatible, model: m}\npolicy:\n  default: r\n",

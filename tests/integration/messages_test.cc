@@ -182,8 +182,8 @@ TEST_F(MessagesTest, AnyClientDialectReachesAnyTarget) {
   }
   const std::vector<mocks::RecordedRequest> sent = upstream_->requests();
   ASSERT_EQ(sent.size(), 4u);
-  // Upstream calls always stream, whatever the client asked for.
-  EXPECT_EQ(sent[0].target, "/v1beta/models/gemini-upstream:streamGenerateContent?alt=sse");
+  // Upstream calls stream exactly when the client asked for a stream.
+  EXPECT_EQ(sent[0].target, "/v1beta/models/gemini-upstream:generateContent");
   EXPECT_EQ(sent[1].target, "/v1beta/models/gemini-upstream:streamGenerateContent?alt=sse");
   EXPECT_EQ(sent[2].target, "/v1/chat/completions");
   // And an OpenAI client reaches the Anthropic target.

@@ -259,6 +259,8 @@ TEST_F(MeteringTest, SpendAndSavingsArePricedFromProviderUsage) {
               1000 - 0.03, 1e-9);
   EXPECT_EQ(Sample(metrics, R"(switchyard_time_to_first_token_seconds_count{target="frontier"})"),
             1);
+  // cheap answered only unary requests, which have no first token to time.
+  EXPECT_EQ(Sample(metrics, R"(switchyard_time_to_first_token_seconds_count{target="cheap"})"), -1);
   EXPECT_EQ(Sample(metrics, "switchyard_gateway_overhead_seconds_count"), 3);
   EXPECT_EQ(Sample(metrics, R"(switchyard_budget_exhausted_total{tenant="acme",action="reject"})"),
             0);

@@ -128,8 +128,9 @@ class MonitoringTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void Chat(const std::string& text, int want_status) {
+  void Chat(const std::string& text, int want_status, bool stream = false) {
     const std::string body = json{{"max_tokens", 4},
+                                  {"stream", stream},
                                   {"messages", {{{"role", "user"}, {"content", text}}}}}
                                  .dump();
     HttpResult result = HttpPost("http://" + gateway_address_ + "/v1/chat/completions", body);
@@ -202,7 +203,8 @@ TEST_F(MonitoringTest, PrometheusScrapesTheGatewayAndAnswersForItsCounters) {
 }
 
 TEST_F(MonitoringTest, DashboardAndAlertsNameOnlyExportedMetrics) {
-  Chat("Once upon a time", 200);
+  // Streamed, so that the time-to-first-token histogram has a sample to export.
+  Chat("Once upon a time", 200, /*stream=*/true);
   Chat("something forbidden", 403);
   Chat("ask the frontier", 200);  // cloud is down: falls back to local
   HttpResult metrics = HttpGet("http://" + gateway_address_ + "/metrics");

@@ -8,8 +8,11 @@
 #include "gateway/config.h"
 #include "gateway/server.h"
 #include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "switchyard/v1/switchyard.grpc.pb.h"
 #include "tests/mocks/mock_upstream.h"
 #include "tests/support/http_client.h"
 
@@ -41,6 +44,11 @@ targets:
     model: frontier-large
     api_key_env: SWITCHYARD_TEST_UPSTREAM_KEY
     timeouts: { connect_seconds: 2, first_byte_seconds: 5, idle_seconds: 5, total_seconds: 10 }
+  - name: eager
+    kind: openai_compatible
+    base_url: )" + upstream_->base_url() + R"(
+    model: frontier-eager
+    stream: always
 policy:
   default: frontier
   rules:
@@ -49,6 +57,9 @@ policy:
         keywords: [confidential, password]
         patterns: ['\b\d{3}-\d{2}-\d{4}\b']
       route: local
+    - name: eager
+      when: { model: eager }
+      route: eager
 )";
     absl::StatusOr<Config> config = ParseConfig(yaml, "remote_route_test.yaml", "");
     ASSERT_TRUE(config.ok()) << config.status();
@@ -105,6 +116,56 @@ TEST_F(RemoteRouteTest, StreamingRequestRelaysUpstreamDeltas) {
     }
   }
   EXPECT_EQ(text, "Hello, world!");
+}
+
+// The upstream is asked for an event stream exactly when the client reads one, over HTTP and
+// gRPC: a unary answer comes in one body, which costs both sides less. A target with
+// `stream: always` streams every request.
+TEST_F(RemoteRouteTest, UpstreamStreamsExactlyWhenTheClientDoes) {
+  HttpResult unary = HttpPost(url_, Body("one"));
+  ASSERT_EQ(unary.status, 200) << unary.body;
+  EXPECT_EQ(json::parse(unary.body)["choices"][0]["message"]["content"], "Hello, world!");
+  ASSERT_EQ(HttpPost(url_, Body("two", /*stream=*/true)).status, 200);
+
+  auto stub = v1::Switchyard::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(server_->grpc_port()), grpc::InsecureChannelCredentials()));
+  v1::ChatRequest request;
+  v1::Message* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("three");
+  {
+    grpc::ClientContext context;
+    v1::ChatResponse response;
+    ASSERT_TRUE(stub->Chat(&context, request, &response).ok());
+    EXPECT_EQ(response.content(), "Hello, world!");
+  }
+  {
+    grpc::ClientContext context;
+    auto reader = stub->StreamChat(&context, request);
+    std::string text;
+    for (v1::ChatChunk chunk; reader->Read(&chunk);) text += chunk.delta();
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(text, "Hello, world!");
+  }
+  json eager = json::parse(Body("four"));
+  eager["model"] = "eager";
+  HttpResult always = HttpPost(url_, eager.dump());
+  ASSERT_EQ(always.status, 200) << always.body;
+  EXPECT_EQ(always.headers["x-switchyard-target"], "eager");
+  EXPECT_EQ(json::parse(always.body)["choices"][0]["message"]["content"], "Hello, world!");
+
+  const std::vector<mocks::RecordedRequest> sent = upstream_->requests();
+  ASSERT_EQ(sent.size(), 5u);
+  const std::vector<bool> want = {false, true, false, true, true};
+  for (size_t i = 0; i < sent.size(); ++i) {
+    SCOPED_TRACE(i);
+    json body = json::parse(sent[i].body);
+    EXPECT_EQ(body["stream"], want[i]);
+    // Usage comes with a body anyway; a stream has to ask for it.
+    EXPECT_EQ(body.contains("stream_options"), want[i]);
+    EXPECT_EQ(sent[i].Header("accept"), want[i] ? "text/event-stream" : "application/json");
+  }
+  EXPECT_EQ(json::parse(sent[4].body)["model"], "frontier-eager");
 }
 
 TEST_F(RemoteRouteTest, SensitiveRequestsNeverReachTheUpstream) {

@@ -79,7 +79,7 @@ TEST_F(AnthropicBackendTest, SendsTheExactMessagesBodyAndHeaders) {
 TEST_F(AnthropicBackendTest, FillsInTheRequiredMaxTokens) {
   AnthropicOptions options = Options();
   options.default_max_tokens = 333;
-  options.stream = false;
+  options.stream = StreamUpstream::kNever;
   options.api_key.clear();
   auto sink = Run(options);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
@@ -100,7 +100,7 @@ TEST_F(AnthropicBackendTest, NonStreamingGivesTextUsageAndStopReason) {
   behaviour.finish_reason = "length";
   mock_->SetBehaviour(behaviour);
   AnthropicOptions options = Options();
-  options.stream = false;
+  options.stream = StreamUpstream::kNever;
   auto sink = Run(options);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
   EXPECT_THAT(sink->deltas(), ElementsAre("The answer."));

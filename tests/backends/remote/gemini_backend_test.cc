@@ -74,7 +74,7 @@ TEST_F(GeminiBackendTest, NonStreamingUsesGenerateContent) {
   behaviour.finish_reason = "length";
   mock_->SetBehaviour(behaviour);
   GeminiOptions options = Options();
-  options.stream = false;
+  options.stream = StreamUpstream::kNever;
   options.model = "models/gemini-mock-pro";
   auto sink = Run(options);
   ASSERT_TRUE(sink->status().ok()) << sink->status();

@@ -78,7 +78,7 @@ TEST_F(OpenAiBackendTest, DirectBodyIsTheDomsBodyByteForByte) {
   auto maybe = [&] { return rng() % 2 == 0; };
   for (bool stream : {true, false}) {
     OpenAiOptions options = Options();
-    options.stream = stream;
+    options.stream = stream ? StreamUpstream::kAlways : StreamUpstream::kNever;
     options.model = stream ? "gpt-\"quoted\"" : "m\xc3\xa9";
     std::unique_ptr<OpenAiBackend> backend = Backend(options);
     ASSERT_NE(backend, nullptr);
@@ -156,7 +156,7 @@ TEST_F(OpenAiBackendTest, SendsTheExactOpenAiBodyAndHeaders) {
 
 TEST_F(OpenAiBackendTest, LeavesUnsetOptionalFieldsOut) {
   OpenAiOptions options = Options();
-  options.stream = false;
+  options.stream = StreamUpstream::kNever;
   options.api_key.clear();
   auto sink = Run(options);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
@@ -178,7 +178,7 @@ TEST_F(OpenAiBackendTest, NonStreamingGivesOneDeltaAndUsage) {
   behaviour.finish_reason = "length";
   mock_->SetBehaviour(behaviour);
   OpenAiOptions options = Options();
-  options.stream = false;
+  options.stream = StreamUpstream::kNever;
   auto sink = Run(options);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
   EXPECT_THAT(sink->deltas(), ElementsAre("The answer."));
@@ -269,7 +269,7 @@ TEST_F(OpenAiBackendTest, Http429IsResourceExhausted) {
   mock_->SetBehaviour(behaviour);
   for (bool stream : {true, false}) {
     OpenAiOptions options = Options();
-    options.stream = stream;
+    options.stream = stream ? StreamUpstream::kAlways : StreamUpstream::kNever;
     auto sink = Run(options);
     EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted) << sink->status();
     EXPECT_THAT(sink->status().message(), HasSubstr("Rate limit reached"));
@@ -362,7 +362,7 @@ TEST_F(OpenAiBackendTest, MalformedSseIsAnError) {
 
 TEST_F(OpenAiBackendTest, NonStreamedBodyWithANumberPastDoubleRangeIsInvalid) {
   OpenAiOptions options = Options();
-  options.stream = false;
+  options.stream = StreamUpstream::kNever;
   auto unary = RunMalformed(options, kNumberPastDoubleRange);
   EXPECT_EQ(unary->status().code(), absl::StatusCode::kUnavailable) << unary->status();
   EXPECT_THAT(unary->status().message(), HasSubstr("invalid completion JSON"));
@@ -389,7 +389,7 @@ TEST_F(OpenAiBackendTest, NonStreamingHitsTheTotalTimeout) {
   behaviour.delay = milliseconds(5000);
   mock_->SetBehaviour(behaviour);
   OpenAiOptions options = Options();
-  options.stream = false;
+  options.stream = StreamUpstream::kNever;
   options.timeouts.total = absl::Milliseconds(300);
   const Clock::time_point start = Clock::now();
   auto sink = Run(options);
@@ -418,7 +418,7 @@ TEST_F(OpenAiBackendTest, BodyOverTheCapIsAnError) {
   mock_->SetBehaviour(behaviour);
   for (bool stream : {true, false}) {
     OpenAiOptions options = Options();
-    options.stream = stream;
+    options.stream = stream ? StreamUpstream::kAlways : StreamUpstream::kNever;
     options.max_body_bytes = 2048;
     auto sink = Run(options);
     EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();

@@ -71,7 +71,7 @@ TEST_F(RetryBudgetUpstreamTest, ManyConcurrentFailuresRetryOnlyWithinTheBudget) 
   options.name = "busy";
   options.base_url = mock_->base_url();
   options.model = "m";
-  options.stream = false;
+  options.stream = StreamUpstream::kNever;
   options.timeouts.first_byte = absl::Seconds(60);
   options.retry.max_attempts = 3;
   options.retry.initial_backoff = absl::Milliseconds(1);

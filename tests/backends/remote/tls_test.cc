@@ -110,7 +110,7 @@ TEST_F(TlsTest, TheTargetsCaBundleMakesTheCallSucceed) {
   OpenAiOptions options = Options();
   options.ca_bundle_path = files_.ca_cert;
   for (bool stream : {true, false}) {
-    options.stream = stream;
+    options.stream = stream ? StreamUpstream::kAlways : StreamUpstream::kNever;
     auto sink = Run(options);
     ASSERT_TRUE(sink->status().ok()) << sink->status();
     EXPECT_EQ(sink->text(), "Hello, world!");

@@ -103,14 +103,20 @@ std::vector<Fault> Faults() {
        [](Dialect, bool stream) {
          return stream ? Error(C::kUnavailable, "upstream stream error:", K::kServerError) : Ok();
        }},
+      // A stream must start within first_byte; a body, whose first byte comes with the whole
+      // answer, has only the total timeout.
       {"NeverAnswers",
        [](Behaviour& b, RemoteOptions& o) {
          b.kind = Kind::kNeverAnswer;
          o.timeouts.first_byte = absl::Milliseconds(300);
+         o.timeouts.total = absl::Milliseconds(600);
        },
-       [](Dialect, bool) {
-         return Error(C::kDeadlineExceeded, "upstream sent no response within 300ms",
-                      K::kTimeout);
+       [](Dialect, bool stream) {
+         return stream ? Error(C::kDeadlineExceeded, "upstream sent no response within 300ms",
+                               K::kTimeout)
+                       : Error(C::kDeadlineExceeded,
+                               "upstream timed out: no complete response within 600ms",
+                               K::kTimeout);
        }},
       {"SlowDripBeyondIdleTimeout",
        [](Behaviour& b, RemoteOptions& o) {
@@ -197,7 +203,7 @@ class UpstreamFaultsTest : public MockUpstreamTest, public ::testing::WithParamI
     options.base_url = mock_->base_url();
     options.model = "mock-model";
     options.api_key = "sk-faults";
-    options.stream = GetParam().stream;
+    options.stream = GetParam().stream ? StreamUpstream::kAlways : StreamUpstream::kNever;
     options.timeouts.connect = absl::Seconds(2);
     options.timeouts.first_byte = absl::Seconds(5);
     options.timeouts.idle = absl::Seconds(5);
