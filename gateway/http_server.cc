@@ -45,6 +45,38 @@ std::string_view EdgeName(ClientDialect dialect) {
   return dialect == ClientDialect::kAnthropic ? "anthropic" : "openai";
 }
 
+// A response head written straight as wire bytes: the status line, then one "Name: value" line
+// per Set. Beast's fields allocate an element per field and its writer walks them once more; a
+// head is built once and sent at once, so text does (BENCHMARKS.md, "Session 13").
+class ResponseHead {
+ public:
+  ResponseHead(http::status status, unsigned version) {
+    text_.reserve(384);
+    const beast::string_view reason = http::obsolete_reason(status);
+    absl::StrAppend(&text_, "HTTP/", version / 10, ".", version % 10, " ",
+                    static_cast<unsigned>(status), " ");
+    text_.append(reason.data(), reason.size());
+    text_ += "\r\n";
+  }
+
+  ResponseHead& Set(std::string_view name, std::string_view value) {
+    text_.append(name);
+    text_ += ": ";
+    text_.append(value);
+    text_ += "\r\n";
+    return *this;
+  }
+
+  // The head's bytes, ending with the blank line.
+  std::string Finish() && {
+    text_ += "\r\n";
+    return std::move(text_);
+  }
+
+ private:
+  std::string text_;
+};
+
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(tcp::socket&& socket, std::shared_ptr<HttpShared> shared)
@@ -70,9 +102,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   void SendJson(http::status status, std::string body);
   void SendError(const absl::Status& status);
-  // Writes `response` (completing its headers) as one buffer; the message itself is not kept.
-  void SendResponse(http::response<http::string_body>& response);
-  void SetDecisionHeaders(http::fields& fields) const;
+  // A head with what every answer carries: the status line, Server, Content-Type and the
+  // decision headers.
+  ResponseHead Head(http::status status, std::string_view content_type) const;
+  // Connection as the client's HTTP version needs it to keep the connection or not.
+  void SetConnection(ResponseHead& head) const;
+  // Writes the head (completed with Connection and Content-Length) and the body as one buffer.
+  void SendResponse(ResponseHead head, std::string body);
+  void SetDecisionHeaders(ResponseHead& head) const;
   void ExchangeDone();
   void Close();
 
@@ -116,19 +153,6 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::string response_bytes_;
 };
 
-// The status line and header fields as they go on the wire: Beast's own header writer, copied
-// out of its buffers directly (through an ostringstream it cost 5,000 instructions a response).
-template <typename Fields>
-std::string SerializeHead(const http::header<false, Fields>& head) {
-  typename Fields::writer writer(head, head.version(), head.result_int());
-  const auto buffers = writer.get();
-  std::string text;
-  text.reserve(beast::buffer_bytes(buffers));
-  for (const asio::const_buffer buffer : beast::buffers_range_ref(buffers)) {
-    text.append(static_cast<const char*>(buffer.data()), buffer.size());
-  }
-  return text;
-}
 
 // For a stream, whose headers went out before the answer was complete: the served-by, retries and
 // fallbacks explanation as an SSE comment line, which every SSE client ignores.
@@ -323,10 +347,8 @@ void HttpSession::Handle() {
     if (!Authenticate()) return;
     SendJson(http::status::ok, ModelsJson(gateway_.runtime()->config, UnixSeconds()));
   } else if (path == "/metrics") {
-    http::response<http::string_body> response(http::status::ok, request_.version());
-    response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-    response.body() = gateway_.metrics().Render();
-    SendResponse(response);
+    SendResponse(Head(http::status::ok, "text/plain; version=0.0.4; charset=utf-8"),
+                 gateway_.metrics().Render());
   } else {
     SendJson(http::status::not_found,
              ErrorJson(absl::StrCat("no route for ", policies::Sv(path)), "invalid_request_error",
@@ -435,71 +457,76 @@ void HttpSession::OnChatDone(absl::Status status, backends::Completion completio
     QueueStreamBytes(std::move(text), true);
     return;
   }
-  http::response<http::string_body> response(http::status::ok, request_.version());
-  response.set(http::field::content_type, "application/json");
   // The model that answered: a fallback target when the first choice failed.
   const std::string& model =
       completion.served_by.empty() ? routed_.decision.target : completion.served_by;
-  response.body() =
+  SendResponse(
+      Head(http::status::ok, "application/json"),
       dialect_ == ClientDialect::kAnthropic
           ? MessageJson(MessageId(inbound_.chat.request_id), model, text, completion)
-          : ChatCompletionJson(inbound_.chat.request_id, model, created_, text, completion);
-  SendResponse(response);
+          : ChatCompletionJson(inbound_.chat.request_id, model, created_, text, completion));
 }
 
-void HttpSession::SetDecisionHeaders(http::fields& fields) const {
+void HttpSession::SetDecisionHeaders(ResponseHead& head) const {
   if (!routed_.decision.rule.empty()) {
-    fields.set("x-switchyard-target", routed_.decision.target);
-    fields.set("x-switchyard-rule", routed_.decision.rule);
-    fields.set("x-switchyard-policy-version", routed_.decision.policy_version);
+    head.Set("x-switchyard-target", routed_.decision.target);
+    head.Set("x-switchyard-rule", routed_.decision.rule);
+    head.Set("x-switchyard-policy-version", routed_.decision.policy_version);
     if (!routed_.decision.level.empty()) {
-      fields.set("x-switchyard-sensitivity", routed_.decision.level);
+      head.Set("x-switchyard-sensitivity", routed_.decision.level);
     }
     if (!routed_.decision.findings.empty()) {
-      fields.set("x-switchyard-findings", FindingTypes(routed_.decision));
+      head.Set("x-switchyard-findings", FindingTypes(routed_.decision));
     }
   }
   if (explained_.has_value() && !explained_->served_by.empty()) {
-    fields.set("x-switchyard-served-by", explained_->served_by);
-    fields.set("x-switchyard-retries", std::to_string(explained_->retries));
-    fields.set("x-switchyard-fallbacks", std::to_string(explained_->fallbacks));
+    head.Set("x-switchyard-served-by", explained_->served_by);
+    head.Set("x-switchyard-retries", std::to_string(explained_->retries));
+    head.Set("x-switchyard-fallbacks", std::to_string(explained_->fallbacks));
   }
-  if (!routed_.budget_note.empty()) fields.set("x-switchyard-budget", routed_.budget_note);
-  if (!inbound_.chat.request_id.empty()) fields.set("x-request-id", inbound_.chat.request_id);
+  if (!routed_.budget_note.empty()) head.Set("x-switchyard-budget", routed_.budget_note);
+  if (!inbound_.chat.request_id.empty()) head.Set("x-request-id", inbound_.chat.request_id);
+}
+
+ResponseHead HttpSession::Head(http::status status, std::string_view content_type) const {
+  ResponseHead head(status, request_.version());
+  head.Set("Server", "switchyard").Set("Content-Type", content_type);
+  SetDecisionHeaders(head);
+  return head;
+}
+
+void HttpSession::SetConnection(ResponseHead& head) const {
+  // HTTP/1.1 keeps a connection unless told otherwise; HTTP/1.0 closes it unless told otherwise.
+  if (request_.version() >= 11) {
+    if (!keep_alive_) head.Set("Connection", "close");
+  } else if (keep_alive_) {
+    head.Set("Connection", "keep-alive");
+  }
 }
 
 void HttpSession::SendJson(http::status status, std::string body) {
-  http::response<http::string_body> response(status, request_.version());
-  response.set(http::field::content_type, "application/json");
-  response.body() = std::move(body);
-  SendResponse(response);
+  SendResponse(Head(status, "application/json"), std::move(body));
 }
 
 void HttpSession::SendError(const absl::Status& status) {
-  http::response<http::string_body> response(
-      static_cast<http::status>(MapStatus(status.code()).http_status), request_.version());
-  response.set(http::field::content_type, "application/json");
+  ResponseHead head =
+      Head(static_cast<http::status>(MapStatus(status.code()).http_status), "application/json");
   if (std::optional<int64_t> seconds = RetryAfterSeconds(status)) {
-    response.set(http::field::retry_after, std::to_string(*seconds));
+    head.Set("Retry-After", std::to_string(*seconds));
   }
-  if (status.code() == absl::StatusCode::kUnauthenticated) {
-    response.set(http::field::www_authenticate, "Bearer");
-  }
-  response.body() =
-      dialect_ == ClientDialect::kAnthropic ? AnthropicErrorJson(status) : ErrorJson(status);
-  SendResponse(response);
+  if (status.code() == absl::StatusCode::kUnauthenticated) head.Set("WWW-Authenticate", "Bearer");
+  SendResponse(std::move(head), dialect_ == ClientDialect::kAnthropic ? AnthropicErrorJson(status)
+                                                                      : ErrorJson(status));
 }
 
-void HttpSession::SendResponse(http::response<http::string_body>& response) {
-  response.set(http::field::server, "switchyard");
-  SetDecisionHeaders(response.base());
-  response.keep_alive(keep_alive_);
-  response.prepare_payload();
+void HttpSession::SendResponse(ResponseHead head, std::string body) {
+  SetConnection(head);
+  head.Set("Content-Length", std::to_string(body.size()));
   // Head and body in one buffer, one write: Beast's message writer walks the same bytes through
   // a serializer and a chain of buffer views, about a tenth of the gateway's instructions for a
   // small answer (BENCHMARKS.md, "Session 11").
-  response_bytes_ = SerializeHead(response.base());
-  response_bytes_ += response.body();
+  response_bytes_ = std::move(head).Finish();
+  response_bytes_ += body;
   asio::async_write(stream_, asio::buffer(response_bytes_),
                     [self = shared_from_this()](beast::error_code ec, size_t) {
                       if (ec) self->client_gone_ = true;
@@ -510,14 +537,11 @@ void HttpSession::SendResponse(http::response<http::string_body>& response) {
 void HttpSession::QueueStreamBytes(std::string bytes, bool last) {
   if (!stream_started_) {
     stream_started_ = true;
-    http::response<http::empty_body> head(http::status::ok, request_.version());
-    head.set(http::field::server, "switchyard");
-    head.set(http::field::content_type, "text/event-stream");
-    head.set(http::field::cache_control, "no-cache");
-    SetDecisionHeaders(head.base());
-    head.keep_alive(keep_alive_);
-    head.chunked(true);
-    stream_head_ = SerializeHead(head.base());
+    ResponseHead head = Head(http::status::ok, "text/event-stream");
+    head.Set("Cache-Control", "no-cache");
+    SetConnection(head);
+    head.Set("Transfer-Encoding", "chunked");
+    stream_head_ = std::move(head).Finish();
   }
   stream_pending_ += bytes;
   stream_last_queued_ = stream_last_queued_ || last;

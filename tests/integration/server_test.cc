@@ -465,6 +465,90 @@ TEST_F(ServerTest, PipelinedRequestsAreEachAnswered) {
   EXPECT_EQ(cloud_->cancelled(), 0);
 }
 
+// Response heads byte for byte, for what a client library normalises away: the status line, the
+// field names' spelling, Content-Length or chunked, and Connection as HTTP/1.0 and 1.1 need it.
+TEST_F(ServerTest, ResponseHeadsOnTheWire) {
+  // One exchange on a new connection: the head, and whether the server then closed.
+  struct Exchange {
+    std::string head;
+    std::string body;
+    bool closed = false;
+  };
+  const auto exchange = [&](const std::string& version, const std::string& fields,
+                            const std::string& path, const std::string& body) {
+    RawConnection connection(server_->http_port());
+    EXPECT_TRUE(connection.connected());
+    const std::string method = body.empty() ? "GET " : "POST ";
+    EXPECT_TRUE(connection.Send(absl::StrCat(
+        method, path, " HTTP/", version, "\r\nHost: 127.0.0.1\r\n", fields,
+        body.empty() ? "" : absl::StrCat("Content-Type: application/json\r\nContent-Length: ",
+                                         body.size(), "\r\n"),
+        "\r\n", body)));
+    // Everything until the answer is complete (by Content-Length, or the last chunk).
+    const std::string received = connection.ReadUntil([](const std::string& bytes) {
+      const size_t end = bytes.find("\r\n\r\n");
+      if (end == std::string::npos) return false;
+      if (const size_t at = bytes.find("Content-Length: "); at != std::string::npos && at < end) {
+        return bytes.size() >= end + 4 + std::stoul(bytes.substr(at + 16));
+      }
+      return bytes.ends_with("0\r\n\r\n");
+    });
+    Exchange result;
+    const size_t end = received.find("\r\n\r\n");
+    EXPECT_NE(end, std::string::npos) << received;
+    result.head = received.substr(0, end + 4);
+    result.body = received.substr(end + 4);
+    // A kept connection answers a second request; a closed one reads end-of-stream at once.
+    connection.Send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    result.closed = connection
+                        .ReadUntil([](const std::string& bytes) {
+                          return bytes.find("\r\n\r\n") != std::string::npos;
+                        })
+                        .empty();
+    return result;
+  };
+
+  const std::string chat = UserMessage("hi");
+  Exchange kept = exchange("1.1", "", "/v1/chat/completions", chat);
+  EXPECT_TRUE(kept.head.starts_with("HTTP/1.1 200 OK\r\n")) << kept.head;
+  EXPECT_THAT(kept.head, HasSubstr("\r\nServer: switchyard\r\n"));
+  EXPECT_THAT(kept.head, HasSubstr("\r\nContent-Type: application/json\r\n"));
+  EXPECT_THAT(kept.head, HasSubstr("\r\nx-switchyard-target: cloud\r\n"));
+  EXPECT_THAT(kept.head, HasSubstr("\r\nx-switchyard-served-by: cloud\r\n"));
+  EXPECT_THAT(kept.head, HasSubstr(absl::StrCat("\r\nContent-Length: ", kept.body.size(), "\r\n")));
+  EXPECT_THAT(kept.head, ::testing::Not(HasSubstr("Connection")));
+  EXPECT_EQ(json::parse(kept.body)["choices"][0]["message"]["content"], "Hello, world");
+  EXPECT_FALSE(kept.closed);
+
+  Exchange closing = exchange("1.1", "Connection: close\r\n", "/v1/chat/completions", chat);
+  EXPECT_THAT(closing.head, HasSubstr("\r\nConnection: close\r\n"));
+  EXPECT_TRUE(closing.closed);
+
+  Exchange old = exchange("1.0", "", "/v1/chat/completions", chat);
+  EXPECT_TRUE(old.head.starts_with("HTTP/1.0 200 OK\r\n")) << old.head;
+  EXPECT_THAT(old.head, ::testing::Not(HasSubstr("Connection")));
+  EXPECT_TRUE(old.closed);
+
+  Exchange old_kept = exchange("1.0", "Connection: keep-alive\r\n", "/v1/chat/completions", chat);
+  EXPECT_THAT(old_kept.head, HasSubstr("\r\nConnection: keep-alive\r\n"));
+  EXPECT_FALSE(old_kept.closed);
+
+  Exchange stream = exchange("1.1", "", "/v1/chat/completions",
+                             UserMessage("hi", R"("stream":true,)"));
+  EXPECT_TRUE(stream.head.starts_with("HTTP/1.1 200 OK\r\n")) << stream.head;
+  EXPECT_THAT(stream.head, HasSubstr("\r\nContent-Type: text/event-stream\r\n"));
+  EXPECT_THAT(stream.head, HasSubstr("\r\nCache-Control: no-cache\r\n"));
+  EXPECT_THAT(stream.head, HasSubstr("\r\nTransfer-Encoding: chunked\r\n"));
+  EXPECT_THAT(stream.head, HasSubstr("\r\nx-switchyard-target: cloud\r\n"));
+  EXPECT_THAT(stream.head, ::testing::Not(HasSubstr("Content-Length")));
+  EXPECT_THAT(stream.body, HasSubstr("data: [DONE]"));
+
+  Exchange missing = exchange("1.1", "", "/nowhere", "");
+  EXPECT_TRUE(missing.head.starts_with("HTTP/1.1 404 Not Found\r\n")) << missing.head;
+  EXPECT_THAT(missing.head,
+              HasSubstr(absl::StrCat("\r\nContent-Length: ", missing.body.size(), "\r\n")));
+}
+
 // A client that hangs up while its (non-streamed) answer is being made: the backend's work stops.
 TEST_F(ServerTest, ClientHangingUpMidRequestCancelsBackendWork) {
   cloud_->set_script(Script(std::vector<std::string>(200, "tok"), std::chrono::milliseconds(20)));
