@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/hash/hash.h"
 
 // No absl string helpers here: Debian's abseil is built with its own absl::string_view, which
 // does not accept std::string_view, and std::string's appends are all this needs.
@@ -216,6 +217,40 @@ bool FamilyBase::LabelValuesLess::operator()(absl::Span<const std::string> a,
                                              absl::Span<const std::string> b) const {
   return LexicographicLess(a, b);
 }
+
+template <typename S>
+size_t HashLabelValues(absl::Span<const S> values) {
+  size_t hash = values.size();
+  for (const S& value : values) {
+    hash = absl::HashOf(hash, absl::string_view(value.data(), value.size()));
+  }
+  return hash;
+}
+
+template <typename A, typename B>
+bool EqualLabelValues(absl::Span<const A> a, absl::Span<const B> b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](std::string_view x, std::string_view y) { return x == y; });
+}
+
+size_t FamilyBase::LabelValuesHash::operator()(absl::Span<const std::string> values) const {
+  return HashLabelValues(values);
+}
+size_t FamilyBase::LabelValuesHash::operator()(absl::Span<const std::string_view> values) const {
+  return HashLabelValues(values);
+}
+bool FamilyBase::LabelValuesEq::operator()(absl::Span<const std::string> a,
+                                           absl::Span<const std::string> b) const {
+  return EqualLabelValues(a, b);
+}
+bool FamilyBase::LabelValuesEq::operator()(absl::Span<const std::string> a,
+                                           absl::Span<const std::string_view> b) const {
+  return EqualLabelValues(a, b);
+}
+bool FamilyBase::LabelValuesEq::operator()(absl::Span<const std::string_view> a,
+                                           absl::Span<const std::string> b) const {
+  return EqualLabelValues(a, b);
+}
 bool FamilyBase::LabelValuesLess::operator()(absl::Span<const std::string> a,
                                              absl::Span<const std::string_view> b) const {
   return LexicographicLess(a, b);
@@ -289,7 +324,15 @@ T& Family<T>::WithLabels(absl::Span<const std::string_view> values) {
 template <typename T>
 void Family<T>::AppendSamples(std::string* out) const {
   absl::MutexLock lock(&mu_);
-  for (const auto& [label_values, child] : children_) {
+  std::vector<const typename decltype(children_)::value_type*> sorted;
+  sorted.reserve(children_.size());
+  for (const auto& entry : children_) sorted.push_back(&entry);
+  std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) {
+    return LabelValuesLess()(a->first, b->first);
+  });
+  for (const auto* entry : sorted) {
+    const std::vector<std::string>& label_values = entry->first;
+    const std::unique_ptr<T>& child = entry->second;
     if constexpr (std::is_same_v<T, Histogram>) {
       const Histogram::Snapshot snapshot = child->Collect();
       const std::vector<double>& bounds = child->bounds();
@@ -433,3 +476,4 @@ void AddBuildInfo(MetricsRegistry& registry, std::string_view version) {
 }
 
 }  // namespace switchyard::gateway
+

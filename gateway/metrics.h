@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 
@@ -144,6 +145,19 @@ class FamilyBase {
     bool operator()(absl::Span<const std::string> a, absl::Span<const std::string_view> b) const;
     bool operator()(absl::Span<const std::string_view> a, absl::Span<const std::string> b) const;
   };
+  // Hash and equality over the same two forms, for the children's hash map: a request's
+  // lookups are a hash and one comparison rather than a walk down a tree of comparisons.
+  struct LabelValuesHash {
+    using is_transparent = void;
+    size_t operator()(absl::Span<const std::string> values) const;
+    size_t operator()(absl::Span<const std::string_view> values) const;
+  };
+  struct LabelValuesEq {
+    using is_transparent = void;
+    bool operator()(absl::Span<const std::string> a, absl::Span<const std::string> b) const;
+    bool operator()(absl::Span<const std::string> a, absl::Span<const std::string_view> b) const;
+    bool operator()(absl::Span<const std::string_view> a, absl::Span<const std::string> b) const;
+  };
 
   // Aborts naming the family unless `values` has one entry per label name.
   void CheckArity(size_t num_values) const;
@@ -178,8 +192,9 @@ class Family final : public FamilyBase {
 
   const std::function<std::unique_ptr<T>()> make_child_;
   mutable absl::Mutex mu_;
-  std::map<std::vector<std::string>, std::unique_ptr<T>, LabelValuesLess> children_
-      ABSL_GUARDED_BY(mu_);
+  // Unordered; a scrape sorts the series by label values.
+  absl::flat_hash_map<std::vector<std::string>, std::unique_ptr<T>, LabelValuesHash, LabelValuesEq>
+      children_ ABSL_GUARDED_BY(mu_);
 };
 
 extern template class Family<Counter>;
