@@ -217,6 +217,14 @@ bool FamilyBase::LabelValuesLess::operator()(absl::Span<const std::string> a,
                                              absl::Span<const std::string> b) const {
   return LexicographicLess(a, b);
 }
+bool FamilyBase::LabelValuesLess::operator()(absl::Span<const std::string> a,
+                                             absl::Span<const std::string_view> b) const {
+  return LexicographicLess(a, b);
+}
+bool FamilyBase::LabelValuesLess::operator()(absl::Span<const std::string_view> a,
+                                             absl::Span<const std::string> b) const {
+  return LexicographicLess(a, b);
+}
 
 template <typename S>
 size_t HashLabelValues(absl::Span<const S> values) {
@@ -250,14 +258,6 @@ bool FamilyBase::LabelValuesEq::operator()(absl::Span<const std::string> a,
 bool FamilyBase::LabelValuesEq::operator()(absl::Span<const std::string_view> a,
                                            absl::Span<const std::string> b) const {
   return EqualLabelValues(a, b);
-}
-bool FamilyBase::LabelValuesLess::operator()(absl::Span<const std::string> a,
-                                             absl::Span<const std::string_view> b) const {
-  return LexicographicLess(a, b);
-}
-bool FamilyBase::LabelValuesLess::operator()(absl::Span<const std::string_view> a,
-                                             absl::Span<const std::string> b) const {
-  return LexicographicLess(a, b);
 }
 
 void FamilyBase::CheckArity(size_t num_values) const {
