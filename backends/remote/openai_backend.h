@@ -3,8 +3,8 @@
 //
 // A request that streams upstream (`stream`, remote_call.h: by default when the client streams)
 // hands deltas to the sink one by one as they arrive; otherwise the whole answer comes back as
-// one JSON body and reaches the sink as one delta. Usage comes from the provider's "usage" object (in a stream, the final chunk, which
-// we ask for with stream_options.include_usage).
+// one JSON body and reaches the sink as one delta. Usage comes from the provider's "usage"
+// object (in a stream, the final chunk, which we ask for with stream_options.include_usage).
 //
 // Errors map as remote_call.h describes. finish_reason "length" maps to kLength; everything else
 // ("stop", "content_filter", "tool_calls") to kStop.
