@@ -49,6 +49,11 @@ targets:
     base_url: )" + upstream_->base_url() + R"(
     model: frontier-eager
     stream: always
+  - name: plain
+    kind: openai_compatible
+    base_url: )" + upstream_->base_url() + R"(
+    model: frontier-plain
+    stream: never
 policy:
   default: frontier
   rules:
@@ -60,6 +65,9 @@ policy:
     - name: eager
       when: { model: eager }
       route: eager
+    - name: plain
+      when: { model: plain }
+      route: plain
 )";
     absl::StatusOr<Config> config = ParseConfig(yaml, "remote_route_test.yaml", "");
     ASSERT_TRUE(config.ok()) << config.status();
@@ -166,6 +174,32 @@ TEST_F(RemoteRouteTest, UpstreamStreamsExactlyWhenTheClientDoes) {
     EXPECT_EQ(sent[i].Header("accept"), want[i] ? "text/event-stream" : "application/json");
   }
   EXPECT_EQ(json::parse(sent[4].body)["model"], "frontier-eager");
+}
+
+// A `stream: never` target answers a streaming client from one upstream body: the client still
+// gets a well-formed event stream, the whole text in one delta.
+TEST_F(RemoteRouteTest, NeverStreamingTargetStillServesAStreamingClient) {
+  json body = json::parse(Body("five", /*stream=*/true));
+  body["model"] = "plain";
+  HttpResult result = HttpPost(url_, body.dump());
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(result.headers["x-switchyard-target"], "plain");
+  EXPECT_THAT(result.headers["content-type"], HasSubstr("text/event-stream"));
+  const std::vector<std::string> events = SseData(result.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::vector<std::string> deltas;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    json chunk = json::parse(events[i]);
+    if (chunk["choices"][0]["delta"].contains("content")) {
+      deltas.push_back(chunk["choices"][0]["delta"]["content"].get<std::string>());
+    }
+  }
+  EXPECT_THAT(deltas, ::testing::ElementsAre("Hello, world!"));
+  ASSERT_EQ(upstream_->request_count(), 1u);
+  const mocks::RecordedRequest sent = upstream_->requests()[0];
+  EXPECT_EQ(json::parse(sent.body)["stream"], false);
+  EXPECT_EQ(sent.Header("accept"), "application/json");
 }
 
 TEST_F(RemoteRouteTest, SensitiveRequestsNeverReachTheUpstream) {
