@@ -15,6 +15,10 @@
 namespace switchyard::gateway {
 namespace {
 
+// Literals appended as string_views: their length is known, so an append is a copy, not a strlen
+// and a copy (a stream appends a dozen per token).
+using std::string_view_literals::operator""sv;
+
 using backends::AppendJsonString;
 using nlohmann::json;
 // Responses keep OpenAI's field order (id, object, created, model, ...), which some clients log.
@@ -42,33 +46,33 @@ std::optional<std::string> FastChunkEvent(std::string_view id, std::string_view 
   // The fixed text of the longest event is under 256 bytes (a usage block included).
   std::string out;
   out.reserve(256 + id.size() + model.size() + delta.size());
-  out += "data: {\"id\":";
+  out += "data: {\"id\":"sv;
   if (!AppendJsonString(id, out)) return std::nullopt;
-  out += ",\"object\":\"chat.completion.chunk\",\"created\":";
+  out += ",\"object\":\"chat.completion.chunk\",\"created\":"sv;
   out += std::to_string(created);
-  out += ",\"model\":";
+  out += ",\"model\":"sv;
   if (!AppendJsonString(model, out)) return std::nullopt;
-  out += ",\"choices\":[{\"index\":0,\"delta\":{";
-  if (first) out += "\"role\":\"assistant\"";
+  out += ",\"choices\":[{\"index\":0,\"delta\":{"sv;
+  if (first) out += "\"role\":\"assistant\""sv;
   if (!delta.empty() || first) {
     if (first) out.push_back(',');
-    out += "\"content\":";
+    out += "\"content\":"sv;
     if (!AppendJsonString(delta, out)) return std::nullopt;
   }
-  out += "},\"logprobs\":null,\"finish_reason\":";
+  out += "},\"logprobs\":null,\"finish_reason\":"sv;
   if (finish == nullptr) {
-    out += "null}]}\n\n";
+    out += "null}]}\n\n"sv;
     return out;
   }
   out.push_back('"');
   out += FinishReasonName(finish->finish_reason);
-  out += "\"}],\"usage\":{\"prompt_tokens\":";
+  out += "\"}],\"usage\":{\"prompt_tokens\":"sv;
   out += std::to_string(finish->usage.prompt_tokens);
-  out += ",\"completion_tokens\":";
+  out += ",\"completion_tokens\":"sv;
   out += std::to_string(finish->usage.completion_tokens);
-  out += ",\"total_tokens\":";
+  out += ",\"total_tokens\":"sv;
   out += std::to_string(finish->usage.prompt_tokens + finish->usage.completion_tokens);
-  out += "}}\n\n";
+  out += "}}\n\n"sv;
   return out;
 }
 
@@ -198,23 +202,23 @@ std::string ChatCompletionJson(std::string_view id, std::string_view model, int6
   // Built directly (the same bytes as the DOM below) unless a text is not valid UTF-8.
   std::string out;
   out.reserve(256 + id.size() + model.size() + content.size());
-  out += "{\"id\":";
+  out += "{\"id\":"sv;
   bool valid = AppendJsonString(id, out);
-  out += ",\"object\":\"chat.completion\",\"created\":";
+  out += ",\"object\":\"chat.completion\",\"created\":"sv;
   out += std::to_string(created);
-  out += ",\"model\":";
+  out += ",\"model\":"sv;
   valid = valid && AppendJsonString(model, out);
-  out += ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":";
+  out += ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"sv;
   valid = valid && AppendJsonString(content, out);
-  out += "},\"logprobs\":null,\"finish_reason\":\"";
+  out += "},\"logprobs\":null,\"finish_reason\":\""sv;
   out += FinishReasonName(completion.finish_reason);
-  out += "\"}],\"usage\":{\"prompt_tokens\":";
+  out += "\"}],\"usage\":{\"prompt_tokens\":"sv;
   out += std::to_string(completion.usage.prompt_tokens);
-  out += ",\"completion_tokens\":";
+  out += ",\"completion_tokens\":"sv;
   out += std::to_string(completion.usage.completion_tokens);
-  out += ",\"total_tokens\":";
+  out += ",\"total_tokens\":"sv;
   out += std::to_string(completion.usage.prompt_tokens + completion.usage.completion_tokens);
-  out += "}}";
+  out += "}}"sv;
   if (valid) return out;
   ordered response = {
       {"id", id},
