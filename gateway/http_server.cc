@@ -191,7 +191,7 @@ class HttpChatSink : public backends::ChatSink,
       if (first_) event = MessageStartEvents(MessageId(id_), model_);
       if (!text.empty()) event += MessageDeltaEvent(text);
     } else {
-      event = ChatChunkEvent(id_, model_, created_, text, first_, nullptr);
+      event = Chunks().Event(text, first_, nullptr);
     }
     first_ = false;
     {
@@ -215,8 +215,8 @@ class HttpChatSink : public backends::ChatSink,
       if (first_) tail += MessageStartEvents(MessageId(id_), model_);
       tail += MessageEndEvents(completion);
     } else if (stream_ && status.ok()) {
-      if (first_) tail += ChatChunkEvent(id_, model_, created_, "", true, nullptr);
-      tail += ChatChunkEvent(id_, model_, created_, "", false, &completion);
+      if (first_) tail += Chunks().Event("", true, nullptr);
+      tail += Chunks().Event("", false, &completion);
       if (include_usage_) tail += ChatUsageEvent(id_, model_, created_, completion.usage);
       tail += "data: [DONE]\n\n";
     } else if (!stream_) {
@@ -229,6 +229,12 @@ class HttpChatSink : public backends::ChatSink,
   }
 
  private:
+  // Made at the first OpenAI event; calls on a sink never overlap.
+  const ChatChunkWriter& Chunks() {
+    if (!chunks_.has_value()) chunks_.emplace(id_, model_, created_);
+    return *chunks_;
+  }
+
   // On the session's thread.
   void Flush() {
     std::string events;
@@ -248,6 +254,7 @@ class HttpChatSink : public backends::ChatSink,
   const std::string id_;
   const std::string model_;
   const int64_t created_;
+  std::optional<ChatChunkWriter> chunks_;
   bool first_ = true;
   std::string text_;
   absl::Mutex mu_;

@@ -38,14 +38,12 @@ std::string Dump(const ordered& value) {
   return value.dump(-1, ' ', false, ordered::error_handler_t::replace);
 }
 
-// A stream's event without a DOM, the per-token one and the finishing one (`finish` set): the
-// same bytes Dump() gives, or nullopt for text that is not valid UTF-8.
-std::optional<std::string> FastChunkEvent(std::string_view id, std::string_view model,
-                                          int64_t created, std::string_view delta, bool first,
-                                          const backends::Completion* finish) {
-  // The fixed text of the longest event is under 256 bytes (a usage block included).
+// The part of a stream's event that every event of the stream shares, up to the delta's
+// fields; nullopt when the id or the model is not valid UTF-8.
+std::optional<std::string> ChunkEventHead(std::string_view id, std::string_view model,
+                                          int64_t created) {
   std::string out;
-  out.reserve(256 + id.size() + model.size() + delta.size());
+  out.reserve(96 + id.size() + model.size());
   out += "data: {\"id\":"sv;
   if (!AppendJsonString(id, out)) return std::nullopt;
   out += ",\"object\":\"chat.completion.chunk\",\"created\":"sv;
@@ -53,16 +51,23 @@ std::optional<std::string> FastChunkEvent(std::string_view id, std::string_view 
   out += ",\"model\":"sv;
   if (!AppendJsonString(model, out)) return std::nullopt;
   out += ",\"choices\":[{\"index\":0,\"delta\":{"sv;
+  return out;
+}
+
+// A stream's event without a DOM, the per-token one and the finishing one (`finish` set), after
+// its head: the same bytes Dump() gives, or false for a delta that is not valid UTF-8.
+bool AppendChunkEventTail(std::string_view delta, bool first, const backends::Completion* finish,
+                          std::string& out) {
   if (first) out += "\"role\":\"assistant\""sv;
   if (!delta.empty() || first) {
     if (first) out.push_back(',');
     out += "\"content\":"sv;
-    if (!AppendJsonString(delta, out)) return std::nullopt;
+    if (!AppendJsonString(delta, out)) return false;
   }
   out += "},\"logprobs\":null,\"finish_reason\":"sv;
   if (finish == nullptr) {
     out += "null}]}\n\n"sv;
-    return out;
+    return true;
   }
   out.push_back('"');
   out += FinishReasonName(finish->finish_reason);
@@ -73,8 +78,11 @@ std::optional<std::string> FastChunkEvent(std::string_view id, std::string_view 
   out += ",\"total_tokens\":"sv;
   out += std::to_string(finish->usage.prompt_tokens + finish->usage.completion_tokens);
   out += "}}\n\n"sv;
-  return out;
+  return true;
 }
+
+// The fixed text of the longest event's tail is under 160 bytes (a usage block included).
+constexpr size_t kChunkTailBytes = 160;
 
 }  // namespace
 
@@ -238,10 +246,10 @@ std::string ChatCompletionJson(std::string_view id, std::string_view model, int6
 std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
                            std::string_view delta, bool first,
                            const backends::Completion* finish) {
-  // Every token of a stream comes through here: build the event directly, unless a text is not
-  // valid UTF-8 (the DOM then replaces what is invalid).
-  if (std::optional<std::string> event = FastChunkEvent(id, model, created, delta, first, finish)) {
-    return *std::move(event);
+  // Built directly, unless a text is not valid UTF-8 (the DOM then replaces what is invalid).
+  if (std::optional<std::string> event = ChunkEventHead(id, model, created)) {
+    event->reserve(event->size() + kChunkTailBytes + delta.size());
+    if (AppendChunkEventTail(delta, first, finish, *event)) return *std::move(event);
   }
   ordered delta_object = ordered::object();
   if (first) delta_object["role"] = "assistant";
@@ -261,6 +269,23 @@ std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t 
     chunk["usage"] = UsageJson(finish->usage);
   }
   return absl::StrCat("data: ", Dump(chunk), "\n\n");
+}
+
+ChatChunkWriter::ChatChunkWriter(std::string id, std::string model, int64_t created)
+    : id_(std::move(id)),
+      model_(std::move(model)),
+      created_(created),
+      head_(ChunkEventHead(id_, model_, created_)) {}
+
+std::string ChatChunkWriter::Event(std::string_view delta, bool first,
+                                   const backends::Completion* finish) const {
+  if (head_.has_value()) {
+    std::string event;
+    event.reserve(head_->size() + kChunkTailBytes + delta.size());
+    event += *head_;
+    if (AppendChunkEventTail(delta, first, finish, event)) return event;
+  }
+  return ChatChunkEvent(id_, model_, created_, delta, first, finish);
 }
 
 std::string ChatUsageEvent(std::string_view id, std::string_view model, int64_t created,

@@ -4,6 +4,7 @@
 #define SWITCHYARD_GATEWAY_OPENAI_CODEC_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -28,6 +29,23 @@ std::string ChatCompletionJson(std::string_view id, std::string_view model, int6
 std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
                            std::string_view delta, bool first,
                            const backends::Completion* finish);
+
+// ChatChunkEvent for the events of one stream. The start of every event (id, created, model) is
+// the same, so it is rendered once, and each token costs only its own part.
+class ChatChunkWriter {
+ public:
+  ChatChunkWriter(std::string id, std::string model, int64_t created);
+
+  // The same bytes as ChatChunkEvent(id, model, created, delta, first, finish).
+  std::string Event(std::string_view delta, bool first, const backends::Completion* finish) const;
+
+ private:
+  std::string id_;
+  std::string model_;
+  int64_t created_;
+  // Null when the id or the model is not valid UTF-8: every event then takes ChatChunkEvent.
+  std::optional<std::string> head_;
+};
 
 // The usage-only chunk OpenAI sends when stream_options.include_usage is set.
 std::string ChatUsageEvent(std::string_view id, std::string_view model, int64_t created,

@@ -198,12 +198,19 @@ TEST(OpenAiCodecTest, TokenEventsMatchTheDomByteForByte) {
       "", "Hello", " world", "quote \" backslash \\ slash /", "\b\f\n\r\t", std::string("\0\x01\x1f\x7f", 4),
       "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "\xed\x9f\xbf \xef\xbf\xbf \xf4\x8f\xbf\xbf",
       "bad \xff byte", "cut \xe2\x82", "overlong \xc0\xaf", "surrogate \xed\xa0\x80", "\xf4\x90\x80\x80"};
+  // A stream's writer renders the shared start of its events once; one writer serves them all.
+  const ChatChunkWriter writer("chatcmpl-1", "gpt-4o", 1700000000);
   for (const std::string& text : texts) {
     for (bool first : {true, false}) {
       EXPECT_EQ(ChatChunkEvent("chatcmpl-1", "gpt-4o", 1700000000, text, first, nullptr),
                 reference("chatcmpl-1", "gpt-4o", 1700000000, text, first))
           << json(text).dump(-1, ' ', true, json::error_handler_t::replace);
+      EXPECT_EQ(writer.Event(text, first, nullptr),
+                reference("chatcmpl-1", "gpt-4o", 1700000000, text, first))
+          << json(text).dump(-1, ' ', true, json::error_handler_t::replace);
       EXPECT_EQ(ChatChunkEvent(text, text, -5, "x", first, nullptr),
+                reference(text, text, -5, "x", first));
+      EXPECT_EQ(ChatChunkWriter(text, text, -5).Event("x", first, nullptr),
                 reference(text, text, -5, "x", first));
     }
   }
@@ -215,6 +222,8 @@ TEST(OpenAiCodecTest, TokenEventsMatchTheDomByteForByte) {
     for (bool first : {true, false}) {
       for (const std::string& text : {std::string(), std::string("bad \xff byte")}) {
         EXPECT_EQ(ChatChunkEvent("chatcmpl-1", text, 1700000000, "", first, &done),
+                  reference("chatcmpl-1", text, 1700000000, "", first, &done));
+        EXPECT_EQ(ChatChunkWriter("chatcmpl-1", text, 1700000000).Event("", first, &done),
                   reference("chatcmpl-1", text, 1700000000, "", first, &done));
       }
     }
