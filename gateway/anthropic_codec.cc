@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "backends/json_text.h"
 #include "gateway/json_fields.h"
 #include "gateway/status_map.h"
 #include "nlohmann/json.hpp"
@@ -184,6 +185,19 @@ std::string MessageStartEvents(std::string_view id, std::string_view model) {
 }
 
 std::string MessageDeltaEvent(std::string_view text) {
+  // Every token of a stream comes through here: built directly, the same bytes as the DOM
+  // below, unless the text is not valid UTF-8 (the DOM then replaces what is invalid).
+  constexpr std::string_view kStart =
+      "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+      "\"delta\":{\"type\":\"text_delta\",\"text\":";
+  constexpr std::string_view kEnd = "}}\n\n";
+  std::string event;
+  event.reserve(kStart.size() + text.size() + 8 + kEnd.size());
+  event.append(kStart);
+  if (backends::AppendJsonString(text, event)) {
+    event.append(kEnd);
+    return event;
+  }
   return Event("content_block_delta", ordered{{"type", "content_block_delta"},
                                               {"index", 0},
                                               {"delta", {{"type", "text_delta"}, {"text", text}}}});
