@@ -167,8 +167,7 @@ std::string AnthropicBackend::BuildRequestBody(const ChatRequest& request) const
 std::unique_ptr<Call> AnthropicBackend::Start(const ChatRequest& request,
                                               std::shared_ptr<ChatSink> sink) {
   RemoteRequest remote;
-  remote.stream = StreamsUpstream(options_.stream, request);
-  remote.http = BaseHttpRequest(options_, url_, remote.stream);
+  remote.http = BaseHttpRequest(options_, url_, StreamsUpstream(options_.stream, request));
   remote.http.headers.push_back(absl::StrCat("anthropic-version: ", options_.api_version));
   if (!options_.api_key.empty()) {
     remote.http.headers.push_back(absl::StrCat("x-api-key: ", options_.api_key));

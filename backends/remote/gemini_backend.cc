@@ -167,8 +167,8 @@ std::string GeminiBackend::BuildRequestBody(const ChatRequest& request) const {
 std::unique_ptr<Call> GeminiBackend::Start(const ChatRequest& request,
                                            std::shared_ptr<ChatSink> sink) {
   RemoteRequest remote;
-  remote.stream = StreamsUpstream(options_.stream, request);
-  remote.http = BaseHttpRequest(options_, remote.stream ? stream_url_ : body_url_, remote.stream);
+  const bool stream = StreamsUpstream(options_.stream, request);
+  remote.http = BaseHttpRequest(options_, stream ? stream_url_ : body_url_, stream);
   if (!options_.api_key.empty()) {
     remote.http.headers.push_back(absl::StrCat("x-goog-api-key: ", options_.api_key));
   }

@@ -238,8 +238,7 @@ std::string OpenAiBackend::DomRequestBody(const ChatRequest& request) const {
 std::unique_ptr<Call> OpenAiBackend::Start(const ChatRequest& request,
                                            std::shared_ptr<ChatSink> sink) {
   RemoteRequest remote;
-  remote.stream = StreamsUpstream(options_.stream, request);
-  remote.http = BaseHttpRequest(options_, url_, remote.stream);
+  remote.http = BaseHttpRequest(options_, url_, StreamsUpstream(options_.stream, request));
   if (!options_.api_key.empty()) {
     remote.http.headers.push_back(absl::StrCat("Authorization: Bearer ", options_.api_key));
   }

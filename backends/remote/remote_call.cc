@@ -223,8 +223,8 @@ class RemoteHandler : public TransferHandler {
     // Some servers ignore a stream request and answer with one JSON body.
     const std::string content_type =
         absl::AsciiStrToLower(std::string(head.Header("content-type")));
-    sse_ = exchange_->request().stream && absl::StartsWith(content_type, "text/event-stream");
-    if (!AcceptableContentType(content_type, exchange_->request().stream)) {
+    sse_ = exchange_->http().streaming && absl::StartsWith(content_type, "text/event-stream");
+    if (!AcceptableContentType(content_type, exchange_->http().streaming)) {
       bad_content_type_ = content_type;
     }
     // Only the delta-seconds form; an HTTP date falls back to our own backoff.
@@ -333,7 +333,7 @@ class RemoteHandler : public TransferHandler {
     return Fail(absl::UnavailableError(absl::StrCat(
                     "upstream answered HTTP ", http_status_, " with Content-Type '",
                     TruncateUpstreamText(bad_content_type_), "', expected application/json",
-                    exchange_->request().stream ? " or text/event-stream" : "")),
+                    exchange_->http().streaming ? " or text/event-stream" : "")),
                 UpstreamErrorKind::kBadResponse);
   }
 

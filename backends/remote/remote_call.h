@@ -117,9 +117,8 @@ class ResponseReader {
 
 // One client request as the transport sees it.
 struct RemoteRequest {
+  // `http.streaming`: the answer was asked for as an event stream.
   HttpRequest http;
-  // The answer was asked for as an event stream.
-  bool stream = true;
   // Redacted from every status message.
   std::string api_key;
   RetryOptions retry;
