@@ -39,10 +39,28 @@ struct ChatRequest {
   std::vector<std::string> stop;
   std::string user;
   // The client reads the answer as it is generated. A remote target streaming in `kAuto` mode
-  // (remote_call.h) asks its upstream for an event stream only then, and otherwise for one JSON
+  // (StreamUpstream below) asks its upstream for an event stream only then, and otherwise for one JSON
   // body, which costs both sides less.
   bool stream = true;
 };
+
+// When a request asks its upstream for an event stream (SSE) rather than one JSON body.
+enum class StreamUpstream {
+  // As the client asked (ChatRequest::stream): a unary request gets one body, which costs the
+  // gateway and the upstream less than a stream of chunks.
+  kAuto,
+  // Every request: the first-byte and idle timeouts then catch a stalled generation early, for
+  // unary requests too.
+  kAlways,
+  // Never: for providers or proxies that cannot stream. A streaming client gets the answer as
+  // one delta.
+  kNever,
+};
+
+// Whether `request` asks its upstream for an event stream under `mode`.
+inline bool StreamsUpstream(StreamUpstream mode, const ChatRequest& request) {
+  return mode == StreamUpstream::kAlways || (mode == StreamUpstream::kAuto && request.stream);
+}
 
 struct Usage {
   int64_t prompt_tokens = 0;

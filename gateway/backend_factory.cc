@@ -69,9 +69,7 @@ absl::Status FillRemoteOptions(const TargetConfig& target, backends::RemoteOptio
   options.timeouts.total = Seconds(target.remote.total_timeout_seconds);
   options.ca_bundle_path = target.remote.ca_bundle;
   options.max_body_bytes = static_cast<size_t>(target.remote.max_response_bytes);
-  options.stream = target.remote.stream == "always"  ? backends::StreamUpstream::kAlways
-                   : target.remote.stream == "never" ? backends::StreamUpstream::kNever
-                                                     : backends::StreamUpstream::kAuto;
+  options.stream = target.remote.stream;
   return absl::OkStatus();
 }
 

@@ -106,16 +106,21 @@ absl::Status ParseRemoteTarget(const YamlReader& yaml, const YAML::Node& node,
   SY_ASSIGN_OR_RETURN(max_response,
                       yaml.Int(node, "max_response_bytes", 1024, int64_t{1} << 32));
   SY_ASSIGN_OR_RETURN(stream, yaml.String(node, "stream"));
-  if (stream.has_value() && *stream != "auto" && *stream != "always" && *stream != "never") {
-    return yaml.Error(node["stream"], absl::StrCat("'stream' must be auto, always or never, not \"",
-                                                   *stream, "\""));
+  if (stream.has_value()) {
+    if (*stream == "always") {
+      remote.stream = backends::StreamUpstream::kAlways;
+    } else if (*stream == "never") {
+      remote.stream = backends::StreamUpstream::kNever;
+    } else if (*stream != "auto") {
+      return yaml.Error(node["stream"], absl::StrCat("'stream' must be auto, always or never, "
+                                                     "not \"", *stream, "\""));
+    }
   }
   remote.model = *model;
   remote.base_url = base_url.value_or(std::string(default_base_url));
   remote.api_key_env = api_key_env.value_or("");
   remote.ca_bundle = ca_bundle.value_or("");
   remote.max_response_bytes = max_response.value_or(remote.max_response_bytes);
-  remote.stream = stream.value_or(remote.stream);
   if (!remote.base_url.starts_with("http://") && !remote.base_url.starts_with("https://")) {
     return yaml.Error(node["base_url"], "'base_url' must start with http:// or https://");
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "backends/backend.h"
 #include "gateway/auth.h"
 #include "policies/policy_set.h"
 
@@ -52,7 +53,7 @@ struct RemoteTargetConfig {
   std::string ca_bundle;               // "" = the system's
   int64_t max_response_bytes = 8 << 20;  // a body, or a whole stream, larger fails with 502
   // `stream:` when a request streams upstream: auto (as the client asked), always or never.
-  std::string stream = "auto";
+  backends::StreamUpstream stream = backends::StreamUpstream::kAuto;
 
   bool operator==(const RemoteTargetConfig&) const = default;
 };

@@ -49,24 +49,6 @@ struct RetryOptions {
   absl::Duration budget = absl::Seconds(15);
 };
 
-// When a request asks its upstream for an event stream (SSE) rather than one JSON body.
-enum class StreamUpstream {
-  // As the client asked (ChatRequest::stream): a unary request gets one body, which costs the
-  // gateway and the upstream less than a stream of chunks.
-  kAuto,
-  // Every request: the first-byte and idle timeouts then catch a stalled generation early, for
-  // unary requests too.
-  kAlways,
-  // Never: for providers or proxies that cannot stream. A streaming client gets the answer as
-  // one delta.
-  kNever,
-};
-
-// Whether `request` asks its upstream for an event stream under `mode`.
-inline bool StreamsUpstream(StreamUpstream mode, const ChatRequest& request) {
-  return mode == StreamUpstream::kAlways || (mode == StreamUpstream::kAuto && request.stream);
-}
-
 // The options every remote provider takes.
 struct RemoteOptions {
   // The target's name in the gateway's config; error messages name it. Empty: none.

@@ -71,7 +71,7 @@ TEST(ConfigTest, ParsesEveryFieldAndFillsDefaults) {
   EXPECT_EQ(gpt.remote.connect_timeout_seconds, 3);
   EXPECT_EQ(gpt.remote.total_timeout_seconds, 0);
   EXPECT_EQ(gpt.remote.first_byte_timeout_seconds, 60);
-  EXPECT_EQ(gpt.remote.stream, "auto");
+  EXPECT_EQ(gpt.remote.stream, backends::StreamUpstream::kAuto);
   EXPECT_THAT(config->version, ::testing::StartsWith("sha256:"));
   ASSERT_NE(config->policy, nullptr);
   EXPECT_EQ(config->FindTarget("gpt"), &config->targets[1]);
@@ -234,9 +234,9 @@ policy:
   EXPECT_EQ(config->targets[1].remote.base_url,
             "https://generativelanguage.googleapis.com/v1beta");
   EXPECT_EQ(config->targets[1].remote.idle_timeout_seconds, 7);
-  EXPECT_EQ(config->targets[1].remote.stream, "always");
+  EXPECT_EQ(config->targets[1].remote.stream, backends::StreamUpstream::kAlways);
   EXPECT_EQ(config->targets[2].remote.base_url, "http://127.0.0.1:9/v1");
-  EXPECT_EQ(config->targets[2].remote.stream, "never");
+  EXPECT_EQ(config->targets[2].remote.stream, backends::StreamUpstream::kNever);
   // openai_compatible has no public default: the base_url stays required.
   auto missing = ParseConfig(
       "targets:\n  - {name: r, kind: openai_compatible, model: m}\npolicy:\n  default: r\n",
