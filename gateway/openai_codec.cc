@@ -84,6 +84,29 @@ bool AppendChunkEventTail(std::string_view delta, bool first, const backends::Co
 // The fixed text of the longest event's tail is under 160 bytes (a usage block included).
 constexpr size_t kChunkTailBytes = 160;
 
+// A stream's event through the DOM, which replaces text that is not valid UTF-8.
+std::string DomChunkEvent(std::string_view id, std::string_view model, int64_t created,
+                          std::string_view delta, bool first, const backends::Completion* finish) {
+  ordered delta_object = ordered::object();
+  if (first) delta_object["role"] = "assistant";
+  if (!delta.empty() || first) delta_object["content"] = delta;
+  ordered chunk = {
+      {"id", id},
+      {"object", "chat.completion.chunk"},
+      {"created", created},
+      {"model", model},
+      {"choices", ordered::array({ordered{{"index", 0},
+                                    {"delta", std::move(delta_object)},
+                                    {"logprobs", nullptr},
+                                    {"finish_reason", nullptr}}})},
+  };
+  if (finish != nullptr) {
+    chunk["choices"][0]["finish_reason"] = FinishReasonName(finish->finish_reason);
+    chunk["usage"] = UsageJson(finish->usage);
+  }
+  return absl::StrCat("data: ", Dump(chunk), "\n\n");
+}
+
 }  // namespace
 
 absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body) {
@@ -246,29 +269,7 @@ std::string ChatCompletionJson(std::string_view id, std::string_view model, int6
 std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
                            std::string_view delta, bool first,
                            const backends::Completion* finish) {
-  // Built directly, unless a text is not valid UTF-8 (the DOM then replaces what is invalid).
-  if (std::optional<std::string> event = ChunkEventHead(id, model, created)) {
-    event->reserve(event->size() + kChunkTailBytes + delta.size());
-    if (AppendChunkEventTail(delta, first, finish, *event)) return *std::move(event);
-  }
-  ordered delta_object = ordered::object();
-  if (first) delta_object["role"] = "assistant";
-  if (!delta.empty() || first) delta_object["content"] = delta;
-  ordered chunk = {
-      {"id", id},
-      {"object", "chat.completion.chunk"},
-      {"created", created},
-      {"model", model},
-      {"choices", ordered::array({ordered{{"index", 0},
-                                    {"delta", std::move(delta_object)},
-                                    {"logprobs", nullptr},
-                                    {"finish_reason", nullptr}}})},
-  };
-  if (finish != nullptr) {
-    chunk["choices"][0]["finish_reason"] = FinishReasonName(finish->finish_reason);
-    chunk["usage"] = UsageJson(finish->usage);
-  }
-  return absl::StrCat("data: ", Dump(chunk), "\n\n");
+  return ChatChunkWriter(std::string(id), std::string(model), created).Event(delta, first, finish);
 }
 
 ChatChunkWriter::ChatChunkWriter(std::string id, std::string model, int64_t created)
@@ -285,7 +286,7 @@ std::string ChatChunkWriter::Event(std::string_view delta, bool first,
     event += *head_;
     if (AppendChunkEventTail(delta, first, finish, event)) return event;
   }
-  return ChatChunkEvent(id_, model_, created_, delta, first, finish);
+  return DomChunkEvent(id_, model_, created_, delta, first, finish);
 }
 
 std::string ChatUsageEvent(std::string_view id, std::string_view model, int64_t created,

@@ -43,7 +43,7 @@ class ChatChunkWriter {
   std::string id_;
   std::string model_;
   int64_t created_;
-  // Null when the id or the model is not valid UTF-8: every event then takes ChatChunkEvent.
+  // Null when the id or the model is not valid UTF-8: every event then goes through the DOM.
   std::optional<std::string> head_;
 };
 
