@@ -13,7 +13,6 @@
 namespace switchyard::gateway {
 namespace {
 
-using nlohmann::json;
 // Responses keep Anthropic's field order (id, type, role, model, content, ...).
 using ordered = nlohmann::ordered_json;
 
@@ -42,98 +41,118 @@ std::string Event(std::string_view name, const ordered& data) {
 
 }  // namespace
 
-absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
-  absl::StatusOr<json> body_object = ParseJsonObject(body);
-  if (!body_object.ok()) return body_object.status();
-  json& parsed = *body_object;
+namespace {
 
+// The request's fields off either parser's DOM (json_view.h).
+template <typename View>
+absl::StatusOr<InboundRequest> ReadMessages(const View& parsed) {
   InboundRequest request;
-  auto model = parsed.find("model");
-  if (model == parsed.end() || !model->is_string()) return FieldError("model", "must be a string");
-  request.requested_model = std::move(model->get_ref<std::string&>());
+  std::optional<View> model = parsed.find("model");
+  if (!model.has_value() || !model->is_string()) return FieldError("model", "must be a string");
+  request.requested_model = std::string(model->string());
   if (request.requested_model.empty()) request.requested_model = "auto";
 
-  auto max_tokens = parsed.find("max_tokens");
-  if (max_tokens == parsed.end()) return FieldError("max_tokens", "is required");
+  std::optional<View> max_tokens = parsed.find("max_tokens");
+  if (!max_tokens.has_value()) return FieldError("max_tokens", "is required");
   if (!max_tokens->is_number_integer()) return FieldError("max_tokens", "must be an integer");
-  const int64_t max_value = max_tokens->get<int64_t>();
+  const int64_t max_value = max_tokens->int64();
   if (max_value < 1 || max_value > std::numeric_limits<int32_t>::max()) {
     return FieldError("max_tokens", "must be a positive integer");
   }
   request.chat.max_tokens = static_cast<int32_t>(max_value);
 
-  if (auto system = parsed.find("system"); system != parsed.end() && !system->is_null()) {
+  if (std::optional<View> system = parsed.find("system"); system && !system->is_null()) {
     absl::StatusOr<std::string> text =
-        ParseTextContent(*system, [] { return std::string("system"); }, "content blocks");
+        ParseTextContent(system, [] { return std::string("system"); }, "content blocks");
     if (!text.ok()) return text.status();
     if (!text->empty()) request.chat.messages.push_back({"system", *std::move(text)});
   }
-  auto messages = parsed.find("messages");
-  if (messages == parsed.end()) return FieldError("messages", "is required");
+  std::optional<View> messages = parsed.find("messages");
+  if (!messages.has_value()) return FieldError("messages", "is required");
   if (!messages->is_array()) return FieldError("messages", "must be a list");
-  if (messages->empty()) return FieldError("messages", "must contain at least one message");
-  for (size_t i = 0; i < messages->size(); ++i) {
-    json& message = (*messages)[i];
+  if (messages->size() == 0) return FieldError("messages", "must contain at least one message");
+  absl::Status status = messages->EachItem([&](size_t i, const View& message) -> absl::Status {
     auto field = [i](std::string_view member) {
       return absl::StrCat("messages[", i, "]", policies::Sv(member));
     };
     if (!message.is_object()) return FieldError(field(""), "must be an object");
-    auto role = message.find("role");
-    if (role == message.end() || !role->is_string() ||
-        (*role != "user" && *role != "assistant")) {
+    std::optional<View> role = message.find("role");
+    if (!role.has_value() || !role->is_string() ||
+        (role->string() != "user" && role->string() != "assistant")) {
       return FieldError(field(".role"), "must be \"user\" or \"assistant\"");
     }
-    auto content = message.find("content");
+    std::optional<View> content = message.find("content");
     // Anthropic requires content; unlike OpenAI's, a null is not an empty message.
-    if (content == message.end() || content->is_null()) {
+    if (!content.has_value() || content->is_null()) {
       return FieldError(field(".content"), "is required");
     }
     absl::StatusOr<std::string> text =
-        ParseTextContent(*content, [&] { return field(".content"); }, "content blocks");
+        ParseTextContent(content, [&] { return field(".content"); }, "content blocks");
     if (!text.ok()) return text.status();
-    request.chat.messages.push_back({role->get<std::string>(), *std::move(text)});
-  }
+    request.chat.messages.push_back({std::string(role->string()), *std::move(text)});
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
 
   if (absl::Status s = ParseOptionalNumber(parsed, "temperature", 0, 1, request.chat.temperature);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ParseOptionalNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
+  if (absl::Status s = ParseOptionalNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) {
+    return s;
+  }
   if (absl::Status s = ParseOptionalInt(parsed, "top_k", 0, 1 << 20, request.chat.top_k); !s.ok()) {
     return s;
   }
-  if (auto top_k = parsed.find("top_k"); top_k != parsed.end() && !top_k->is_null()) {
+  if (std::optional<View> top_k = parsed.find("top_k"); top_k && !top_k->is_null()) {
     // Accepted for compatibility; no backend samples by top_k through this interface.
-    if (!top_k->is_number_integer() || top_k->get<int64_t>() < 0) {
+    if (!top_k->is_number_integer() || top_k->int64() < 0) {
       return FieldError("top_k", "must be a non-negative integer");
     }
   }
-  if (auto stop = parsed.find("stop_sequences"); stop != parsed.end() && !stop->is_null()) {
+  if (std::optional<View> stop = parsed.find("stop_sequences"); stop && !stop->is_null()) {
     if (!stop->is_array()) return FieldError("stop_sequences", "must be a list of strings");
-    for (const json& item : *stop) {
-      if (!item.is_string() || item.get_ref<const std::string&>().empty()) {
-        return FieldError("stop_sequences", "must be a list of non-empty strings");
-      }
-      request.chat.stop.push_back(item.get<std::string>());
+    if (absl::Status s = stop->EachItem([&](size_t, const View& item) {
+          if (!item.is_string() || item.string().empty()) {
+            return FieldError("stop_sequences", "must be a list of non-empty strings");
+          }
+          request.chat.stop.emplace_back(item.string());
+          return absl::OkStatus();
+        });
+        !s.ok()) {
+      return s;
     }
   }
-  if (auto stream = parsed.find("stream"); stream != parsed.end() && !stream->is_null()) {
+  if (std::optional<View> stream = parsed.find("stream"); stream && !stream->is_null()) {
     if (!stream->is_boolean()) return FieldError("stream", "must be true or false");
-    request.stream = stream->get<bool>();
+    request.stream = stream->boolean();
   }
-  if (auto metadata = parsed.find("metadata"); metadata != parsed.end() && !metadata->is_null()) {
+  if (std::optional<View> metadata = parsed.find("metadata"); metadata && !metadata->is_null()) {
     if (!metadata->is_object()) return FieldError("metadata", "must be an object");
-    if (auto user = metadata->find("user_id"); user != metadata->end() && !user->is_null()) {
+    if (std::optional<View> user = metadata->find("user_id"); user && !user->is_null()) {
       if (!user->is_string()) return FieldError("metadata.user_id", "must be a string");
-      request.chat.user = user->get<std::string>();
+      request.chat.user = std::string(user->string());
     }
   }
   for (const char* unsupported : {"tools", "tool_choice"}) {
-    if (auto it = parsed.find(unsupported); it != parsed.end() && !it->is_null()) {
+    if (std::optional<View> it = parsed.find(unsupported); it && !it->is_null()) {
       return FieldError(unsupported, "is not supported");
     }
   }
   return request;
+}
+
+}  // namespace
+
+absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
+  absl::StatusOr<JsonBody> parsed = JsonBody::Parse(body);
+  if (!parsed.ok()) return parsed.status();
+  return parsed->Read([](const auto& view) { return ReadMessages(view); });
+}
+
+absl::StatusOr<InboundRequest> MessagesFromJson(const nlohmann::json& body) {
+  if (!body.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+  return ReadMessages(NlohmannView(body));
 }
 
 std::string_view StopReasonName(backends::FinishReason reason) {

@@ -16,11 +16,16 @@
 #include "absl/status/statusor.h"
 #include "backends/backend.h"
 #include "gateway/gateway.h"
+#include "nlohmann/json.hpp"
 
 namespace switchyard::gateway {
 
 // Parses a POST /v1/messages body. InvalidArgument names the field that is wrong.
 absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body);
+
+// The same, from a body already parsed by nlohmann (tests hold the two parsers' paths to the
+// same answers).
+absl::StatusOr<InboundRequest> MessagesFromJson(const nlohmann::json& body);
 
 // "end_turn" or "max_tokens".
 std::string_view StopReasonName(backends::FinishReason reason);

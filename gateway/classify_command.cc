@@ -22,7 +22,7 @@ absl::StatusOr<InboundRequest> ParseLine(const std::string& line) {
     parsed["messages"] = nlohmann::json::array(
         {{{"role", "user"}, {"content", parsed["text"].get<std::string>()}}});
     parsed.erase("text");
-    return ParseChatCompletionRequest(parsed.dump());
+    return ChatCompletionFromJson(parsed);
   }
   return ParseChatCompletionRequest(line);
 }

@@ -20,7 +20,6 @@ namespace {
 using std::string_view_literals::operator""sv;
 
 using backends::AppendJsonString;
-using nlohmann::json;
 // Responses keep OpenAI's field order (id, object, created, model, ...), which some clients log.
 using ordered = nlohmann::ordered_json;
 
@@ -109,75 +108,83 @@ std::string DomChunkEvent(std::string_view id, std::string_view model, int64_t c
 
 }  // namespace
 
-absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body) {
-  absl::StatusOr<json> body_object = ParseJsonObject(body);
-  if (!body_object.ok()) return body_object.status();
-  json& parsed = *body_object;
+namespace {
 
+// The request's fields off either parser's DOM (json_view.h).
+template <typename View>
+absl::StatusOr<InboundRequest> ReadChatCompletion(const View& parsed) {
   InboundRequest request;
-  if (auto model = parsed.find("model"); model != parsed.end() && !model->is_null()) {
+  if (std::optional<View> model = parsed.find("model"); model && !model->is_null()) {
     if (!model->is_string()) return FieldError("model", "must be a string");
-    request.requested_model = std::move(model->get_ref<std::string&>());
+    request.requested_model = std::string(model->string());
     if (request.requested_model.empty()) request.requested_model = "auto";
   }
 
-  auto messages = parsed.find("messages");
-  if (messages == parsed.end()) return FieldError("messages", "is required");
+  std::optional<View> messages = parsed.find("messages");
+  if (!messages.has_value()) return FieldError("messages", "is required");
   if (!messages->is_array()) return FieldError("messages", "must be a list");
-  if (messages->empty()) return FieldError("messages", "must contain at least one message");
-  for (size_t i = 0; i < messages->size(); ++i) {
-    json& message = (*messages)[i];
+  if (messages->size() == 0) return FieldError("messages", "must contain at least one message");
+  absl::Status status = messages->EachItem([&](size_t i, const View& message) -> absl::Status {
     auto field = [i](std::string_view member) {
       return absl::StrCat("messages[", i, "]", policies::Sv(member));
     };
     if (!message.is_object()) return FieldError(field(""), "must be an object");
-    auto role = message.find("role");
-    if (role == message.end() || !role->is_string()) {
+    std::optional<View> role = message.find("role");
+    if (!role.has_value() || !role->is_string()) {
       return FieldError(field(".role"), "must be a string");
     }
-    const std::string role_name = role->get<std::string>();
+    const std::string_view role_name = role->string();
     if (role_name != "system" && role_name != "user" && role_name != "assistant" &&
         role_name != "tool" && role_name != "developer") {
       return FieldError(field(".role"),
-                        absl::StrCat("'", role_name,
+                        absl::StrCat("'", policies::Sv(role_name),
                                      "' is not one of system, developer, user, assistant, tool"));
     }
-    auto content = message.find("content");
-    json absent;
     absl::StatusOr<std::string> text =
-        ParseTextContent(content == message.end() ? absent : *content,
-                         [&] { return field(".content"); }, "parts");
+        ParseTextContent(message.find("content"), [&] { return field(".content"); }, "parts");
     if (!text.ok()) return text.status();
     request.chat.messages.push_back(
-        {role_name == "developer" ? "system" : role_name, *std::move(text)});
-  }
+        {role_name == "developer" ? std::string("system") : std::string(role_name),
+         *std::move(text)});
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
 
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
-    auto it = parsed.find(key);
-    if (it == parsed.end() || it->is_null()) continue;
+    std::optional<View> it = parsed.find(key);
+    if (!it.has_value() || it->is_null()) continue;
     if (!it->is_number_integer()) return FieldError(key, "must be an integer");
-    const int64_t value = it->get<int64_t>();
+    const int64_t value = it->int64();
     if (value < 1 || value > std::numeric_limits<int32_t>::max()) {
       return FieldError(key, "must be a positive integer");
     }
     request.chat.max_tokens = static_cast<int32_t>(value);
   }
-  if (absl::Status s = ParseOptionalNumber(parsed, "temperature", 0, 2, request.chat.temperature); !s.ok()) {
+  if (absl::Status s = ParseOptionalNumber(parsed, "temperature", 0, 2, request.chat.temperature);
+      !s.ok()) {
     return s;
   }
-  if (absl::Status s = ParseOptionalNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) return s;
-  if (absl::Status s = ParseSamplingExtensions(parsed, request.chat); !s.ok()) return s;
-  if (auto seed = parsed.find("seed"); seed != parsed.end() && !seed->is_null()) {
-    if (!seed->is_number_integer()) return FieldError("seed", "must be an integer");
-    request.chat.seed = seed->get<uint64_t>();
+  if (absl::Status s = ParseOptionalNumber(parsed, "top_p", 0, 1, request.chat.top_p); !s.ok()) {
+    return s;
   }
-  if (auto stop = parsed.find("stop"); stop != parsed.end() && !stop->is_null()) {
+  if (absl::Status s = ParseSamplingExtensions(parsed, request.chat); !s.ok()) return s;
+  if (std::optional<View> seed = parsed.find("seed"); seed && !seed->is_null()) {
+    if (!seed->is_number_integer()) return FieldError("seed", "must be an integer");
+    request.chat.seed = seed->uint64();
+  }
+  if (std::optional<View> stop = parsed.find("stop"); stop && !stop->is_null()) {
     if (stop->is_string()) {
-      request.chat.stop.push_back(stop->get<std::string>());
+      request.chat.stop.emplace_back(stop->string());
     } else if (stop->is_array()) {
-      for (const json& item : *stop) {
-        if (!item.is_string()) return FieldError("stop", "must be a string or a list of strings");
-        request.chat.stop.push_back(item.get<std::string>());
+      if (absl::Status s = stop->EachItem([&](size_t, const View& item) {
+            if (!item.is_string()) {
+              return FieldError("stop", "must be a string or a list of strings");
+            }
+            request.chat.stop.emplace_back(item.string());
+            return absl::OkStatus();
+          });
+          !s.ok()) {
+        return s;
       }
     } else {
       return FieldError("stop", "must be a string or a list of strings");
@@ -189,39 +196,57 @@ absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body)
       if (sequence.empty()) return FieldError("stop", "must not contain empty strings");
     }
   }
-  if (auto stream = parsed.find("stream"); stream != parsed.end() && !stream->is_null()) {
+  if (std::optional<View> stream = parsed.find("stream"); stream && !stream->is_null()) {
     if (!stream->is_boolean()) return FieldError("stream", "must be true or false");
-    request.stream = stream->get<bool>();
+    request.stream = stream->boolean();
   }
-  if (auto options = parsed.find("stream_options"); options != parsed.end() && !options->is_null()) {
+  if (std::optional<View> options = parsed.find("stream_options");
+      options && !options->is_null()) {
     if (!options->is_object()) return FieldError("stream_options", "must be an object");
-    auto include = options->find("include_usage");
-    if (include != options->end() && !include->is_null()) {
+    std::optional<View> include = options->find("include_usage");
+    if (include.has_value() && !include->is_null()) {
       if (!include->is_boolean()) {
         return FieldError("stream_options.include_usage", "must be true or false");
       }
-      request.include_usage = include->get<bool>();
+      request.include_usage = include->boolean();
     }
   }
-  if (auto n = parsed.find("n"); n != parsed.end() && !n->is_null()) {
-    if (!n->is_number_integer() || n->get<int64_t>() != 1) {
+  if (std::optional<View> n = parsed.find("n"); n && !n->is_null()) {
+    if (!n->is_number_integer() || n->int64() != 1) {
       return FieldError("n", "must be 1 (one choice per request is supported)");
     }
   }
-  if (auto user = parsed.find("user"); user != parsed.end() && !user->is_null()) {
+  if (std::optional<View> user = parsed.find("user"); user && !user->is_null()) {
     if (!user->is_string()) return FieldError("user", "must be a string");
-    request.chat.user = user->get<std::string>();
+    request.chat.user = std::string(user->string());
   }
-  if (auto metadata = parsed.find("metadata"); metadata != parsed.end() && !metadata->is_null()) {
+  if (std::optional<View> metadata = parsed.find("metadata"); metadata && !metadata->is_null()) {
     if (!metadata->is_object()) return FieldError("metadata", "must be an object of strings");
-    for (const auto& [key, value] : metadata->items()) {
-      if (!value.is_string()) {
-        return FieldError(absl::StrCat("metadata.", key), "must be a string");
-      }
-      request.metadata[key] = value.get<std::string>();
+    if (absl::Status s = metadata->EachField([&](std::string_view key, const View& value) {
+          if (!value.is_string()) {
+            return FieldError(absl::StrCat("metadata.", policies::Sv(key)), "must be a string");
+          }
+          request.metadata[std::string(key)] = std::string(value.string());
+          return absl::OkStatus();
+        });
+        !s.ok()) {
+      return s;
     }
   }
   return request;
+}
+
+}  // namespace
+
+absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body) {
+  absl::StatusOr<JsonBody> parsed = JsonBody::Parse(body);
+  if (!parsed.ok()) return parsed.status();
+  return parsed->Read([](const auto& view) { return ReadChatCompletion(view); });
+}
+
+absl::StatusOr<InboundRequest> ChatCompletionFromJson(const nlohmann::json& body) {
+  if (!body.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+  return ReadChatCompletion(NlohmannView(body));
 }
 
 std::string_view FinishReasonName(backends::FinishReason reason) {

@@ -12,11 +12,16 @@
 #include "absl/status/statusor.h"
 #include "backends/backend.h"
 #include "gateway/gateway.h"
+#include "nlohmann/json.hpp"
 
 namespace switchyard::gateway {
 
 // Parses a POST /v1/chat/completions body. InvalidArgument names the field that is wrong.
 absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body);
+
+// The same, from a body already parsed by nlohmann (`switchyard classify` reads JSON lines;
+// tests hold the two parsers' paths to the same answers).
+absl::StatusOr<InboundRequest> ChatCompletionFromJson(const nlohmann::json& body);
 
 std::string_view FinishReasonName(backends::FinishReason reason);
 
