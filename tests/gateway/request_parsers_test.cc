@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/json_mutation.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -108,25 +109,15 @@ TEST(RequestParsersTest, BothDomsGiveTheSameRequestOrError) {
             "min_p=0.05 repeat=1.1 frequency=-0.5 presence=2 user=u-1 stop=x stop=y a=1 b=3");
 }
 
-// Random byte flips, insertions, deletions and truncations: whatever nlohmann parses, the fast
-// path reads the same way; whatever it refuses, the fast path refuses as invalid JSON.
+// Random damage (MutateJson): whatever nlohmann parses, the fast path reads the same way;
+// whatever it refuses, the fast path refuses as invalid JSON.
 void ExpectAgreementOnMutations(const Dialect& dialect, const std::vector<std::string>& bodies) {
   std::mt19937 random(14);
   const std::string alphabet = "{}[]\":,\\ abcdefghijklmnopqrstuvwxyz0123456789.-+E\xc3\xa9\xff";
   int parsed = 0;
   for (int round = 0; round < 40000; ++round) {
-    std::string text = bodies[random() % bodies.size()];
-    const int edits = 1 + static_cast<int>(random() % 3);
-    for (int e = 0; e < edits && !text.empty(); ++e) {
-      const size_t at = random() % text.size();
-      switch (random() % 5) {
-        case 0: text[at] = alphabet[random() % alphabet.size()]; break;
-        case 1: text.insert(at, 1, alphabet[random() % alphabet.size()]); break;
-        case 2: text.erase(at, 1); break;
-        case 3: text.resize(at); break;
-        case 4: text.erase(at, 1 + random() % 12); break;
-      }
-    }
+    const std::string text =
+        test_support::MutateJson(bodies[random() % bodies.size()], alphabet, random);
     if (ExpectSame(dialect, text)) ++parsed;
     if (::testing::Test::HasFailure()) return;
   }

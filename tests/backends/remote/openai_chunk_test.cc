@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/json_mutation.h"
 
 namespace switchyard::backends {
 namespace {
@@ -171,24 +172,15 @@ TEST(OpenAiChunkTest, DeclinesWhatItDoesNotVouchFor) {
   }
 }
 
-// Random byte flips, insertions, deletions and truncations of real chunks and bodies: whatever
-// the scanner accepts, the DOM reads the same way.
+// Random damage to real chunks and bodies (MutateJson): whatever the scanner accepts, the DOM
+// reads the same way.
 void ExpectAgreementOnMutations(const std::vector<std::string>& originals, const Kind& kind) {
   std::mt19937 random(7);
   const std::string alphabet = "{}[]\":,\\/ utfnlre0123456789.-+Eu\xc3\xa9\xf0\x9f\xff\x01";
   int accepted = 0;
   for (int round = 0; round < 100000; ++round) {
-    std::string text = originals[random() % originals.size()];
-    const int edits = 1 + static_cast<int>(random() % 3);
-    for (int e = 0; e < edits && !text.empty(); ++e) {
-      const size_t at = random() % text.size();
-      switch (random() % 4) {
-        case 0: text[at] = alphabet[random() % alphabet.size()]; break;
-        case 1: text.insert(at, 1, alphabet[random() % alphabet.size()]); break;
-        case 2: text.erase(at, 1); break;
-        case 3: text.resize(at); break;
-      }
-    }
+    const std::string text =
+        test_support::MutateJson(originals[random() % originals.size()], alphabet, random);
     OpenAiChunkFields scanned;
     if (!kind.scan(text, &scanned)) continue;
     ++accepted;
