@@ -145,14 +145,11 @@ absl::StatusOr<InboundRequest> ReadMessages(const View& parsed) {
 }  // namespace
 
 absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body) {
-  absl::StatusOr<JsonBody> parsed = JsonBody::Parse(body);
-  if (!parsed.ok()) return parsed.status();
-  return parsed->Read([](const auto& view) { return ReadMessages(view); });
+  return ReadJsonBody(body, [](const auto& view) { return ReadMessages(view); });
 }
 
 absl::StatusOr<InboundRequest> MessagesFromJson(const nlohmann::json& body) {
-  if (!body.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
-  return ReadMessages(NlohmannView(body));
+  return ReadJsonBody(body, [](const auto& view) { return ReadMessages(view); });
 }
 
 std::string_view StopReasonName(backends::FinishReason reason) {

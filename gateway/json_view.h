@@ -170,6 +170,24 @@ class JsonBody {
   nlohmann::json slow_;
 };
 
+// Parses `body` and reads it with read(view), which returns a StatusOr: its answer, or the
+// parse error.
+template <typename Reader>
+auto ReadJsonBody(std::string_view body, Reader&& read)
+    -> decltype(read(std::declval<NlohmannView>())) {
+  absl::StatusOr<JsonBody> parsed = JsonBody::Parse(body);
+  if (!parsed.ok()) return parsed.status();
+  return parsed->Read(read);
+}
+
+// The same for a body nlohmann has already parsed.
+template <typename Reader>
+auto ReadJsonBody(const nlohmann::json& body, Reader&& read)
+    -> decltype(read(std::declval<NlohmannView>())) {
+  if (!body.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+  return read(NlohmannView(body));
+}
+
 }  // namespace switchyard::gateway
 
 #endif  // SWITCHYARD_GATEWAY_JSON_VIEW_H_

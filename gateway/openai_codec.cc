@@ -239,14 +239,11 @@ absl::StatusOr<InboundRequest> ReadChatCompletion(const View& parsed) {
 }  // namespace
 
 absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body) {
-  absl::StatusOr<JsonBody> parsed = JsonBody::Parse(body);
-  if (!parsed.ok()) return parsed.status();
-  return parsed->Read([](const auto& view) { return ReadChatCompletion(view); });
+  return ReadJsonBody(body, [](const auto& view) { return ReadChatCompletion(view); });
 }
 
 absl::StatusOr<InboundRequest> ChatCompletionFromJson(const nlohmann::json& body) {
-  if (!body.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
-  return ReadChatCompletion(NlohmannView(body));
+  return ReadJsonBody(body, [](const auto& view) { return ReadChatCompletion(view); });
 }
 
 std::string_view FinishReasonName(backends::FinishReason reason) {
