@@ -1,6 +1,9 @@
 #include "gateway/json_fields.h"
 
+#include <optional>
 #include <string>
+
+#include "absl/strings/cord.h"
 
 #include "absl/strings/str_cat.h"
 #include "gateway/json_view.h"
@@ -14,6 +17,9 @@ namespace {
 // Bodies up to this size are parsed by a parser each thread keeps (its buffers grow to the
 // largest document it has seen); larger ones get a parser of their own, freed with the body.
 constexpr size_t kReusedParserBytes = 64 << 10;
+
+// The status payload that names a FieldError's field.
+constexpr char kFieldPayload[] = "type.googleapis.com/switchyard.FieldError";
 
 }  // namespace
 
@@ -53,8 +59,16 @@ absl::StatusOr<JsonBody> JsonBody::Parse(std::string_view body) {
 }
 
 absl::Status FieldError(std::string_view field, std::string_view problem) {
-  return absl::InvalidArgumentError(
+  absl::Status status = absl::InvalidArgumentError(
       absl::StrCat("'", policies::Sv(field), "' ", policies::Sv(problem)));
+  status.SetPayload(kFieldPayload, absl::Cord(policies::Sv(field)));
+  return status;
+}
+
+std::optional<std::string> ErrorField(const absl::Status& status) {
+  absl::optional<absl::Cord> field = status.GetPayload(kFieldPayload);
+  if (!field.has_value()) return std::nullopt;
+  return std::string(*field);
 }
 
 }  // namespace switchyard::gateway

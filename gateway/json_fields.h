@@ -20,8 +20,12 @@
 
 namespace switchyard::gateway {
 
-// InvalidArgument "'field' problem".
+// InvalidArgument "'field' problem", which carries the field's name for ErrorField.
 absl::Status FieldError(std::string_view field, std::string_view problem);
+
+// The field a FieldError names ("messages[0].role"), for the `param` of an OpenAI error; nullopt
+// for other errors.
+std::optional<std::string> ErrorField(const absl::Status& status);
 
 // Message content: a string, or a list of typed items (`noun` names them in errors: "parts" for
 // OpenAI, "content blocks" for Anthropic) of which only {"type":"text","text":...} is supported.

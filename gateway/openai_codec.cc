@@ -220,6 +220,31 @@ absl::StatusOr<InboundRequest> ReadChatCompletion(const View& parsed) {
     if (!user->is_string()) return FieldError("user", "must be a string");
     request.chat.user = std::string(user->string());
   }
+  // What no target is asked to do is refused, not dropped: an app that asked for tool calls or
+  // structured output and got plain text back would go wrong later, and quietly.
+  for (const char* key : {"tools", "functions"}) {
+    std::optional<View> it = parsed.find(key);
+    if (it && !it->is_null() && !(it->is_array() && it->size() == 0)) {
+      return FieldError(key, "is not supported: Switchyard forwards text messages only");
+    }
+  }
+  for (const char* key : {"tool_choice", "function_call"}) {
+    std::optional<View> it = parsed.find(key);
+    if (it && !it->is_null() &&
+        !(it->is_string() && (it->string() == "none" || it->string() == "auto"))) {
+      return FieldError(key, "is not supported: only \"none\" or \"auto\", without tools");
+    }
+  }
+  if (std::optional<View> format = parsed.find("response_format"); format && !format->is_null()) {
+    if (!format->is_object()) return FieldError("response_format", "must be an object");
+    std::optional<View> type = format->find("type");
+    if (!type || !type->is_string()) return FieldError("response_format.type", "must be a string");
+    if (type->string() != "text") {
+      return FieldError("response_format.type",
+                        absl::StrCat("'", policies::Sv(type->string()),
+                                     "' is not supported; only \"text\" is"));
+    }
+  }
   if (std::optional<View> metadata = parsed.find("metadata"); metadata && !metadata->is_null()) {
     if (!metadata->is_object()) return FieldError("metadata", "must be an object of strings");
     if (absl::Status s = metadata->EachField([&](std::string_view key, const View& value) {
@@ -319,9 +344,13 @@ std::string ChatUsageEvent(std::string_view id, std::string_view model, int64_t 
   return absl::StrCat("data: ", Dump(chunk), "\n\n");
 }
 
-std::string ErrorJson(std::string_view message, std::string_view type, std::string_view code) {
+std::string ErrorJson(std::string_view message, std::string_view type, std::string_view code,
+                      const std::optional<std::string>& param) {
   ordered error = {{"error",
-                 {{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}};
+                    {{"message", message},
+                     {"type", type},
+                     {"param", param.has_value() ? ordered(*param) : ordered(nullptr)},
+                     {"code", code}}}};
   return Dump(error);
 }
 
@@ -331,7 +360,9 @@ std::string ErrorJson(const absl::Status& status) {
   if (status.code() == absl::StatusCode::kUnauthenticated) {
     return ErrorJson(policies::StdSv(status.message()), "invalid_request_error", "invalid_api_key");
   }
-  return ErrorJson(policies::StdSv(status.message()), wire.openai_type, wire.outcome);
+  // A field's error names the field, as OpenAI's do.
+  return ErrorJson(policies::StdSv(status.message()), wire.openai_type, wire.outcome,
+                   ErrorField(status));
 }
 
 std::string ModelsJson(const Config& config, int64_t created) {

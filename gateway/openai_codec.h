@@ -56,8 +56,11 @@ class ChatChunkWriter {
 std::string ChatUsageEvent(std::string_view id, std::string_view model, int64_t created,
                            const backends::Usage& usage);
 
-// {"error": {"message", "type", "code"}} as OpenAI sends it.
-std::string ErrorJson(std::string_view message, std::string_view type, std::string_view code);
+// {"error": {"message", "type", "param", "code"}} as OpenAI sends it; `param` names the request
+// field at fault, when there is one (null otherwise).
+std::string ErrorJson(std::string_view message, std::string_view type, std::string_view code,
+                      const std::optional<std::string>& param = std::nullopt);
+// The same for a status; a FieldError's field becomes `param`.
 std::string ErrorJson(const absl::Status& status);
 
 // GET /v1/models.

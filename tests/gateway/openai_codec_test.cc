@@ -62,6 +62,20 @@ TEST(OpenAiCodecTest, DefaultsWhenFieldsAreAbsent) {
   EXPECT_TRUE(request->chat.stop.empty());
 }
 
+// What asks for nothing a target would be asked to do is accepted: no tools, tool choices that
+// call none, plain-text answers; fields the gateway does not know are ignored.
+TEST(OpenAiCodecTest, AcceptsToolAndFormatFieldsThatAskForNothing) {
+  for (const char* extra :
+       {R"("tools":[])", R"("tools":null,"functions":[])", R"("tool_choice":"none")",
+        R"("tool_choice":"auto","function_call":"none")", R"("response_format":{"type":"text"})",
+        R"("response_format":null)", R"("logprobs":false,"some_vendor_field":{"x":1})"}) {
+    const std::string body =
+        std::string(R"({"messages":[{"role":"user","content":"hi"}],)") + extra + "}";
+    absl::StatusOr<InboundRequest> request = ParseChatCompletionRequest(body);
+    EXPECT_TRUE(request.ok()) << body << ": " << request.status();
+  }
+}
+
 TEST(OpenAiCodecTest, RefusesBadFieldsByName) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"messages":[{"role":"user","content":"x"}],"model":5})", "'model' must be a string"},
@@ -96,6 +110,25 @@ TEST(OpenAiCodecTest, RefusesBadFieldsByName) {
        "'messages[0].role' 'robot' is not one of"},
       {R"({"messages":[{"role":"user"}],"stream_options":{"include_usage":1}})",
        "'stream_options.include_usage'"},
+      // Tool calls and structured output are refused, not silently dropped.
+      {R"({"messages":[{"role":"user"}],"tools":[{"type":"function","function":{"name":"f"}}]})",
+       "'tools' is not supported"},
+      {R"({"messages":[{"role":"user"}],"functions":[{"name":"f"}]})",
+       "'functions' is not supported"},
+      {R"({"messages":[{"role":"user"}],"tool_choice":"required"})",
+       "'tool_choice' is not supported"},
+      {R"({"messages":[{"role":"user"}],"tool_choice":{"type":"function"}})",
+       "'tool_choice' is not supported"},
+      {R"({"messages":[{"role":"user"}],"function_call":{"name":"f"}})",
+       "'function_call' is not supported"},
+      {R"({"messages":[{"role":"user"}],"response_format":{"type":"json_object"}})",
+       "'response_format.type' 'json_object' is not supported; only \"text\" is"},
+      {R"({"messages":[{"role":"user"}],"response_format":{"type":"json_schema"}})",
+       "'response_format.type' 'json_schema' is not supported"},
+      {R"({"messages":[{"role":"user"}],"response_format":"json"})",
+       "'response_format' must be an object"},
+      {R"({"messages":[{"role":"user"}],"response_format":{}})",
+       "'response_format.type' must be a string"},
   };
   for (const auto& [body, message] : cases) {
     absl::StatusOr<InboundRequest> request = ParseChatCompletionRequest(body);
@@ -165,6 +198,22 @@ TEST(OpenAiCodecTest, ErrorJsonUsesTheStatusTable) {
   EXPECT_EQ(error["error"]["message"], "model 'x' does not exist");
   EXPECT_EQ(error["error"]["type"], "not_found_error");
   EXPECT_TRUE(error["error"]["param"].is_null());
+
+  // A field's error names the field in `param`, as OpenAI's do.
+  for (const auto& [body, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"messages":[{"role":"user"}],"max_tokens":0})", "max_tokens"},
+           {R"({"messages":[{"role":"robot"}]})", "messages[0].role"},
+           {R"({"messages":[{"role":"user"}],"tools":[{"type":"function"}]})", "tools"},
+           {R"({"messages":[{"role":"user"}],"metadata":{"k":1}})", "metadata.k"}}) {
+    absl::StatusOr<InboundRequest> request = ParseChatCompletionRequest(body);
+    ASSERT_FALSE(request.ok()) << body;
+    json field_error = json::parse(ErrorJson(request.status()));
+    EXPECT_EQ(field_error["error"]["param"], field) << body;
+    EXPECT_EQ(field_error["error"]["type"], "invalid_request_error");
+  }
+  // A syntax error names no field.
+  json syntax = json::parse(ErrorJson(ParseChatCompletionRequest("{").status()));
+  EXPECT_TRUE(syntax["error"]["param"].is_null());
 }
 
 

@@ -84,6 +84,9 @@ const std::vector<std::string> kOpenAiBodies = {
     R"({"messages":[{"role":"user","content":[{"type":"image_url","text":"a"}]}],)"
     R"("metadata":{"z":1,"a":2}})",
     R"({"messages":[],"max_tokens":9223372036854775808,"top_k":18446744073709551615})",
+    R"({"messages":[{"role":"user","content":"x"}],"tools":[],"tool_choice":"none",)"
+    R"("response_format":{"type":"text"},"functions":[{"name":"f"}]})",
+    R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}})",
 };
 
 const std::vector<std::string> kAnthropicBodies = {
