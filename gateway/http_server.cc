@@ -101,6 +101,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<Principal> Authenticate();
 
   void SendJson(http::status status, std::string body);
+  // 405 with the Allow field RFC 9110 asks for.
+  void SendMethodNotAllowed(std::string_view allow, std::string body);
   void SendError(const absl::Status& status);
   // A head with what every answer carries: the status line, Server, Content-Type and the
   // decision headers.
@@ -310,9 +312,8 @@ void HttpSession::Handle() {
   const http::verb method = request_.method();
   if (path == "/v1/chat/completions") {
     if (method != http::verb::post) {
-      SendJson(http::status::method_not_allowed,
-               ErrorJson("use POST for /v1/chat/completions", "invalid_request_error",
-                         "method_not_allowed"));
+      SendMethodNotAllowed("POST", ErrorJson("use POST for /v1/chat/completions",
+                                             "invalid_request_error", "method_not_allowed"));
       return;
     }
     HandleChat(ClientDialect::kOpenAi);
@@ -320,9 +321,8 @@ void HttpSession::Handle() {
   }
   if (path == "/v1/route/explain") {
     if (method != http::verb::post) {
-      SendJson(http::status::method_not_allowed,
-               ErrorJson("use POST for /v1/route/explain", "invalid_request_error",
-                         "method_not_allowed"));
+      SendMethodNotAllowed("POST", ErrorJson("use POST for /v1/route/explain",
+                                             "invalid_request_error", "method_not_allowed"));
       return;
     }
     HandleExplain();
@@ -331,17 +331,18 @@ void HttpSession::Handle() {
   if (path == "/v1/messages") {
     dialect_ = ClientDialect::kAnthropic;
     if (method != http::verb::post) {
-      SendJson(http::status::method_not_allowed,
-               AnthropicErrorJson("invalid_request_error", "use POST for /v1/messages"));
+      SendMethodNotAllowed("POST",
+                           AnthropicErrorJson("invalid_request_error", "use POST for /v1/messages"));
       return;
     }
     HandleChat(ClientDialect::kAnthropic);
     return;
   }
-  if (method != http::verb::get) {
-    SendJson(http::status::method_not_allowed,
-             ErrorJson(absl::StrCat("use GET for ", policies::Sv(path)), "invalid_request_error",
-                       "method_not_allowed"));
+  // HEAD answers as GET does, without the body (SendResponse).
+  if (method != http::verb::get && method != http::verb::head) {
+    SendMethodNotAllowed("GET, HEAD",
+                         ErrorJson(absl::StrCat("use GET for ", policies::Sv(path)),
+                                   "invalid_request_error", "method_not_allowed"));
     return;
   }
   if (path == "/healthz") {
@@ -515,6 +516,12 @@ void HttpSession::SendJson(http::status status, std::string body) {
   SendResponse(Head(status, "application/json"), std::move(body));
 }
 
+void HttpSession::SendMethodNotAllowed(std::string_view allow, std::string body) {
+  ResponseHead head = Head(http::status::method_not_allowed, "application/json");
+  head.Set("Allow", allow);
+  SendResponse(std::move(head), std::move(body));
+}
+
 void HttpSession::SendError(const absl::Status& status) {
   ResponseHead head =
       Head(static_cast<http::status>(MapStatus(status.code()).http_status), "application/json");
@@ -533,7 +540,8 @@ void HttpSession::SendResponse(ResponseHead head, std::string body) {
   // a serializer and a chain of buffer views, about a tenth of the gateway's instructions for a
   // small answer (BENCHMARKS.md, "Session 11").
   response_bytes_ = std::move(head).Finish();
-  response_bytes_ += body;
+  // A HEAD request gets the head a GET would, Content-Length included, and no body.
+  if (request_.method() != http::verb::head) response_bytes_ += body;
   asio::async_write(stream_, asio::buffer(response_bytes_),
                     [self = shared_from_this()](beast::error_code ec, size_t) {
                       if (ec) self->client_gone_ = true;

@@ -549,6 +549,43 @@ TEST_F(ServerTest, ResponseHeadsOnTheWire) {
               HasSubstr(absl::StrCat("\r\nContent-Length: ", missing.body.size(), "\r\n")));
 }
 
+// HEAD answers as GET does without the body, and a wrong method's 405 says which are allowed.
+TEST_F(ServerTest, HeadHasNoBodyAndMethodNotAllowedSaysWhatIs) {
+  RawConnection connection(server_->http_port());
+  ASSERT_TRUE(connection.connected());
+  // The HEAD's answer, then at once the GET's on the same connection: had the HEAD's body been
+  // sent, it would stand between the two heads.
+  ASSERT_TRUE(connection.Send("HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                              "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  const std::string body = R"({"status":"ok"})";
+  const std::string both = connection.ReadUntil([&](const std::string& bytes) {
+    return bytes.ends_with("\r\n\r\n" + body);
+  });
+  const size_t first_end = both.find("\r\n\r\n");
+  ASSERT_NE(first_end, std::string::npos) << both;
+  const std::string head = both.substr(0, first_end + 4);
+  EXPECT_TRUE(head.starts_with("HTTP/1.1 200 OK\r\n")) << head;
+  EXPECT_THAT(head, HasSubstr(absl::StrCat("\r\nContent-Length: ", body.size(), "\r\n")));
+  EXPECT_TRUE(both.substr(first_end + 4).starts_with("HTTP/1.1 200 OK\r\n")) << both;
+  EXPECT_EQ(Count(both, body), 1u) << both;
+
+  for (const auto& [request, allow] : std::vector<std::pair<std::string, std::string>>{
+           {"DELETE /healthz", "GET, HEAD"},
+           {"GET /v1/chat/completions", "POST"},
+           {"PUT /v1/messages", "POST"},
+           {"GET /v1/route/explain", "POST"}}) {
+    ASSERT_TRUE(connection.Send(request + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+    const std::string answer = connection.ReadUntil([](const std::string& bytes) {
+      const size_t end = bytes.find("\r\n\r\n");
+      const size_t at = bytes.find("Content-Length: ");
+      return end != std::string::npos && at != std::string::npos &&
+             bytes.size() >= end + 4 + std::stoul(bytes.substr(at + 16));
+    });
+    EXPECT_TRUE(answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\n")) << answer;
+    EXPECT_THAT(answer, HasSubstr("\r\nAllow: " + allow + "\r\n")) << request;
+  }
+}
+
 // A client that hangs up while its (non-streamed) answer is being made: the backend's work stops.
 TEST_F(ServerTest, ClientHangingUpMidRequestCancelsBackendWork) {
   cloud_->set_script(Script(std::vector<std::string>(200, "tok"), std::chrono::milliseconds(20)));
