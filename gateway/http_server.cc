@@ -31,6 +31,8 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr auto kIdleTimeout = std::chrono::seconds(120);
+// How long a failed accept waits before the next try.
+constexpr auto kAcceptRetry = std::chrono::milliseconds(50);
 constexpr size_t kHeaderLimit = 16 * 1024;
 // Bytes a client may pipeline while its previous request is being answered.
 constexpr size_t kMaxPipelined = 64 * 1024;
@@ -673,6 +675,7 @@ HttpServer::HttpServer(std::vector<asio::io_context*> contexts, Gateway& gateway
                        int64_t max_body_bytes)
     : contexts_(std::move(contexts)),
       acceptor_(*contexts_.front()),
+      accept_retry_(*contexts_.front()),
       shared_(std::make_shared<HttpShared>()) {
   shared_->gateway = &gateway;
   shared_->max_body_bytes = max_body_bytes;
@@ -713,12 +716,26 @@ void HttpServer::Accept() {
   // Each context is run by one thread, which serialises a connection's handlers without a strand.
   acceptor_.async_accept(context, [this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-    if (!ec) {
-      socket.set_option(tcp::no_delay(true), ec);
-      std::make_shared<HttpSession>(std::move(socket), shared_)->Start();
-    } else {
-      Log(LogLevel::kWarning, "http accept failed: ", ec.message());
+    if (ec) {
+      // Most often out of file descriptors: the pending connection stays queued and the listening
+      // socket readable, so an immediate retry would fail at once, over and over. Wait, and log
+      // the first failure of a run rather than every one.
+      if (accept_failures_++ == 0) {
+        Log(LogLevel::kWarning, "http accept failed: ", ec.message(), "; retrying every ",
+            kAcceptRetry.count(), " ms until it works");
+      }
+      accept_retry_.expires_after(kAcceptRetry);
+      accept_retry_.async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec && acceptor_.is_open()) Accept();
+      });
+      return;
     }
+    if (accept_failures_ > 0) {
+      Log(LogLevel::kInfo, "http accept works again, after ", accept_failures_, " failed tries");
+      accept_failures_ = 0;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    std::make_shared<HttpSession>(std::move(socket), shared_)->Start();
     Accept();
   });
 }
@@ -728,6 +745,7 @@ void HttpServer::BeginDrain() {
   asio::post(acceptor_.get_executor(), [this] {
     beast::error_code ignored;
     acceptor_.close(ignored);
+    accept_retry_.cancel();
   });
 }
 

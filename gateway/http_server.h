@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "gateway/config.h"
 #include "gateway/gateway.h"
 
@@ -54,6 +55,11 @@ class HttpServer {
   const std::vector<boost::asio::io_context*> contexts_;
   size_t next_context_ = 0;  // where the next connection goes; on the acceptor's thread
   boost::asio::ip::tcp::acceptor acceptor_;
+  // After a failed accept (out of file descriptors, say), the next try waits on this timer: the
+  // listening socket stays readable, so trying again at once would spin. On the acceptor's
+  // thread, as is the count of failures in a row.
+  boost::asio::steady_timer accept_retry_;
+  int64_t accept_failures_ = 0;
   std::shared_ptr<HttpShared> shared_;
   std::string host_;
   uint16_t port_ = 0;

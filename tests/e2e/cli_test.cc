@@ -1,6 +1,9 @@
 // The built `switchyard` binary, as a user runs it: the CLI, and `serve` with the real llama.cpp
 // engine on ../shared/models, answering HTTP and gRPC, then draining on SIGTERM.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -247,6 +250,60 @@ TEST_F(ServeTest, SighupAndFileChangesReloadTheConfig) {
   child.Signal(SIGHUP);
   ASSERT_TRUE(child.WaitForLine("reloaded", 20).has_value()) << child.err();
   EXPECT_EQ(json::parse(HttpPost(explain, body).body)["rule"], "default");
+
+  child.Signal(SIGTERM);
+  EXPECT_EQ(child.Wait(30), 0) << child.err();
+  std::filesystem::remove(path);
+}
+
+// Out of file descriptors, the listener cannot accept: it waits and tries again, logging the
+// failure once, rather than retrying at once on a socket that stays readable (which flooded the
+// log with hundreds of thousands of lines a second and spun a core). It serves again as soon as
+// descriptors are free.
+TEST(ServeLimitsTest, OutOfFileDescriptorsWaitsInsteadOfSpinning) {
+  const std::string path = WriteTemp(
+      "fd_limit.yaml",
+      "listeners: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"
+      "auth: {allow_unauthenticated: true}\n"
+      "targets:\n"
+      "  - {name: local, kind: local, model: stories260K.gguf, threads: 1}\n"
+      "policy: {default: local}\n");
+  ChildProcess child(
+      {"/bin/sh", "-c", "ulimit -n 64 && exec " + kBinary + " serve --config " + path},
+      {"SWITCHYARD_MODELS=" + kModels});
+  std::optional<std::string> line = child.WaitForLine("listening", 60);
+  ASSERT_TRUE(line.has_value()) << child.err();
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(*line, match, std::regex("http=127\\.0\\.0\\.1:(\\d+)")));
+  const int port = std::stoi(match[1].str());
+
+  // Connections the kernel completes in the listen backlog, more than the process can accept.
+  std::vector<int> sockets;
+  for (int i = 0; i < 80; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    sockets.push_back(fd);
+  }
+  std::optional<std::string> failed = child.WaitForLine("http accept failed", 20);
+  ASSERT_TRUE(failed.has_value()) << child.err();
+  EXPECT_THAT(*failed, HasSubstr("Too many open files"));
+  // A second of failing: one line, not one per try.
+  child.WaitForLine("no such line", 1.0);
+  size_t lines = 0;
+  for (size_t at = 0; (at = child.err().find("accept failed", at)) != std::string::npos; ++at) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << child.err().substr(0, 2000);
+
+  for (int fd : sockets) ::close(fd);
+  EXPECT_TRUE(child.WaitForLine("http accept works again", 20).has_value()) << child.err();
+  HttpResult health = HttpGet("http://127.0.0.1:" + std::to_string(port) + "/healthz");
+  EXPECT_EQ(health.status, 200) << health.error;
 
   child.Signal(SIGTERM);
   EXPECT_EQ(child.Wait(30), 0) << child.err();
