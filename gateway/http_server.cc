@@ -133,6 +133,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   // The exchange in progress.
   bool keep_alive_ = false;
+  // The request is a HEAD: answers carry no body. Set per request, and false for one that could
+  // not be read (`request_` then still holds the one before).
+  bool head_only_ = false;
   bool exchange_done_ = false;
   bool watching_ = false;
   bool client_gone_ = false;
@@ -286,6 +289,7 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
   shared_->active_exchanges.fetch_add(1);
   exchange_done_ = false;
   keep_alive_ = false;
+  head_only_ = false;
   dialect_ = ClientDialect::kOpenAi;
   stream_.expires_never();
   if (ec == http::error::body_limit) {
@@ -303,6 +307,7 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
     return;
   }
   request_ = parser_->release();
+  head_only_ = request_.method() == http::verb::head;
   received_ = std::chrono::steady_clock::now();
   keep_alive_ = request_.keep_alive() && !shared_->draining.load();
   Handle();
@@ -543,7 +548,7 @@ void HttpSession::SendResponse(ResponseHead head, std::string body) {
   // small answer (BENCHMARKS.md, "Session 11").
   response_bytes_ = std::move(head).Finish();
   // A HEAD request gets the head a GET would, Content-Length included, and no body.
-  if (request_.method() != http::verb::head) response_bytes_ += body;
+  if (!head_only_) response_bytes_ += body;
   asio::async_write(stream_, asio::buffer(response_bytes_),
                     [self = shared_from_this()](beast::error_code ec, size_t) {
                       if (ec) self->client_gone_ = true;

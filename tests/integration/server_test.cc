@@ -584,6 +584,15 @@ TEST_F(ServerTest, HeadHasNoBodyAndMethodNotAllowedSaysWhatIs) {
     EXPECT_TRUE(answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\n")) << answer;
     EXPECT_THAT(answer, HasSubstr("\r\nAllow: " + allow + "\r\n")) << request;
   }
+
+  // A request that cannot be read, after a HEAD: its error still has a body.
+  ASSERT_TRUE(connection.Send("HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                              "GET /healthz HTTP/1.1\r\nNo colon here\r\n\r\n"));
+  const std::string last = connection.ReadUntil([](const std::string& bytes) {
+    return bytes.find("malformed HTTP request") != std::string::npos;
+  });
+  EXPECT_THAT(last, HasSubstr("HTTP/1.1 400 Bad Request\r\n"));
+  EXPECT_THAT(last, HasSubstr("malformed HTTP request")) << last;
 }
 
 // A client that hangs up while its (non-streamed) answer is being made: the backend's work stops.
