@@ -136,6 +136,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // The request is a HEAD: answers carry no body. Set per request, and false for one that could
   // not be read (`request_` then still holds the one before).
   bool head_only_ = false;
+  unsigned version_ = 11;  // the request's HTTP version, 11 for HTTP/1.1
   bool exchange_done_ = false;
   bool watching_ = false;
   bool client_gone_ = false;
@@ -291,6 +292,11 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
   keep_alive_ = false;
   head_only_ = false;
   dialect_ = ClientDialect::kOpenAi;
+  // Nothing of the connection's previous exchange may show in this one's answer (decision
+  // headers, request id), and a request that cannot be read is answered in HTTP/1.1.
+  routed_ = Routed{};
+  inbound_ = InboundRequest{};
+  version_ = 11;
   stream_.expires_never();
   if (ec == http::error::body_limit) {
     keep_alive_ = false;  // the rest of the oversized body is unread
@@ -308,6 +314,7 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
   }
   request_ = parser_->release();
   head_only_ = request_.method() == http::verb::head;
+  version_ = request_.version();
   received_ = std::chrono::steady_clock::now();
   keep_alive_ = request_.keep_alive() && !shared_->draining.load();
   Handle();
@@ -504,7 +511,7 @@ void HttpSession::SetDecisionHeaders(ResponseHead& head) const {
 }
 
 ResponseHead HttpSession::Head(http::status status, std::string_view content_type) const {
-  ResponseHead head(status, request_.version());
+  ResponseHead head(status, version_);
   head.Set("Server", "switchyard").Set("Content-Type", content_type);
   SetDecisionHeaders(head);
   return head;
@@ -512,7 +519,7 @@ ResponseHead HttpSession::Head(http::status status, std::string_view content_typ
 
 void HttpSession::SetConnection(ResponseHead& head) const {
   // HTTP/1.1 keeps a connection unless told otherwise; HTTP/1.0 closes it unless told otherwise.
-  if (request_.version() >= 11) {
+  if (version_ >= 11) {
     if (!keep_alive_) head.Set("Connection", "close");
   } else if (keep_alive_) {
     head.Set("Connection", "keep-alive");

@@ -595,6 +595,43 @@ TEST_F(ServerTest, HeadHasNoBodyAndMethodNotAllowedSaysWhatIs) {
   EXPECT_THAT(last, HasSubstr("malformed HTTP request")) << last;
 }
 
+// On a kept connection, an answer carries only its own exchange's headers: a request after a
+// chat request shows neither that request's decision nor its id (a proxy may pool one
+// connection for many users). And a request that cannot be read is answered in HTTP/1.1, not in
+// the version of the request before it.
+TEST_F(ServerTest, AnAnswerCarriesOnlyItsOwnExchangesHeaders) {
+  RawConnection connection(server_->http_port());
+  ASSERT_TRUE(connection.connected());
+  const auto one_answer = [](const std::string& bytes) {
+    const size_t end = bytes.find("\r\n\r\n");
+    const size_t at = bytes.find("Content-Length: ");
+    return end != std::string::npos && at != std::string::npos && at < end &&
+           bytes.size() >= end + 4 + std::stoul(bytes.substr(at + 16));
+  };
+  ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("hi"))));
+  const std::string chat = connection.ReadUntil(one_answer);
+  ASSERT_THAT(chat, HasSubstr("\r\nx-switchyard-target: cloud\r\n"));
+  ASSERT_THAT(chat, HasSubstr("\r\nx-request-id: "));
+
+  for (const std::string& request :
+       {std::string("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+        std::string("GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+        ChatRequestBytes("{not json")}) {
+    ASSERT_TRUE(connection.Send(request));
+    const std::string answer = connection.ReadUntil(one_answer);
+    EXPECT_THAT(answer, ::testing::Not(HasSubstr("x-switchyard"))) << answer;
+    EXPECT_THAT(answer, ::testing::Not(HasSubstr("x-request-id"))) << answer;
+  }
+
+  RawConnection old(server_->http_port());
+  ASSERT_TRUE(old.connected());
+  ASSERT_TRUE(old.Send("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  EXPECT_TRUE(old.ReadUntil(one_answer).starts_with("HTTP/1.0 200 OK\r\n"));
+  ASSERT_TRUE(old.Send("GET /healthz HTTP/1.0\r\nNo colon here\r\n\r\n"));
+  const std::string broken = old.ReadUntil(one_answer);
+  EXPECT_TRUE(broken.starts_with("HTTP/1.1 400 Bad Request\r\n")) << broken;
+}
+
 // A client that hangs up while its (non-streamed) answer is being made: the backend's work stops.
 TEST_F(ServerTest, ClientHangingUpMidRequestCancelsBackendWork) {
   cloud_->set_script(Script(std::vector<std::string>(200, "tok"), std::chrono::milliseconds(20)));
