@@ -272,19 +272,27 @@ class FallbackRun : public std::enable_shared_from_this<FallbackRun> {
 };
 
 void FallbackRun::StartFrom(size_t index, absl::Status last_error) {
-  const std::shared_ptr<const Runtime> runtime = runtime_.lock();
-  for (; runtime != nullptr && index < targets_.size(); ++index) {
+  for (; index < targets_.size(); ++index) {
     const std::string& name = targets_[index];
-    auto backend = runtime->backends.find(name);
-    if (backend == runtime->backends.end() || !backend->second->Available() ||
-        !sender_->MayReceive(name)) {
-      continue;
+    // The backend is kept, not the runtime. A fallback runs on the failed attempt's backend
+    // thread, and the attempt started here may finish, and the edge let go of the runtime, before
+    // Start returns: the runtime's last reference, dropped here, would destroy the backend whose
+    // thread this is, which cannot join itself. While no attempt runs, the edge holds the
+    // runtime, so releasing it here never destroys it.
+    std::shared_ptr<backends::Backend> backend;
+    if (const std::shared_ptr<const Runtime> runtime = runtime_.lock(); runtime != nullptr) {
+      if (auto it = runtime->backends.find(name); it != runtime->backends.end()) {
+        backend = it->second;
+      }
+    } else {
+      break;
     }
+    if (backend == nullptr || !backend->Available() || !sender_->MayReceive(name)) continue;
     if (index > 0) metrics_.ObserveFallback(targets_[0], name);
     last_started_.store(static_cast<int64_t>(index));
     on_attempt_(name);
     std::unique_ptr<backends::Call> call = sender_->Start(
-        *backend->second, name, std::make_shared<AttemptSink>(shared_from_this(), index));
+        *backend, name, std::make_shared<AttemptSink>(shared_from_this(), index));
     absl::MutexLock lock(&mu_);
     if (cancelled_) {
       call->Cancel();
