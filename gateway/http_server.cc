@@ -133,10 +133,6 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   // The exchange in progress.
   bool keep_alive_ = false;
-  // The request is a HEAD: answers carry no body. Set per request, and false for one that could
-  // not be read (`request_` then still holds the one before).
-  bool head_only_ = false;
-  unsigned version_ = 11;  // the request's HTTP version, 11 for HTTP/1.1
   bool exchange_done_ = false;
   bool watching_ = false;
   bool client_gone_ = false;
@@ -160,7 +156,6 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // A whole (non-streamed) answer while it is written.
   std::string response_bytes_;
 };
-
 
 // For a stream, whose headers went out before the answer was complete: the served-by, retries and
 // fallbacks explanation as an SSE comment line, which every SSE client ignores.
@@ -290,13 +285,13 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
   shared_->active_exchanges.fetch_add(1);
   exchange_done_ = false;
   keep_alive_ = false;
-  head_only_ = false;
   dialect_ = ClientDialect::kOpenAi;
-  // Nothing of the connection's previous exchange may show in this one's answer (decision
-  // headers, request id), and a request that cannot be read is answered in HTTP/1.1.
+  // Nothing of the connection's previous exchange may show in this one's answer: not its
+  // decision headers or request id, nor its method or HTTP version, which the answer's head and
+  // body follow (a request that cannot be read is answered as an HTTP/1.1 GET would be).
+  request_ = {};
   routed_ = Routed{};
   inbound_ = InboundRequest{};
-  version_ = 11;
   stream_.expires_never();
   if (ec == http::error::body_limit) {
     keep_alive_ = false;  // the rest of the oversized body is unread
@@ -313,8 +308,6 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
     return;
   }
   request_ = parser_->release();
-  head_only_ = request_.method() == http::verb::head;
-  version_ = request_.version();
   received_ = std::chrono::steady_clock::now();
   keep_alive_ = request_.keep_alive() && !shared_->draining.load();
   Handle();
@@ -511,7 +504,7 @@ void HttpSession::SetDecisionHeaders(ResponseHead& head) const {
 }
 
 ResponseHead HttpSession::Head(http::status status, std::string_view content_type) const {
-  ResponseHead head(status, version_);
+  ResponseHead head(status, request_.version());
   head.Set("Server", "switchyard").Set("Content-Type", content_type);
   SetDecisionHeaders(head);
   return head;
@@ -519,7 +512,7 @@ ResponseHead HttpSession::Head(http::status status, std::string_view content_typ
 
 void HttpSession::SetConnection(ResponseHead& head) const {
   // HTTP/1.1 keeps a connection unless told otherwise; HTTP/1.0 closes it unless told otherwise.
-  if (version_ >= 11) {
+  if (request_.version() >= 11) {
     if (!keep_alive_) head.Set("Connection", "close");
   } else if (keep_alive_) {
     head.Set("Connection", "keep-alive");
@@ -555,7 +548,7 @@ void HttpSession::SendResponse(ResponseHead head, std::string body) {
   // small answer (BENCHMARKS.md, "Session 11").
   response_bytes_ = std::move(head).Finish();
   // A HEAD request gets the head a GET would, Content-Length included, and no body.
-  if (!head_only_) response_bytes_ += body;
+  if (request_.method() != http::verb::head) response_bytes_ += body;
   asio::async_write(stream_, asio::buffer(response_bytes_),
                     [self = shared_from_this()](beast::error_code ec, size_t) {
                       if (ec) self->client_gone_ = true;
