@@ -39,8 +39,8 @@ struct ChatRequest {
   std::vector<std::string> stop;
   std::string user;
   // The client reads the answer as it is generated. A remote target streaming in `kAuto` mode
-  // (StreamUpstream below) asks its upstream for an event stream only then, and otherwise for one JSON
-  // body, which costs both sides less.
+  // (StreamUpstream below) asks its upstream for an event stream only then, and otherwise for
+  // one JSON body, which costs both sides less.
   bool stream = true;
 };
 

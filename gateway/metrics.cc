@@ -476,4 +476,3 @@ void AddBuildInfo(MetricsRegistry& registry, std::string_view version) {
 }
 
 }  // namespace switchyard::gateway
-

@@ -1,5 +1,5 @@
 // A Backend for Google's Gemini API: POST {base_url}/models/{model}:generateContent, or
-// :streamGenerateContent?alt=sse when the request streams upstream (remote_call.h), with the key
+// :streamGenerateContent?alt=sse when the request streams upstream (backend.h), with the key
 // in "x-goog-api-key".
 //
 // Request: system (and developer) messages become systemInstruction; the others become

@@ -1,7 +1,7 @@
 // A Backend for any OpenAI-compatible Chat Completions API (OpenAI, vLLM, llama.cpp server,
 // OpenRouter, ...): POST {base_url}/chat/completions, streamed as SSE, over the shared CurlLoop.
 //
-// A request that streams upstream (`stream`, remote_call.h: by default when the client streams)
+// A request that streams upstream (StreamsUpstream, backend.h: by default when the client streams)
 // hands deltas to the sink one by one as they arrive; otherwise the whole answer comes back as
 // one JSON body and reaches the sink as one delta. Usage comes from the provider's "usage"
 // object (in a stream, the final chunk, which we ask for with stream_options.include_usage).
