@@ -313,12 +313,6 @@ std::string ChatCompletionJson(std::string_view id, std::string_view model, int6
   return Dump(response);
 }
 
-std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
-                           std::string_view delta, bool first,
-                           const backends::Completion* finish) {
-  return ChatChunkWriter(std::string(id), std::string(model), created).Event(delta, first, finish);
-}
-
 ChatChunkWriter::ChatChunkWriter(std::string id, std::string model, int64_t created)
     : id_(std::move(id)),
       model_(std::move(model)),

@@ -29,19 +29,14 @@ std::string_view FinishReasonName(backends::FinishReason reason);
 std::string ChatCompletionJson(std::string_view id, std::string_view model, int64_t created,
                                std::string_view content, const backends::Completion& completion);
 
-// One streaming "chat.completion.chunk" as an SSE event ("data: {...}\n\n"). `role` is set in
-// the first chunk only; `finish` in the last one, which also carries usage.
-std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
-                           std::string_view delta, bool first,
-                           const backends::Completion* finish);
-
-// ChatChunkEvent for the events of one stream. The start of every event (id, created, model) is
-// the same, so it is rendered once, and each token costs only its own part.
+// The events of one stream. The start of every event (id, created, model) is the same, so it is
+// rendered once, and each token costs only its own part.
 class ChatChunkWriter {
  public:
   ChatChunkWriter(std::string id, std::string model, int64_t created);
 
-  // The same bytes as ChatChunkEvent(id, model, created, delta, first, finish).
+  // One streaming "chat.completion.chunk" as an SSE event ("data: {...}\n\n"). `role` is set
+  // in the first chunk only; `finish` in the last one, which also carries usage.
   std::string Event(std::string_view delta, bool first, const backends::Completion* finish) const;
 
  private:

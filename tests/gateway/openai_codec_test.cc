@@ -15,6 +15,13 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
+// One event of a stream with this id, model and time.
+std::string ChatChunkEvent(std::string_view id, std::string_view model, int64_t created,
+                           std::string_view delta, bool first,
+                           const backends::Completion* finish) {
+  return ChatChunkWriter(std::string(id), std::string(model), created).Event(delta, first, finish);
+}
+
 TEST(OpenAiCodecTest, ParsesAFullRequest) {
   absl::StatusOr<InboundRequest> request = ParseChatCompletionRequest(R"({
     "model": "gpt-4o",
