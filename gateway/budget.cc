@@ -311,10 +311,21 @@ LedgerFile::LedgerFile(std::string path, std::shared_ptr<Ledger> ledger)
 
 absl::StatusOr<std::unique_ptr<LedgerFile>> LedgerFile::Open(std::string path,
                                                              std::shared_ptr<Ledger> ledger) {
+  // Only a file that does not exist yet starts empty: one that exists but cannot be read (no
+  // permission, a folder) must stop the start, or the first write below would replace the
+  // spend it holds with nothing and reset every budget.
   std::ifstream in(path, std::ios::binary);
+  if (!in && errno != ENOENT) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": cannot read the metering state: ", std::strerror(errno)));
+  }
   if (in) {
     std::ostringstream text;
     text << in.rdbuf();
+    if (in.bad()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": cannot read the metering state: ", std::strerror(errno)));
+    }
     if (absl::Status status = ledger->Restore(text.str()); !status.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": cannot read the metering state: ", status.message()));

@@ -1,5 +1,7 @@
 #include "gateway/budget.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -260,6 +262,43 @@ TEST_F(BudgetTest, LedgerFileWritesAtomicallyAndLoadsAtOpen) {
       LedgerFile::Open(dir + "/missing/metering.json", Ledger::Create(clock_));
   ASSERT_FALSE(unwritable.ok());
   EXPECT_THAT(unwritable.status().message(), HasSubstr("cannot write the metering state"));
+}
+
+// A state file that exists but cannot be read stops the start and is left as it is: treating it
+// as missing would write an empty state over it and reset every budget.
+TEST_F(BudgetTest, LedgerFileThatCannotBeReadIsNotReplaced) {
+  const std::string dir = ::testing::TempDir() + "/budget_test_unreadable";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  // A symbolic link to itself cannot be opened (ELOOP), even by root, who can read any mode.
+  const std::string loop = dir + "/loop.json";
+  std::filesystem::create_symlink("loop.json", loop);
+  absl::StatusOr<std::unique_ptr<LedgerFile>> looped =
+      LedgerFile::Open(loop, Ledger::Create(clock_));
+  ASSERT_FALSE(looped.ok());
+  EXPECT_THAT(looped.status().message(), HasSubstr(loop + ": cannot read the metering state"));
+  EXPECT_TRUE(std::filesystem::is_symlink(loop));
+
+  if (::geteuid() == 0) return;  // the mode below does not stop root
+  const std::string path = dir + "/metering.json";
+  const std::string saved =
+      R"({"version":1,"scopes":{"tenant:acme":{"day":"2026-01-02","month":"2026-01",)"
+      R"("day_usd":0.9,"month_usd":42}}})";
+  {
+    std::ofstream out(path);
+    out << saved;
+  }
+  std::filesystem::permissions(path, std::filesystem::perms::owner_write);
+  absl::StatusOr<std::unique_ptr<LedgerFile>> unreadable =
+      LedgerFile::Open(path, Ledger::Create(clock_));
+  ASSERT_FALSE(unreadable.ok());
+  EXPECT_THAT(unreadable.status().message(), HasSubstr(path + ": cannot read the metering state"));
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read |
+                                         std::filesystem::perms::owner_write);
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), saved);
 }
 
 TEST(RetryAfterTest, RoundTripsThroughTheStatusPayload) {
