@@ -49,6 +49,27 @@ std::optional<std::string> SplitHash(std::string_view line, std::string* body) {
   return std::string(hash);
 }
 
+// Whether `line` (without its newline) is a whole record: it ends in the hash of its content.
+bool IsRecordLine(std::string_view line) {
+  std::string body;
+  const std::optional<std::string> hash = SplitHash(line, &body);
+  return hash.has_value() && Sha256Hex(body) == *hash;
+}
+
+// The last line of `text`, which ends in a newline, without that newline.
+std::string_view LastLine(std::string_view text) {
+  text.remove_suffix(1);
+  const size_t before = text.rfind('\n');
+  return before == std::string_view::npos ? text : text.substr(before + 1);
+}
+
+absl::Status NotADecisionLog(std::string_view path) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("decision log ", policies::Sv(path),
+                   ": its last line is not a decision record; refusing to append to, or cut, a "
+                   "file that is not a decision log"));
+}
+
 }  // namespace
 
 std::string DecisionLogLine(const RequestRecord& record, std::string_view prev,
@@ -285,21 +306,39 @@ absl::StatusOr<std::unique_ptr<DecisionLog>> DecisionLog::Open(std::string path,
     if (search > 0 && tail.rfind('\n', search - 1) != std::string::npos) break;
   }
   if (!tail.empty() && tail.back() != '\n') {
-    // Torn by a crash mid-write: cut it off so the chain continues from the last whole line.
     const size_t last_newline = tail.rfind('\n');
     const size_t keep = last_newline == std::string::npos ? 0 : last_newline + 1;
-    Log(LogLevel::kWarning, "decision log ", log->path_, ": cutting off a torn last line (",
-        tail.size() - keep, " bytes)");
-    if (::ftruncate(fd, pos + static_cast<off_t>(keep)) != 0) {
-      return absl::UnavailableError(absl::StrCat("decision log ", log->path_,
-                                                 ": cannot truncate: ", std::strerror(errno)));
+    if (IsRecordLine(std::string_view(tail).substr(keep))) {
+      // A whole record that lost only its newline (an editor, a copy): keep it, end the line.
+      Log(LogLevel::kWarning, "decision log ", log->path_,
+          ": the last record has no newline; adding one");
+      if (::write(fd, "\n", 1) != 1) {
+        return absl::UnavailableError(
+            absl::StrCat("decision log ", log->path_, ": cannot write: ", std::strerror(errno)));
+      }
+      tail.push_back('\n');
+    } else {
+      // Torn by a crash mid-write: cut it off so the chain continues from the last whole line.
+      // Only from a decision log, though: the path may name some other file by mistake.
+      const std::string_view torn = std::string_view(tail).substr(keep);
+      if (!std::string_view("{\"").starts_with(torn.substr(0, 2)) ||
+          (keep > 0 && !IsRecordLine(LastLine(std::string_view(tail).substr(0, keep))))) {
+        return NotADecisionLog(log->path_);
+      }
+      Log(LogLevel::kWarning, "decision log ", log->path_, ": cutting off a torn last line (",
+          tail.size() - keep, " bytes)");
+      if (::ftruncate(fd, pos + static_cast<off_t>(keep)) != 0) {
+        return absl::UnavailableError(absl::StrCat("decision log ", log->path_,
+                                                   ": cannot truncate: ", std::strerror(errno)));
+      }
+      tail.resize(keep);
     }
-    tail.resize(keep);
   }
   if (!tail.empty()) {
-    const size_t before = tail.size() >= 2 ? tail.rfind('\n', tail.size() - 2) : std::string::npos;
-    const size_t from = before == std::string::npos ? 0 : before + 1;
-    log->prev_ = Sha256Hex(std::string_view(tail).substr(from, tail.size() - 1 - from));
+    const std::string_view last = LastLine(tail);
+    // Appending to a file that is not a decision log would mix records into it.
+    if (!IsRecordLine(last)) return NotADecisionLog(log->path_);
+    log->prev_ = Sha256Hex(last);
   }
   if (log->prev_.empty()) log->prev_ = Sha256Hex(kDecisionLogGenesis);
   log->writer_ = std::thread([raw = log.get()] { raw->Run(); });

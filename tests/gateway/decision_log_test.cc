@@ -241,6 +241,48 @@ TEST(DecisionLogTest, WritesAChainThatSurvivesRestartsAndTornTails) {
   std::filesystem::remove(path);
 }
 
+// The tail is cut only when it is a torn record: a whole record that lost its newline is kept,
+// and a file that is not a decision log is refused and left as it was.
+TEST(DecisionLogTest, KeepsAWholeLastRecordAndRefusesOtherFiles) {
+  const std::string path = TempPath("newline.jsonl");
+  std::filesystem::remove(path);
+  Counters counters;
+  {
+    absl::StatusOr<std::unique_ptr<DecisionLog>> log =
+        DecisionLog::Open(path, false, counters.get());
+    ASSERT_TRUE(log.ok()) << log.status();
+    for (int i = 0; i < 3; ++i) (*log)->Append(Sample(i));
+  }
+  std::string text = ReadAll(path);
+  ASSERT_EQ(text.back(), '\n');
+  text.pop_back();
+  { std::ofstream(path, std::ios::trunc) << text; }
+  {
+    absl::StatusOr<std::unique_ptr<DecisionLog>> log =
+        DecisionLog::Open(path, false, counters.get());
+    ASSERT_TRUE(log.ok()) << log.status();
+    (*log)->Append(Sample(3));
+  }
+  std::vector<std::string> lines = ReadLines(path);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_THAT(lines[2], HasSubstr("req-2"));
+  EXPECT_FALSE(VerifyDecisionLogChain(lines).has_value());
+
+  // Not a decision log: with or without a newline at the end, and even if its last line could be
+  // the start of a record, the file is refused and keeps every byte.
+  for (const std::string notes :
+       {"line one\nsome text without a newline", "line one\nline two\n", "just one line",
+        "line one\n{\"time\":\"2026"}) {
+    { std::ofstream(path, std::ios::trunc) << notes; }
+    absl::StatusOr<std::unique_ptr<DecisionLog>> log =
+        DecisionLog::Open(path, false, counters.get());
+    ASSERT_FALSE(log.ok()) << notes;
+    EXPECT_THAT(log.status().message(), HasSubstr("is not a decision record"));
+    EXPECT_EQ(ReadAll(path), notes);
+  }
+  std::filesystem::remove(path);
+}
+
 TEST(DecisionLogTest, LongLinesAcrossTheReadBackChunk) {
   const std::string path = TempPath("long.jsonl");
   std::filesystem::remove(path);
