@@ -187,19 +187,25 @@ int Serve(int argc, char** argv) {
   ReleaseFreeMemory();
   Log(LogLevel::kInfo, (*server)->ListeningLine());
   // Reload on SIGHUP and when the file changes.
+  // After a reload the watcher follows the files the new config names.
+  auto reload = [&server, &config_path](ConfigWatcher& watcher) {
+    if (!(*server)->ReloadFromFile(*config_path).ok()) return;
+    const std::shared_ptr<const Runtime> runtime = (*server)->gateway().runtime();
+    watcher.Watch(runtime->config.sources, runtime->config.version);
+  };
   std::unique_ptr<ConfigWatcher> watcher;
   if (config_path) {
-    watcher = std::make_unique<ConfigWatcher>(
-        *config_path, (*server)->gateway().runtime()->config.version,
-        std::chrono::milliseconds(1000),
-        [&server, path = *config_path] { (*server)->ReloadFromFile(path).IgnoreError(); });
+    const std::shared_ptr<const Runtime> runtime = (*server)->gateway().runtime();
+    watcher = std::make_unique<ConfigWatcher>(*config_path, runtime->config.sources,
+                                              runtime->config.version,
+                                              std::chrono::milliseconds(1000), reload);
   }
   int signal_number = 0;
   while (true) {
     sigwait(&signals, &signal_number);
     if (signal_number != SIGHUP) break;
     if (config_path) {
-      (*server)->ReloadFromFile(*config_path).IgnoreError();
+      reload(*watcher);
     } else {
       Log(LogLevel::kWarning, "SIGHUP ignored: the embedded default config has no file to reload");
     }

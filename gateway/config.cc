@@ -1,14 +1,18 @@
 #include "gateway/config.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 #include "policies/absl_compat.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "gateway/embedded_config.h"
 #include "gateway/hash.h"
@@ -277,14 +281,15 @@ absl::Status ParseAuth(const YamlReader& yaml, const YAML::Node& root, std::stri
     SY_ASSIGN_OR_RETURN(key_file, yaml.String(node, "key_file"));
     if (key_file.has_value()) {
       const std::string path = Resolve(base_dir, *key_file);
-      std::ifstream in(path, std::ios::binary);
-      if (!in) {
-        return yaml.Error(node["key_file"], absl::StrCat("cannot open key file '", path, "'"));
+      absl::StatusOr<std::string> text = ReadConfigSource(path);
+      if (!text.ok()) {
+        return yaml.Error(node["key_file"], absl::StrCat("key file: ", text.status().message()));
       }
-      std::ostringstream text;
-      text << in.rdbuf();
-      SY_ASSIGN_OR_RETURN(keys, policies::ParseYaml(text.str(), path));
+      SY_ASSIGN_OR_RETURN(keys, policies::ParseYaml(*text, path));
       SY_RETURN_IF_ERROR(ParseKeyList(YamlReader{path}, keys, auth));
+      // Revoking a key in this file is a change of config: watched, and in the version.
+      config.sources.push_back(path);
+      config.version = ConfigVersion({config.version, ContentHash(*text)});
     }
   }
   if (const YAML::Node tenants = root["tenants"]) {
@@ -462,14 +467,45 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
   return config;
 }
 
-absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+absl::StatusOr<std::string> ReadConfigSource(const std::string& path) {
+  // stat first: opening a FIFO would wait for a writer, and /dev/zero never ends.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a regular file (", S_ISDIR(st.st_mode) ? "a directory" : "a device or pipe",
+        ")"));
+  }
+  if (st.st_size > kMaxConfigSourceBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.st_size,
+                                                   " bytes; a config file may have at most ",
+                                                   kMaxConfigSourceBytes));
+  }
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open config file"));
-  std::ostringstream text;
-  text << in.rdbuf();
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  }
+  std::string text(static_cast<size_t>(kMaxConfigSourceBytes) + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (in.bad()) return absl::InvalidArgumentError(absl::StrCat(path, ": read error"));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > static_cast<size_t>(kMaxConfigSourceBytes)) {  // grew since the stat
+    return absl::InvalidArgumentError(absl::StrCat(path, ": a config file may have at most ",
+                                                   kMaxConfigSourceBytes, " bytes"));
+  }
+  return text;
+}
+
+std::string ConfigVersion(const std::vector<std::string>& hashes) {
+  return hashes.size() == 1 ? hashes.front() : ContentHash(absl::StrJoin(hashes, "\n"));
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  SY_ASSIGN_OR_RETURN(text, ReadConfigSource(path));
   const std::string base = std::filesystem::path(path).parent_path().string();
-  return ParseConfig(text.str(), path, base);
+  return ParseConfig(text, path, base);
 }
 
 std::string_view DefaultConfigText() { return kEmbeddedDefaultConfig; }

@@ -86,7 +86,9 @@ struct MeteringConfig {
 
 struct Config {
   std::string file;     // where it came from ("<embedded default>" for the built-in one)
-  std::string version;  // content hash of the file (policy_version)
+  // Content hash of the file and the files it names (policy_version): ConfigVersion of theirs.
+  std::string version;
+  std::vector<std::string> sources;  // files read besides this one (auth.key_file)
   ListenerConfig http{"127.0.0.1", 8080};
   ListenerConfig grpc{"127.0.0.1", 50051};
   // `listeners.busy_poll_microseconds`: how long an HTTP thread keeps looking for its next event
@@ -113,6 +115,16 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
 
 // Reads and parses a config file.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// The largest config or key file read; a bigger one is a mistake (a log, a model), not a config.
+inline constexpr int64_t kMaxConfigSourceBytes = 16 << 20;
+
+// Reads a config file, or a file a config names, refusing what is not a regular file or is
+// larger than kMaxConfigSourceBytes.
+absl::StatusOr<std::string> ReadConfigSource(const std::string& path);
+
+// A config's version from the ContentHash of each of its files, the config file first.
+std::string ConfigVersion(const std::vector<std::string>& hashes);
 
 // The embedded default: the local engine on stories260K.gguf and the default policy.
 absl::StatusOr<Config> DefaultConfig();

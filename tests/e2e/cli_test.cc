@@ -75,7 +75,7 @@ TEST(CliTest, CheckReportsFileLineColumnAndFails) {
   EXPECT_EQ(result.err, path + ":4:5: unknown key 'modle' in target 'local' (did you mean 'model'?)\n");
   RunResult missing = RunCommand({kBinary, "check", "--config", "/nonexistent.yaml"});
   EXPECT_EQ(missing.exit_code, 1);
-  EXPECT_THAT(missing.err, HasSubstr("/nonexistent.yaml: cannot open config file"));
+  EXPECT_THAT(missing.err, HasSubstr("/nonexistent.yaml: cannot open: No such file or directory"));
   std::filesystem::remove(path);
 }
 
@@ -254,6 +254,45 @@ TEST_F(ServeTest, SighupAndFileChangesReloadTheConfig) {
   child.Signal(SIGTERM);
   EXPECT_EQ(child.Wait(30), 0) << child.err();
   std::filesystem::remove(path);
+}
+
+// The key file a config names is watched as the config is: revoking a key there takes effect
+// without a SIGHUP, and changes the policy version.
+TEST(ServeKeyFileTest, EditingTheKeyFileReloads) {
+  // sha256("sk-e2e-rotate")
+  const std::string keys = WriteTemp(
+      "rotate_keys.yaml",
+      "- {name: rotating, tenant: acme, sha256: "
+      "843db942b4ae7b44f6b05d6e8441eeb1eaecaea9cec95ccefb02b31bb6ed815d}\n");
+  const std::string path = WriteTemp(
+      "rotate.yaml",
+      "listeners: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"
+      "auth: {key_file: " + keys + "}\n"
+      "targets:\n"
+      "  - {name: local, kind: local, model: stories260K.gguf, threads: 1}\n"
+      "policy: {default: local}\n");
+  ChildProcess child({kBinary, "serve", "--config", path}, {"SWITCHYARD_MODELS=" + kModels});
+  std::optional<std::string> line = child.WaitForLine("listening", 60);
+  ASSERT_TRUE(line.has_value()) << child.err();
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(*line, match, std::regex("http=127\\.0\\.0\\.1:(\\d+)")));
+  const std::string explain = "http://127.0.0.1:" + match[1].str() + "/v1/route/explain";
+  const std::string body = R"({"messages":[{"role":"user","content":"hello"}]})";
+  HttpOptions keyed;
+  keyed.headers = {"Authorization: Bearer sk-e2e-rotate"};
+  HttpResult before = HttpPost(explain, body, keyed);
+  ASSERT_EQ(before.status, 200) << before.body;
+
+  std::ofstream(keys + ".tmp", std::ios::trunc) << "[]\n";
+  std::filesystem::rename(keys + ".tmp", keys);
+  ASSERT_TRUE(child.WaitForLine("reloaded", 20).has_value()) << child.err();
+  HttpResult after = HttpPost(explain, body, keyed);
+  EXPECT_EQ(after.status, 401) << after.body;
+
+  child.Signal(SIGTERM);
+  EXPECT_EQ(child.Wait(30), 0) << child.err();
+  std::filesystem::remove(path);
+  std::filesystem::remove(keys);
 }
 
 // Out of file descriptors, the listener cannot accept: it waits and tries again, logging the

@@ -182,7 +182,7 @@ TEST(AuthTest, BadAuthConfigIsAPreciseError) {
       {"auth:\n  allow_unauthenticated: maybe\n", "auth.yaml:9:26:"},
       {"auth:\n  keyz: []\n", "auth.yaml:9:3:"},
       {"auth:\n  key_file: /nonexistent/keys.yaml\n",
-       "cannot open key file '/nonexistent/keys.yaml'"},
+       "key file: /nonexistent/keys.yaml: cannot open"},
       {"tenants:\n  acme: { usd_per_day: -1 }\n", "auth.yaml:9:24:"},
       {"tenants:\n  acme: { on_exhausted: refund }\n",
        "'on_exhausted' must be reject or downgrade"},

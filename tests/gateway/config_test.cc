@@ -1,9 +1,13 @@
 // Config validation: table-driven from inline YAML, every error precise to file:line:column.
 #include "gateway/config.h"
 
+#include <sys/stat.h>
+
 #include <filesystem>
+#include <fstream>
 #include <string>
 
+#include "gateway/hash.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -278,6 +282,58 @@ TEST(ConfigTest, MissingFileIsNotFound) {
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(config.status().message()), HasSubstr("/nonexistent/switchyard.yaml"));
+}
+
+// Only regular files of sane size are read: a folder, a device or a pipe given as the config (or
+// as its key file) is a clear error at once, never an endless read or a wait for a writer.
+TEST(ConfigTest, OnlyRegularFilesOfSaneSizeAreRead) {
+  const std::string dir =
+      std::filesystem::path(::testing::TempDir() + "/config_sources").lexically_normal().string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string fifo = dir + "/fifo.yaml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string big = dir + "/big.yaml";
+  std::filesystem::resize_file((std::ofstream(big), big), kMaxConfigSourceBytes + 1);
+  const struct {
+    std::string path;
+    std::string error;
+  } cases[] = {
+      {dir, "not a regular file (a directory)"},
+      {"/dev/zero", "not a regular file (a device or pipe)"},
+      {fifo, "not a regular file (a device or pipe)"},
+      {big, "16777217 bytes; a config file may have at most 16777216"},
+  };
+  for (const auto& c : cases) {
+    absl::StatusOr<Config> config = LoadConfigFile(c.path);
+    ASSERT_FALSE(config.ok()) << c.path;
+    EXPECT_THAT(config.status().message(), HasSubstr(c.path + ": " + c.error));
+    const std::string keyed = std::string(kValid) + "auth: {key_file: " + c.path + "}\n";
+    config = ParseConfig(keyed, "gw.yaml", "");
+    ASSERT_FALSE(config.ok()) << c.path;
+    EXPECT_THAT(config.status().message(), HasSubstr("key file: " + c.path + ": " + c.error));
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// A key file's content is part of the config's version: revoking a key changes it.
+TEST(ConfigTest, VersionCoversTheKeyFile) {
+  const std::string dir =
+      std::filesystem::path(::testing::TempDir() + "/config_key_version").lexically_normal().string();
+  std::filesystem::create_directories(dir);
+  const std::string keys = dir + "/keys.yaml";
+  const std::string yaml = std::string(kValid) + "auth: {key_file: keys.yaml}\n";
+  std::ofstream(keys, std::ios::trunc) << "- {name: a, tenant: t, sha256: " << std::string(64, 'a')
+                                       << "}\n";
+  absl::StatusOr<Config> first = ParseConfig(yaml, "gw.yaml", dir);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->sources, std::vector<std::string>{keys});
+  std::ofstream(keys, std::ios::trunc) << "[]\n";
+  absl::StatusOr<Config> second = ParseConfig(yaml, "gw.yaml", dir);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(first->version, second->version);
+  EXPECT_EQ(second->version, ConfigVersion({ContentHash(yaml), ContentHash("[]\n")}));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
