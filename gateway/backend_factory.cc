@@ -1,7 +1,12 @@
 #include "gateway/backend_factory.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -102,6 +107,47 @@ absl::StatusOr<std::shared_ptr<backends::Backend>> CreateRemote(
 }
 
 }  // namespace
+
+std::vector<std::string> CheckEnvironment(const Config& config) {
+  std::vector<std::string> problems;
+  std::vector<std::string> folders = config.model_dirs;
+  for (std::string& folder : backends::ModelSearchFolders("", std::getenv("SWITCHYARD_MODELS"))) {
+    folders.push_back(std::move(folder));
+  }
+  // Whether a file can be opened for reading, by the process as it runs now.
+  auto readable = [](const std::string& path) { return ::access(path.c_str(), R_OK) == 0; };
+  // Whether a file there can be created or replaced: its folder exists and is writable.
+  auto writable_folder = [](const std::string& path) {
+    const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+    return ::access(folder.empty() ? "." : folder.c_str(), W_OK | X_OK) == 0;
+  };
+  for (const TargetConfig& target : config.targets) {
+    const std::string prefix = absl::StrCat("target '", target.name, "': ");
+    if (target.kind == TargetKind::kLocal) {
+      absl::StatusOr<std::string> path = backends::ResolveModelPath(target.local.model, folders);
+      absl::Status header = path.ok() ? backends::CheckGgufHeader(*path) : path.status();
+      if (!header.ok()) problems.push_back(absl::StrCat(prefix, header.message()));
+      continue;
+    }
+    backends::RemoteOptions options;
+    if (absl::Status filled = FillRemoteOptions(target, options); !filled.ok()) {
+      problems.push_back(absl::StrCat(prefix, filled.message()));
+    }
+    if (!target.remote.ca_bundle.empty() && !readable(target.remote.ca_bundle)) {
+      problems.push_back(absl::StrCat(prefix, "ca_bundle ", target.remote.ca_bundle,
+                                      " cannot be read: ", std::strerror(errno)));
+    }
+  }
+  if (!config.decision_log.path.empty() && !writable_folder(config.decision_log.path)) {
+    problems.push_back(absl::StrCat("decision_log: cannot write ", config.decision_log.path,
+                                    ": ", std::strerror(errno)));
+  }
+  if (!config.metering.state_file.empty() && !writable_folder(config.metering.state_file)) {
+    problems.push_back(absl::StrCat("metering: cannot write ", config.metering.state_file, ": ",
+                                    std::strerror(errno)));
+  }
+  return problems;
+}
 
 BackendFactory MakeDefaultBackendFactory() {
   // Created on first use, so a config without remote targets starts no libcurl thread.

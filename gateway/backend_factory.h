@@ -10,6 +10,12 @@ namespace switchyard::gateway {
 // The returned factory shares one CurlLoop between all remote targets it builds.
 BackendFactory MakeDefaultBackendFactory();
 
+// What would stop `serve` on this machine that parsing cannot see, without loading anything:
+// local models not found on the search path (or not GGUF), api_key_env variables not set,
+// ca_bundle files that cannot be read, and decision log or metering state folders that cannot
+// be written. One message per problem, naming the target or section; empty when none.
+std::vector<std::string> CheckEnvironment(const Config& config);
+
 }  // namespace switchyard::gateway
 
 #endif  // SWITCHYARD_GATEWAY_BACKEND_FACTORY_H_

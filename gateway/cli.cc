@@ -14,6 +14,7 @@
 #include "gateway/allocator.h"
 #include "gateway/audit_command.h"
 #include "gateway/auth.h"
+#include "gateway/backend_factory.h"
 #include "gateway/classify_command.h"
 #include "gateway/config.h"
 #include "gateway/config_watcher.h"
@@ -37,8 +38,11 @@ Usage:
       picks a free port; the first log line names the bound addresses.
       SIGINT/SIGTERM drain in-flight requests and exit 0. SIGHUP, or a change
       to the config file, reloads it (an invalid file is refused and logged).
-  switchyard check --config FILE
+  switchyard check --config FILE [--syntax-only]
       Validate a config file and its policy; errors print as file:line:column.
+      Then check this machine: local models found, api_key_env variables set,
+      ca_bundle files readable, log and state folders writable (--syntax-only
+      skips this).
   switchyard chat [--grpc HOST:PORT] [--model NAME] [--max-tokens N]
                   [--temperature T] [--stream] [--explain] TEXT
       Send one chat message over gRPC (default 127.0.0.1:50051) and print the
@@ -220,7 +224,7 @@ int Serve(int argc, char** argv) {
 
 int Check(int argc, char** argv) {
   std::string error;
-  std::optional<Args> args = ParseArgs(argc, argv, 2, {"config"}, {}, error);
+  std::optional<Args> args = ParseArgs(argc, argv, 2, {"config"}, {"syntax-only"}, error);
   if (!args) return UsageError(error);
   std::optional<std::string> path = Option(*args, "config");
   if (!path && args->positional.size() == 1) path = args->positional[0];
@@ -229,6 +233,11 @@ int Check(int argc, char** argv) {
   if (!config.ok()) {
     std::cerr << config.status().message() << "\n";
     return 1;
+  }
+  if (!Flag(*args, "syntax-only")) {
+    const std::vector<std::string> problems = CheckEnvironment(*config);
+    for (const std::string& problem : problems) std::cerr << *path << ": " << problem << "\n";
+    if (!problems.empty()) return 1;
   }
   std::cout << *path << ": ok (" << config->targets.size() << " targets, policy "
             << config->version << ")\n";

@@ -55,11 +55,48 @@ TEST(CliTest, VersionAndHelp) {
 
 TEST(CliTest, CheckAcceptsTheShippedConfigs) {
   for (const char* file : {"deploy/switchyard.yaml", "deploy/examples/hybrid.yaml"}) {
-    RunResult result =
-        RunCommand({kBinary, "check", "--config", std::string(SWITCHYARD_SOURCE_DIR) + "/" + file});
+    const std::string path = std::string(SWITCHYARD_SOURCE_DIR) + "/" + file;
+    RunResult result = RunCommand({"/usr/bin/env", "SWITCHYARD_MODELS=" + kModels,
+                                   "OPENAI_API_KEY=sk-test", kBinary, "check", "--config", path});
     EXPECT_EQ(result.exit_code, 0) << file << result.err;
     EXPECT_THAT(result.out, HasSubstr(": ok ("));
   }
+}
+
+// What parsing cannot see but would stop `serve` here: each problem named, exit 1; and
+// --syntax-only for validating without the machine's models and secrets.
+TEST(CliTest, CheckReportsWhatWouldStopServeOnThisMachine) {
+  const std::string path = std::string(SWITCHYARD_SOURCE_DIR) + "/deploy/examples/hybrid.yaml";
+  RunResult result = RunCommand({"/usr/bin/env", "-u", "SWITCHYARD_MODELS", "-u",
+                                 "OPENAI_API_KEY", kBinary, "check", "--config", path});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, HasSubstr(path + ": target 'local': "));
+  EXPECT_THAT(result.err, HasSubstr("stories260K.gguf"));
+  EXPECT_THAT(result.err,
+              HasSubstr("environment variable OPENAI_API_KEY (api_key_env) is not set"));
+  EXPECT_EQ(result.out, "");
+
+  const std::string broken = WriteTemp(
+      "check_env.yaml",
+      "targets:\n"
+      "  - {name: cloud, kind: openai_compatible, base_url: https://api.example.com/v1,\n"
+      "     model: m, ca_bundle: /nonexistent/ca.pem}\n"
+      "decision_log: {path: /nonexistent/dir/decisions.jsonl}\n"
+      "metering: {state_file: /nonexistent/dir/metering.json}\n"
+      "policy: {default: cloud}\n");
+  result = RunCommand({kBinary, "check", "--config", broken});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, HasSubstr(broken + ": target 'cloud': ca_bundle /nonexistent/ca.pem "
+                                             "cannot be read: No such file or directory"));
+  EXPECT_THAT(result.err, HasSubstr(broken + ": decision_log: cannot write "
+                                             "/nonexistent/dir/decisions.jsonl"));
+  EXPECT_THAT(result.err,
+              HasSubstr(broken + ": metering: cannot write /nonexistent/dir/metering.json"));
+
+  result = RunCommand({kBinary, "check", "--syntax-only", "--config", broken});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr(": ok ("));
+  std::filesystem::remove(broken);
 }
 
 TEST(CliTest, CheckReportsFileLineColumnAndFails) {
