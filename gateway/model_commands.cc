@@ -315,6 +315,12 @@ absl::StatusOr<PullResult> PullModel(const PullOptions& options) {
   if (transfer.write_error || !flushed) {
     return absl::DataLossError(absl::StrCat("cannot write ", part_path.string()));
   }
+  // A failure before the first byte (an HTTP error, a refused connection) leaves nothing to
+  // resume: no empty .part is left behind.
+  const bool failed = status >= 400 || code != CURLE_OK;
+  if (!complete_part && failed && fs::file_size(part_path, error) == 0) {
+    fs::remove(part_path, error);
+  }
   if (!complete_part && status >= 400) {
     return absl::NotFoundError(
         absl::StrCat("download failed: HTTP ", status, " from ", options.url));

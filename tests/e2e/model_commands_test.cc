@@ -268,6 +268,7 @@ TEST_F(ModelCommandsTest, UsageAndHttpErrors) {
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("HTTP 404"));
   EXPECT_FALSE(fs::exists(dir_ / "missing.gguf"));
+  EXPECT_FALSE(fs::exists(dir_ / "missing.gguf.part"));  // nothing to resume
 
   RunResult no_sha = RunCommand({kBinary, "pull", server.url("stories260K.gguf")});
   EXPECT_EQ(no_sha.exit_code, 2);
