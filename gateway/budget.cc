@@ -292,8 +292,14 @@ absl::Status Ledger::Restore(std::string_view text) {
     ScopeState& state = restored[id];
     state.day = entry["day"].get<std::string>();
     state.month = entry["month"].get<std::string>();
-    state.day_usd = std::max(0.0, entry["day_usd"].get<double>());
-    state.month_usd = std::max(0.0, entry["month_usd"].get<double>());
+    state.day_usd = entry["day_usd"].get<double>();
+    state.month_usd = entry["month_usd"].get<double>();
+    // Spend is never negative: such a file was edited or damaged, and taking it as 0 would
+    // quietly hand the scope its budget back.
+    if (state.day_usd < 0 || state.month_usd < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("scope '", id, "': 'day_usd' and 'month_usd' must not be negative"));
+    }
   }
   absl::MutexLock lock(&mu_);
   for (auto& [id, state] : restored) {

@@ -230,6 +230,11 @@ TEST_F(BudgetTest, SpendSurvivesSerializeAndRestoreAndRollsAfterward) {
   EXPECT_THAT(restored->Restore("{").message(), HasSubstr("not a JSON object"));
   EXPECT_THAT(restored->Restore(R"({"version":1,"scopes":{"tenant:x":{"day":1}}})").message(),
               HasSubstr("scope 'tenant:x'"));
+  EXPECT_THAT(restored
+                  ->Restore(R"({"version":1,"scopes":{"tenant:x":{"day":"2026-01-02",)"
+                            R"("month":"2026-01","day_usd":-5,"month_usd":1}}})")
+                  .message(),
+              HasSubstr("scope 'tenant:x': 'day_usd' and 'month_usd' must not be negative"));
 }
 
 TEST_F(BudgetTest, LedgerFileWritesAtomicallyAndLoadsAtOpen) {
