@@ -67,6 +67,12 @@ struct Usage {
   int64_t completion_tokens = 0;
 };
 
+// The largest token count believed from an upstream. No request comes near it; a count above it,
+// or below zero, comes from a broken or hostile upstream, and pricing it would charge a tenant
+// absurdly or, negative, hand its budget back.
+inline constexpr int64_t kMaxTokenCount = 1'000'000'000;
+inline bool PlausibleTokenCount(int64_t count) { return count >= 0 && count <= kMaxTokenCount; }
+
 enum class FinishReason { kStop, kLength };
 
 // What a finished generation reports once, after its last delta; on failure only the fields

@@ -207,6 +207,10 @@ bool Ledger::RunningCheck(Reservation& reservation, double running_usd) {
 }
 
 void Ledger::Release(Reservation& reservation, double actual_usd, int64_t actual_tokens) {
+  // A request never pays back: a negative (or NaN) cost from a bad usage count would give its
+  // tenant budget it never had.
+  if (!(actual_usd > 0)) actual_usd = 0;
+  actual_tokens = std::max<int64_t>(0, actual_tokens);
   const absl::Time now = clock_.Now();
   std::function<void()> on_change;
   {

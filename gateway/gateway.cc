@@ -1,5 +1,6 @@
 #include "gateway/gateway.h"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -76,8 +77,10 @@ class MeteredSink : public backends::ChatSink {
   void OnDone(const absl::Status& status, const backends::Completion& completion) override {
     if (done_) return;
     if (!completion.served_by.empty()) record_.served_by = completion.served_by;
-    Finish(status.ok() ? "ok" : MapStatus(status.code()).outcome, completion.usage);
-    inner_->OnDone(status, completion);
+    backends::Completion metered = completion;
+    metered.usage = MeteredUsage(completion.usage);
+    Finish(status.ok() ? "ok" : MapStatus(status.code()).outcome, metered.usage);
+    inner_->OnDone(status, metered);
   }
 
  private:
@@ -97,6 +100,14 @@ class MeteredSink : public backends::ChatSink {
   // estimate and the output at four bytes per token.
   backends::Usage EstimatedUsage() const {
     return {prompt_tokens_estimate_, static_cast<int64_t>((delta_bytes_ + 3) / 4)};
+  }
+
+  // The usage charged and shown to the client. Remote backends check their upstream's counts;
+  // whatever else slips through must not refund a budget or run a counter backwards.
+  static backends::Usage MeteredUsage(backends::Usage usage) {
+    if (!backends::PlausibleTokenCount(usage.prompt_tokens)) usage.prompt_tokens = 0;
+    if (!backends::PlausibleTokenCount(usage.completion_tokens)) usage.completion_tokens = 0;
+    return usage;
   }
 
   void Finish(std::string_view outcome, const backends::Usage& usage) {
@@ -349,8 +360,12 @@ void ApplyPrincipal(const Principal& principal, InboundRequest& request) {
 double Pricing::Cost(std::string_view target, const backends::Usage& usage) const {
   auto price = prices.find(target);
   if (price == prices.end()) return 0;
-  return (static_cast<double>(usage.prompt_tokens) * price->second.input_per_million +
-          static_cast<double>(usage.completion_tokens) * price->second.output_per_million) /
+  // Counts are checked where they enter; a negative one here still must not price a refund.
+  const auto count = [](int64_t tokens) {
+    return static_cast<double>(std::max<int64_t>(0, tokens));
+  };
+  return (count(usage.prompt_tokens) * price->second.input_per_million +
+          count(usage.completion_tokens) * price->second.output_per_million) /
          1e6;
 }
 

@@ -202,6 +202,11 @@ void GatewayMetrics::SetUpstreamStats(
         "switchyard_upstream_retry_budget_exhausted_total",
         "Retries refused by a remote target's retry budget (the request failed over or ended).",
         {"target"});
+    upstream_implausible_usage_ = &registry_.AddCallbackCounter(
+        "switchyard_upstream_implausible_usage_total",
+        "Upstream answers with a token count below zero or over 10^9, which was not believed, "
+        "by remote target.",
+        {"target"});
   }
   for (const auto& [name, backend] : backends) {
     auto remote = std::dynamic_pointer_cast<backends::RemoteBackend>(backend);
@@ -220,6 +225,9 @@ void GatewayMetrics::SetUpstreamStats(
     upstream_budget_exhausted_->Set({name}, read([](const backends::UpstreamStats& s) {
                                       return s.retry_budget_exhausted();
                                     }));
+    upstream_implausible_usage_->Set({name}, read([](const backends::UpstreamStats& s) {
+                                       return s.implausible_usage();
+                                     }));
     for (int k = 0; k < backends::kUpstreamErrorKinds; ++k) {
       const auto kind = static_cast<backends::UpstreamErrorKind>(k);
       upstream_errors_->Set({name, backends::UpstreamErrorKindName(kind)},

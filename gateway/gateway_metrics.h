@@ -47,8 +47,9 @@ class GatewayMetrics {
       const std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>>& backends);
 
   // Exports each remote target's upstream counters, read at scrape time:
-  // switchyard_upstream_retries_total{target}, switchyard_upstream_errors_total{target,kind} and
-  // switchyard_upstream_retry_budget_exhausted_total{target}. Called again after a reload, it
+  // switchyard_upstream_retries_total{target}, switchyard_upstream_errors_total{target,kind},
+  // switchyard_upstream_retry_budget_exhausted_total{target} and
+  // switchyard_upstream_implausible_usage_total{target}. Called again after a reload, it
   // points the series at the new backends.
   void SetUpstreamStats(
       const std::map<std::string, std::shared_ptr<backends::Backend>, std::less<>>& backends);
@@ -92,6 +93,7 @@ class GatewayMetrics {
   CallbackFamily* upstream_retries_ = nullptr;
   CallbackFamily* upstream_errors_ = nullptr;
   CallbackFamily* upstream_budget_exhausted_ = nullptr;
+  CallbackFamily* upstream_implausible_usage_ = nullptr;
   Family<Counter>& decisions_;
   Family<Counter>& spend_;
   Family<Counter>& savings_;

@@ -16,19 +16,6 @@ FinishReason MapStopReason(const Json& value) {
                                                                         : FinishReason::kStop;
 }
 
-// Reads input_tokens and output_tokens where present; absent fields keep their value, since a
-// stream reports them in different events.
-void ReadUsage(const Json& object, Usage* usage) {
-  if (!object.contains("usage") || !object["usage"].is_object()) return;
-  const Json& u = object["usage"];
-  if (u.contains("input_tokens") && u["input_tokens"].is_number_integer()) {
-    usage->prompt_tokens = u["input_tokens"].get<int64_t>();
-  }
-  if (u.contains("output_tokens") && u["output_tokens"].is_number_integer()) {
-    usage->completion_tokens = u["output_tokens"].get<int64_t>();
-  }
-}
-
 const Json* Field(const Json& object, const char* name, Json::value_t type) {
   if (!object.is_object() || !object.contains(name) || object[name].type() != type) return nullptr;
   return &object[name];
@@ -51,7 +38,7 @@ class AnthropicReader : public ResponseReader {
     if (type == "message_start") {
       const Json* message = Field(data, "message", Json::value_t::object);
       if (message == nullptr) return MalformedStream("message_start without a message");
-      ReadUsage(*message, &completion_.usage);
+      ReadUsage(*message);
     } else if (type == "content_block_start") {
       const Json* block = Field(data, "content_block", Json::value_t::object);
       if (block != nullptr && TypeOf(*block) == "text") {
@@ -73,7 +60,7 @@ class AnthropicReader : public ResponseReader {
           completion_.finish_reason = MapStopReason((*delta)["stop_reason"]);
         }
       }
-      ReadUsage(data, &completion_.usage);
+      ReadUsage(data);
     } else if (type == "message_stop") {
       *finished = true;
     } else if (type == "error") {
@@ -103,13 +90,27 @@ class AnthropicReader : public ResponseReader {
       }
     }
     if (body.contains("stop_reason")) completion_.finish_reason = MapStopReason(body["stop_reason"]);
-    ReadUsage(body, &completion_.usage);
+    ReadUsage(body);
     return absl::OkStatus();
   }
 
   Completion completion() const override { return completion_; }
 
  private:
+  // Reads input_tokens and output_tokens where present; absent fields keep their value, since a
+  // stream reports them in different events.
+  void ReadUsage(const Json& object) {
+    const Json* u = Field(object, "usage", Json::value_t::object);
+    if (u == nullptr) return;
+    auto take = [&](const char* name, int64_t* count) {
+      if (u->contains(name) && (*u)[name].is_number_integer()) {
+        TakeTokenCount((*u)[name].get<int64_t>(), count);
+      }
+    };
+    take("input_tokens", &completion_.usage.prompt_tokens);
+    take("output_tokens", &completion_.usage.completion_tokens);
+  }
+
   Completion completion_;
 };
 

@@ -16,6 +16,7 @@ FinishReason MapFinishReason(const Json& value) {
                                                                         : FinishReason::kStop;
 }
 
+// An integer field; 0 when absent, as proto3's JSON leaves zero counts out.
 int64_t IntField(const Json& object, const char* name) {
   return object.contains(name) && object[name].is_number_integer() ? object[name].get<int64_t>()
                                                                    : 0;
@@ -51,9 +52,14 @@ class GeminiReader : public ResponseReader {
   absl::Status Read(const Json& response, std::string* text) {
     if (response.contains("usageMetadata") && response["usageMetadata"].is_object()) {
       const Json& usage = response["usageMetadata"];
-      completion_.usage.prompt_tokens = IntField(usage, "promptTokenCount");
-      completion_.usage.completion_tokens =
-          IntField(usage, "candidatesTokenCount") + IntField(usage, "thoughtsTokenCount");
+      TakeTokenCount(IntField(usage, "promptTokenCount"), &completion_.usage.prompt_tokens);
+      const int64_t candidates = IntField(usage, "candidatesTokenCount");
+      const int64_t thoughts = IntField(usage, "thoughtsTokenCount");
+      // Each checked before the sum, which must not overflow.
+      TakeTokenCount(PlausibleTokenCount(candidates) && PlausibleTokenCount(thoughts)
+                         ? candidates + thoughts
+                         : -1,
+                     &completion_.usage.completion_tokens);
     }
     if (response.contains("candidates") && !response["candidates"].is_array()) {
       return MalformedStream("candidates is not a JSON array");

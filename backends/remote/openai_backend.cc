@@ -21,14 +21,17 @@ FinishReason MapFinishReason(const Json& value) {
                                                                     : FinishReason::kStop;
 }
 
-void ReadUsage(const Json& body, Usage* usage) {
+// usage.prompt_tokens and usage.completion_tokens where they are integers. One past int64_t
+// (an unsigned JSON integer) wraps to a negative count, which TakeTokenCount refuses.
+void UsageCounts(const Json& body, std::optional<int64_t>* prompt,
+                 std::optional<int64_t>* completion) {
   if (!body.contains("usage") || !body["usage"].is_object()) return;
   const Json& u = body["usage"];
   if (u.contains("prompt_tokens") && u["prompt_tokens"].is_number_integer()) {
-    usage->prompt_tokens = u["prompt_tokens"].get<int64_t>();
+    *prompt = u["prompt_tokens"].get<int64_t>();
   }
   if (u.contains("completion_tokens") && u["completion_tokens"].is_number_integer()) {
-    usage->completion_tokens = u["completion_tokens"].get<int64_t>();
+    *completion = u["completion_tokens"].get<int64_t>();
   }
 }
 
@@ -56,7 +59,7 @@ class OpenAiReader : public ResponseReader {
     Json chunk = Json::parse(event.data, nullptr, /*allow_exceptions=*/false);
     if (!chunk.is_object()) return MalformedStream("event data is not a JSON object");
     if (chunk.contains("error")) return UpstreamStreamError(event.data);
-    ReadUsage(chunk, &completion_.usage);
+    ReadUsage(chunk);
     const Json* choice = FirstChoice(chunk);
     if (choice == nullptr) return absl::OkStatus();
     if (choice->contains("delta") && (*choice)["delta"].is_object()) {
@@ -79,8 +82,7 @@ class OpenAiReader : public ResponseReader {
   }
 
   void Read(const OpenAiChunkFields& f, std::string* text) {
-    if (f.prompt_tokens.has_value()) completion_.usage.prompt_tokens = *f.prompt_tokens;
-    if (f.completion_tokens.has_value()) completion_.usage.completion_tokens = *f.completion_tokens;
+    TakeUsage(f.prompt_tokens, f.completion_tokens);
     if (f.content.has_value()) text->append(*f.content);
     if (f.finish_reason) {
       saw_finish_reason_ = true;
@@ -110,13 +112,24 @@ class OpenAiReader : public ResponseReader {
     if (choice->contains("finish_reason")) {
       completion_.finish_reason = MapFinishReason((*choice)["finish_reason"]);
     }
-    ReadUsage(body, &completion_.usage);
+    ReadUsage(body);
     return absl::OkStatus();
   }
 
   Completion completion() const override { return completion_; }
 
  private:
+  void ReadUsage(const Json& body) {
+    std::optional<int64_t> prompt, completion;
+    UsageCounts(body, &prompt, &completion);
+    TakeUsage(prompt, completion);
+  }
+
+  void TakeUsage(std::optional<int64_t> prompt, std::optional<int64_t> completion) {
+    if (prompt.has_value()) TakeTokenCount(*prompt, &completion_.usage.prompt_tokens);
+    if (completion.has_value()) TakeTokenCount(*completion, &completion_.usage.completion_tokens);
+  }
+
   static absl::Status InvalidCompletion() {
     return absl::UnavailableError("upstream returned an invalid completion JSON");
   }

@@ -341,6 +341,7 @@ class RemoteHandler : public TransferHandler {
   bool Fail(const absl::Status& status, UpstreamErrorKind kind, bool retryable = false) {
     done_ = true;
     const RemoteRequest& request = exchange_->request();
+    CountImplausibleUsage();
     if (request.stats != nullptr) request.stats->AddError(kind);
     // Only the upstream's health counts: not the client's errors, not its cancellations.
     if (request.breaker != nullptr && (status.code() == absl::StatusCode::kUnavailable ||
@@ -363,11 +364,17 @@ class RemoteHandler : public TransferHandler {
 
   void Finish() {
     done_ = true;
+    CountImplausibleUsage();
     if (const auto& breaker = exchange_->request().breaker) breaker->RecordSuccess();
     Completion completion = reader_->completion();
     completion.retries = exchange_->retries();
     exchange_->End();
     guard_->Done(absl::OkStatus(), completion);
+  }
+
+  void CountImplausibleUsage() {
+    const auto& stats = exchange_->request().stats;
+    if (stats != nullptr && reader_->implausible_token_counts() > 0) stats->AddImplausibleUsage();
   }
 
   // The events of one pass of the loop reach the sink as one burst (see ChatSink::BeginBurst):

@@ -95,6 +95,24 @@ class ResponseReader {
   virtual absl::Status OnBody(std::string_view body, std::string* text) = 0;
   // Finish reason and usage gathered so far.
   virtual Completion completion() const = 0;
+
+  // Token counts of the upstream's that were not plausible (PlausibleTokenCount) and were
+  // ignored.
+  int implausible_token_counts() const { return implausible_token_counts_; }
+
+ protected:
+  // Stores a token count the upstream sent in `*count` when it is plausible; otherwise leaves
+  // `*count` as it was and counts it, so the request is metered as if the upstream had not said.
+  void TakeTokenCount(int64_t value, int64_t* count) {
+    if (PlausibleTokenCount(value)) {
+      *count = value;
+    } else {
+      ++implausible_token_counts_;
+    }
+  }
+
+ private:
+  int implausible_token_counts_ = 0;
 };
 
 // One client request as the transport sees it.

@@ -65,6 +65,8 @@ class UpstreamStats {
   void AddError(UpstreamErrorKind kind) {
     errors_[static_cast<int>(kind)].fetch_add(1, std::memory_order_relaxed);
   }
+  // An answer carried a token count below zero or over kMaxTokenCount, which was ignored.
+  void AddImplausibleUsage() { implausible_usage_.fetch_add(1, std::memory_order_relaxed); }
 
   uint64_t retries() const { return retries_.load(std::memory_order_relaxed); }
   uint64_t retry_budget_exhausted() const {
@@ -73,11 +75,13 @@ class UpstreamStats {
   uint64_t errors(UpstreamErrorKind kind) const {
     return errors_[static_cast<int>(kind)].load(std::memory_order_relaxed);
   }
+  uint64_t implausible_usage() const { return implausible_usage_.load(std::memory_order_relaxed); }
 
  private:
   std::atomic<uint64_t> retries_{0};
   std::atomic<uint64_t> budget_exhausted_{0};
   std::array<std::atomic<uint64_t>, kUpstreamErrorKinds> errors_{};
+  std::atomic<uint64_t> implausible_usage_{0};
 };
 
 }  // namespace switchyard::backends

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -79,6 +80,22 @@ TEST_F(BudgetTest, ADestroyedReservationReleasesWithoutCharging) {
   }
   EXPECT_EQ(ledger_->SpentToday("tenant:acme"), 0);
   EXPECT_EQ(ledger_->Admit({Tenant(limits)}, 0.1, 10).verdict, Admission::Verdict::kAdmitted);
+}
+
+// A bad usage count must not turn into budget handed back.
+TEST_F(BudgetTest, ANegativeOrNanCostIsSettledAsNothing) {
+  Limits limits;
+  limits.usd_per_day = 1.0;
+  Admission paid = ledger_->Admit({Tenant(limits)}, 0.1, 10);
+  ASSERT_EQ(paid.verdict, Admission::Verdict::kAdmitted);
+  paid.reservation->Settle(0.5, 10);
+  for (double bad : {-1000.0, std::nan("")}) {
+    Admission admitted = ledger_->Admit({Tenant(limits)}, 0.1, 10);
+    ASSERT_EQ(admitted.verdict, Admission::Verdict::kAdmitted);
+    admitted.reservation->Settle(bad, -1'000'000'000);
+    EXPECT_DOUBLE_EQ(ledger_->SpentToday("tenant:acme"), 0.5);
+    EXPECT_DOUBLE_EQ(ledger_->SpentThisMonth("tenant:acme"), 0.5);
+  }
 }
 
 TEST_F(BudgetTest, DayAndMonthWindowsRollAtUtcBoundaries) {

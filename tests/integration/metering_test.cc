@@ -282,6 +282,26 @@ TEST_F(MeteringTest, SpendAndSavingsArePricedFromProviderUsage) {
   EXPECT_EQ(output, "");
 }
 
+// An upstream that reports a negative prompt count gets no budget back: the count is not believed
+// (and counted), and nothing is priced below zero.
+TEST_F(MeteringTest, ANegativeUpstreamTokenCountIsNotBelieved) {
+  Start("tenants:\n  acme: { usd_per_day: 100, usd_per_month: 1000 }\n");
+  mocks::Behaviour lying;
+  lying.prompt_tokens = -1'000'000'000;
+  upstream_->SetBehaviour(lying);
+  HttpResult result = Chat(kAcmeKey, Body("hi"));
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(json::parse(result.body)["usage"]["prompt_tokens"], 0);
+  const std::string metrics = Metrics();
+  // The four completion tokens at 2000 USD per million.
+  EXPECT_NEAR(Sample(metrics, R"(switchyard_spend_usd_total{tenant="acme",target="cheap"})"),
+              0.008, 1e-9);
+  EXPECT_NEAR(Sample(metrics, R"(switchyard_budget_remaining_usd{tenant="acme",window="day"})"),
+              100 - 0.008, 1e-9);
+  EXPECT_EQ(Sample(metrics, R"(switchyard_tokens_prompt_total{target="cheap"})"), 0);
+  EXPECT_EQ(Sample(metrics, R"(switchyard_upstream_implausible_usage_total{target="cheap"})"), 1);
+}
+
 TEST_F(MeteringTest, SpentBudgetRejectsWith429NamingTenantLimitAndValues) {
   // Each request is estimated at about 0.02 USD and costs 0.015: four fit under 0.05.
   Start("tenants:\n  acme: { usd_per_day: 0.05, on_exhausted: reject }\n");

@@ -124,6 +124,27 @@ TEST_F(AnthropicBackendTest, StreamingForwardsEachDeltaAndUsageFromBothEvents) {
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
 }
 
+// A count below zero or past 10^9 is not believed (priced, a negative one would hand a tenant's
+// budget back) and is counted, streamed or not.
+TEST_F(AnthropicBackendTest, ImplausibleTokenCountsAreIgnoredAndCounted) {
+  Behaviour behaviour;
+  behaviour.prompt_tokens = -1'000'000'000;
+  behaviour.completion_tokens = 5'000'000'000;
+  mock_->SetBehaviour(behaviour);
+  for (StreamUpstream mode : {StreamUpstream::kAlways, StreamUpstream::kNever}) {
+    AnthropicOptions options = Options();
+    options.stream = mode;
+    std::unique_ptr<AnthropicBackend> backend = MakeBackend(options);
+    auto sink = Run(*backend);
+    ASSERT_TRUE(sink->status().ok()) << sink->status();
+    EXPECT_EQ(sink->text(), "Hello, world!");
+    EXPECT_EQ(sink->completion().usage.prompt_tokens, 0);
+    // Streamed, message_start's placeholder output_tokens (1) is all that was believed.
+    EXPECT_EQ(sink->completion().usage.completion_tokens, mode == StreamUpstream::kAlways ? 1 : 0);
+    EXPECT_EQ(backend->stats().implausible_usage(), 1u);
+  }
+}
+
 TEST_F(AnthropicBackendTest, StreamingMaxTokensIsLength) {
   Behaviour behaviour;
   behaviour.finish_reason = "length";

@@ -78,10 +78,15 @@ class RemoteBackendTest : public MockUpstreamTest {
 
   // Runs one request to completion and returns its sink.
   std::shared_ptr<RecordingSink> Run(const Options& options, ChatRequest request = SimpleRequest()) {
-    auto sink = std::make_shared<RecordingSink>();
     std::unique_ptr<Backend> backend = MakeBackend(options);
-    if (backend == nullptr) return sink;
-    std::unique_ptr<Call> call = backend->Start(std::move(request), sink);
+    if (backend == nullptr) return std::make_shared<RecordingSink>();
+    return Run(*backend, std::move(request));
+  }
+
+  // The same on a backend the test keeps (to read its counters).
+  std::shared_ptr<RecordingSink> Run(Backend& backend, ChatRequest request = SimpleRequest()) {
+    auto sink = std::make_shared<RecordingSink>();
+    std::unique_ptr<Call> call = backend.Start(std::move(request), sink);
     EXPECT_TRUE(sink->WaitDone()) << "no OnDone within the time limit";
     EXPECT_EQ(sink->contract_violations(), 0);
     return sink;

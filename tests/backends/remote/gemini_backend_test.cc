@@ -102,6 +102,27 @@ TEST_F(GeminiBackendTest, StreamingForwardsEachChunkAndFinalUsage) {
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kStop);
 }
 
+// A count below zero or past 10^9 is not believed (priced, a negative one would hand a tenant's
+// budget back) and is counted, streamed or not.
+TEST_F(GeminiBackendTest, ImplausibleTokenCountsAreIgnoredAndCounted) {
+  Behaviour behaviour;
+  behaviour.prompt_tokens = -1'000'000'000;
+  behaviour.completion_tokens = 5'000'000'000;
+  mock_->SetBehaviour(behaviour);
+  for (StreamUpstream mode : {StreamUpstream::kAlways, StreamUpstream::kNever}) {
+    GeminiOptions options = Options();
+    options.stream = mode;
+    std::unique_ptr<GeminiBackend> backend = MakeBackend(options);
+    auto sink = Run(*backend);
+    ASSERT_TRUE(sink->status().ok()) << sink->status();
+    EXPECT_EQ(sink->text(), "Hello, world!");
+    EXPECT_EQ(sink->completion().usage.prompt_tokens, 0);
+    // Streamed, the earlier chunks' running counts (1, 2, 3) were plausible.
+    EXPECT_EQ(sink->completion().usage.completion_tokens, mode == StreamUpstream::kAlways ? 3 : 0);
+    EXPECT_EQ(backend->stats().implausible_usage(), 1u);
+  }
+}
+
 TEST_F(GeminiBackendTest, ChunksWithoutTextAreSkipped) {
   Behaviour behaviour;
   behaviour.unknown_event = true;

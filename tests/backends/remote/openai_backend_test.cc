@@ -187,6 +187,40 @@ TEST_F(OpenAiBackendTest, NonStreamingGivesOneDeltaAndUsage) {
   EXPECT_EQ(sink->completion().finish_reason, FinishReason::kLength);
 }
 
+// A count below zero or past 10^9 is not believed (priced, a negative one would hand a tenant's
+// budget back) and is counted, streamed or not, read by the scanner or by the DOM.
+TEST_F(OpenAiBackendTest, ImplausibleTokenCountsAreIgnoredAndCounted) {
+  Behaviour behaviour;
+  behaviour.prompt_tokens = -1'000'000'000;
+  behaviour.completion_tokens = 5'000'000'000;
+  mock_->SetBehaviour(behaviour);
+  for (StreamUpstream mode : {StreamUpstream::kAlways, StreamUpstream::kNever}) {
+    OpenAiOptions options = Options();
+    options.stream = mode;
+    std::unique_ptr<OpenAiBackend> backend = Backend(options);
+    auto sink = Run(*backend);
+    ASSERT_TRUE(sink->status().ok()) << sink->status();
+    EXPECT_EQ(sink->text(), "Hello, world!");
+    EXPECT_EQ(sink->completion().usage.prompt_tokens, 0);
+    EXPECT_EQ(sink->completion().usage.completion_tokens, 0);
+    EXPECT_EQ(backend->stats().implausible_usage(), 1u);
+  }
+  // 2^63 takes the DOM's path (past the scanner's 18 digits) as an unsigned integer.
+  behaviour.kind = Behaviour::Kind::kMalformedSse;
+  behaviour.malformed_data = R"({"choices": [{"index": 0, "message": {"role": "assistant",
+      "content": "Hi"}, "finish_reason": "stop"}],
+      "usage": {"prompt_tokens": 9223372036854775808, "completion_tokens": 3}})";
+  mock_->SetBehaviour(behaviour);
+  OpenAiOptions options = Options();
+  options.stream = StreamUpstream::kNever;
+  std::unique_ptr<OpenAiBackend> backend = Backend(options);
+  auto sink = Run(*backend);
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 0);
+  EXPECT_EQ(sink->completion().usage.completion_tokens, 3);
+  EXPECT_EQ(backend->stats().implausible_usage(), 1u);
+}
+
 TEST_F(OpenAiBackendTest, StreamingForwardsEachTokenAndFinalUsage) {
   Behaviour behaviour;
   behaviour.tokens = {"Once", " upon", " a", " time", " \xf0\x9f\x90\x89"};
