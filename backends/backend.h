@@ -65,6 +65,11 @@ inline bool StreamsUpstream(StreamUpstream mode, const ChatRequest& request) {
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  // Whether the backend counted each: the local engine always does, a remote target when its
+  // upstream reported a plausible count. For a count not reported (an OpenAI-compatible server
+  // that ignores stream_options.include_usage) the gateway meters its own estimate.
+  bool prompt_reported = false;
+  bool completion_reported = false;
 };
 
 // The largest token count believed from an upstream. No request comes near it; a count above it,

@@ -78,7 +78,9 @@ class MeteredSink : public backends::ChatSink {
     if (done_) return;
     if (!completion.served_by.empty()) record_.served_by = completion.served_by;
     backends::Completion metered = completion;
-    metered.usage = MeteredUsage(completion.usage);
+    // A failed request is charged what its backend counted, nothing more.
+    metered.usage =
+        MeteredUsage(completion.usage, status.ok() ? EstimatedUsage() : backends::Usage{});
     Finish(status.ok() ? "ok" : MapStatus(status.code()).outcome, metered.usage);
     inner_->OnDone(status, metered);
   }
@@ -102,11 +104,19 @@ class MeteredSink : public backends::ChatSink {
     return {prompt_tokens_estimate_, static_cast<int64_t>((delta_bytes_ + 3) / 4)};
   }
 
-  // The usage charged and shown to the client. Remote backends check their upstream's counts;
-  // whatever else slips through must not refund a budget or run a counter backwards.
-  static backends::Usage MeteredUsage(backends::Usage usage) {
-    if (!backends::PlausibleTokenCount(usage.prompt_tokens)) usage.prompt_tokens = 0;
-    if (!backends::PlausibleTokenCount(usage.completion_tokens)) usage.completion_tokens = 0;
+  // The usage charged and shown to the client: each count the backend reported, else
+  // `estimate`'s. Remote backends check their upstream's counts; one that slips through
+  // implausible must still not refund a budget or run a counter backwards.
+  static backends::Usage MeteredUsage(const backends::Usage& reported,
+                                      const backends::Usage& estimate) {
+    backends::Usage usage = estimate;
+    if (reported.prompt_reported && backends::PlausibleTokenCount(reported.prompt_tokens)) {
+      usage.prompt_tokens = reported.prompt_tokens;
+    }
+    if (reported.completion_reported &&
+        backends::PlausibleTokenCount(reported.completion_tokens)) {
+      usage.completion_tokens = reported.completion_tokens;
+    }
     return usage;
   }
 

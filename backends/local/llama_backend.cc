@@ -708,6 +708,7 @@ class LocalEngine {
     completion.finish_reason = reason;
     completion.usage.prompt_tokens = static_cast<int64_t>(slot.prompt.size());
     completion.usage.completion_tokens = slot.n_generated;
+    completion.usage.prompt_reported = completion.usage.completion_reported = true;
     // Free the slot first, so a client that reads Stats() after OnDone sees it free.
     std::shared_ptr<RequestState> request = slot.request;
     Release(slot);

@@ -38,7 +38,7 @@ class AnthropicReader : public ResponseReader {
     if (type == "message_start") {
       const Json* message = Field(data, "message", Json::value_t::object);
       if (message == nullptr) return MalformedStream("message_start without a message");
-      ReadUsage(*message);
+      ReadUsage(*message, /*final_output=*/false);
     } else if (type == "content_block_start") {
       const Json* block = Field(data, "content_block", Json::value_t::object);
       if (block != nullptr && TypeOf(*block) == "text") {
@@ -97,18 +97,21 @@ class AnthropicReader : public ResponseReader {
   Completion completion() const override { return completion_; }
 
  private:
-  // Reads input_tokens and output_tokens where present; absent fields keep their value, since a
-  // stream reports them in different events.
-  void ReadUsage(const Json& object) {
+  // Reads input_tokens, and output_tokens unless `final_output` is false, where present; absent
+  // fields keep their value, since a stream reports them in different events. message_start's
+  // output_tokens is a placeholder (1), not a count: a stream that never sends message_delta's is
+  // metered on the text it delivered.
+  void ReadUsage(const Json& object, bool final_output = true) {
     const Json* u = Field(object, "usage", Json::value_t::object);
     if (u == nullptr) return;
-    auto take = [&](const char* name, int64_t* count) {
+    Usage& usage = completion_.usage;
+    auto take = [&](const char* name, int64_t* count, bool* reported) {
       if (u->contains(name) && (*u)[name].is_number_integer()) {
-        TakeTokenCount((*u)[name].get<int64_t>(), count);
+        TakeTokenCount((*u)[name].get<int64_t>(), count, reported);
       }
     };
-    take("input_tokens", &completion_.usage.prompt_tokens);
-    take("output_tokens", &completion_.usage.completion_tokens);
+    take("input_tokens", &usage.prompt_tokens, &usage.prompt_reported);
+    if (final_output) take("output_tokens", &usage.completion_tokens, &usage.completion_reported);
   }
 
   Completion completion_;

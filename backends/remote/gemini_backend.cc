@@ -51,15 +51,20 @@ class GeminiReader : public ResponseReader {
  private:
   absl::Status Read(const Json& response, std::string* text) {
     if (response.contains("usageMetadata") && response["usageMetadata"].is_object()) {
-      const Json& usage = response["usageMetadata"];
-      TakeTokenCount(IntField(usage, "promptTokenCount"), &completion_.usage.prompt_tokens);
-      const int64_t candidates = IntField(usage, "candidatesTokenCount");
-      const int64_t thoughts = IntField(usage, "thoughtsTokenCount");
+      const Json& metadata = response["usageMetadata"];
+      Usage& usage = completion_.usage;
+      if (metadata.contains("promptTokenCount")) {
+        TakeTokenCount(IntField(metadata, "promptTokenCount"), &usage.prompt_tokens,
+                       &usage.prompt_reported);
+      }
+      // An answer with no output (blocked) leaves candidatesTokenCount out.
+      const int64_t candidates = IntField(metadata, "candidatesTokenCount");
+      const int64_t thoughts = IntField(metadata, "thoughtsTokenCount");
       // Each checked before the sum, which must not overflow.
       TakeTokenCount(PlausibleTokenCount(candidates) && PlausibleTokenCount(thoughts)
                          ? candidates + thoughts
                          : -1,
-                     &completion_.usage.completion_tokens);
+                     &usage.completion_tokens, &usage.completion_reported);
     }
     if (response.contains("candidates") && !response["candidates"].is_array()) {
       return MalformedStream("candidates is not a JSON array");

@@ -126,8 +126,11 @@ class OpenAiReader : public ResponseReader {
   }
 
   void TakeUsage(std::optional<int64_t> prompt, std::optional<int64_t> completion) {
-    if (prompt.has_value()) TakeTokenCount(*prompt, &completion_.usage.prompt_tokens);
-    if (completion.has_value()) TakeTokenCount(*completion, &completion_.usage.completion_tokens);
+    Usage& usage = completion_.usage;
+    if (prompt.has_value()) TakeTokenCount(*prompt, &usage.prompt_tokens, &usage.prompt_reported);
+    if (completion.has_value()) {
+      TakeTokenCount(*completion, &usage.completion_tokens, &usage.completion_reported);
+    }
   }
 
   static absl::Status InvalidCompletion() {

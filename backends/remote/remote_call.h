@@ -101,12 +101,15 @@ class ResponseReader {
   int implausible_token_counts() const { return implausible_token_counts_; }
 
  protected:
-  // Stores a token count the upstream sent in `*count` when it is plausible; otherwise leaves
-  // `*count` as it was and counts it, so the request is metered as if the upstream had not said.
-  void TakeTokenCount(int64_t value, int64_t* count) {
-    if (PlausibleTokenCount(value)) {
+  // Stores a token count the upstream sent in `*count` and marks it reported when it is
+  // plausible; otherwise counts it and marks the count not reported, so the request is metered
+  // on the gateway's estimate, as if the upstream had not said.
+  void TakeTokenCount(int64_t value, int64_t* count, bool* reported) {
+    *reported = PlausibleTokenCount(value);
+    if (*reported) {
       *count = value;
     } else {
+      *count = 0;
       ++implausible_token_counts_;
     }
   }

@@ -283,7 +283,7 @@ TEST_F(MeteringTest, SpendAndSavingsArePricedFromProviderUsage) {
 }
 
 // An upstream that reports a negative prompt count gets no budget back: the count is not believed
-// (and counted), and nothing is priced below zero.
+// (and counted), and the prompt is charged as if the upstream had not said.
 TEST_F(MeteringTest, ANegativeUpstreamTokenCountIsNotBelieved) {
   Start("tenants:\n  acme: { usd_per_day: 100, usd_per_month: 1000 }\n");
   mocks::Behaviour lying;
@@ -291,15 +291,49 @@ TEST_F(MeteringTest, ANegativeUpstreamTokenCountIsNotBelieved) {
   upstream_->SetBehaviour(lying);
   HttpResult result = Chat(kAcmeKey, Body("hi"));
   ASSERT_EQ(result.status, 200) << result.body;
-  EXPECT_EQ(json::parse(result.body)["usage"]["prompt_tokens"], 0);
+  // The estimate for "hi": one token at four bytes each, and four for the message.
+  EXPECT_EQ(json::parse(result.body)["usage"]["prompt_tokens"], 5);
   const std::string metrics = Metrics();
-  // The four completion tokens at 2000 USD per million.
+  // 5 prompt tokens at 1000 USD per million, the 4 reported completion tokens at 2000.
   EXPECT_NEAR(Sample(metrics, R"(switchyard_spend_usd_total{tenant="acme",target="cheap"})"),
-              0.008, 1e-9);
+              0.013, 1e-9);
   EXPECT_NEAR(Sample(metrics, R"(switchyard_budget_remaining_usd{tenant="acme",window="day"})"),
-              100 - 0.008, 1e-9);
-  EXPECT_EQ(Sample(metrics, R"(switchyard_tokens_prompt_total{target="cheap"})"), 0);
+              100 - 0.013, 1e-9);
+  EXPECT_EQ(Sample(metrics, R"(switchyard_tokens_prompt_total{target="cheap"})"), 5);
   EXPECT_EQ(Sample(metrics, R"(switchyard_upstream_implausible_usage_total{target="cheap"})"), 1);
+}
+
+// An upstream that sends no usage (an OpenAI-compatible server that ignores
+// stream_options.include_usage) is charged the estimate a cancelled request is: the prompt
+// estimate and the answer at four bytes per token. The client is shown the same counts.
+TEST_F(MeteringTest, AnUpstreamWithoutUsageIsChargedTheEstimate) {
+  Start("tenants:\n  acme: { usd_per_day: 100, usd_per_month: 1000 }\n");
+  mocks::Behaviour silent;
+  silent.send_usage = false;
+  silent.tokens = {std::string(20, 'a'), std::string(20, 'b')};  // 40 bytes: 10 tokens
+  upstream_->SetBehaviour(silent);
+  HttpResult unary = Chat(kAcmeKey, Body("hi"));
+  ASSERT_EQ(unary.status, 200) << unary.body;
+  // "hi": one token at four bytes each, and four for the message.
+  EXPECT_EQ(json::parse(unary.body)["usage"]["prompt_tokens"], 5);
+  EXPECT_EQ(json::parse(unary.body)["usage"]["completion_tokens"], 10);
+  json body = json::parse(Body("hi", /*stream=*/true));
+  body["stream_options"] = {{"include_usage", true}};
+  HttpResult streamed = Chat(kAcmeKey, body.dump());
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  std::vector<std::string> events = SseData(streamed.body);
+  ASSERT_GE(events.size(), 2u);
+  const json usage = json::parse(events[events.size() - 2])["usage"];
+  EXPECT_EQ(usage["prompt_tokens"], 5);
+  EXPECT_EQ(usage["completion_tokens"], 10);
+  const std::string metrics = Metrics();
+  // Each request: 5 x 1000 / 1e6 + 10 x 2000 / 1e6 = 0.025 USD.
+  EXPECT_NEAR(Sample(metrics, R"(switchyard_spend_usd_total{tenant="acme",target="cheap"})"),
+              0.05, 1e-9);
+  EXPECT_NEAR(Sample(metrics, R"(switchyard_budget_remaining_usd{tenant="acme",window="day"})"),
+              100 - 0.05, 1e-9);
+  EXPECT_EQ(Sample(metrics, R"(switchyard_tokens_prompt_total{target="cheap"})"), 10);
+  EXPECT_EQ(Sample(metrics, R"(switchyard_tokens_completion_total{target="cheap"})"), 20);
 }
 
 TEST_F(MeteringTest, SpentBudgetRejectsWith429NamingTenantLimitAndValues) {

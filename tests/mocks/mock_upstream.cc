@@ -124,8 +124,8 @@ void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& 
         {"choices",
          Json::array({{{"index", 0},
                        {"message", {{"role", "assistant"}, {"content", text}}},
-                       {"finish_reason", b.finish_reason}}})},
-        {"usage", usage}};
+                       {"finish_reason", b.finish_reason}}})}};
+    if (b.send_usage) completion["usage"] = usage;
     out.Send(200, "application/json", completion.dump());
     return;
   }
@@ -168,7 +168,7 @@ void ServeOpenAi(const RecordedRequest& request, const Behaviour& b, Responder& 
     return;
   }
   if (!out.Write(chunk(Json::object(), b.finish_reason))) return;
-  const bool include_usage = body.contains("stream_options") &&
+  const bool include_usage = b.send_usage && body.contains("stream_options") &&
                              body["stream_options"].is_object() &&
                              body["stream_options"].value("include_usage", false);
   if (include_usage) {
@@ -245,8 +245,10 @@ void ServeAnthropic(const RecordedRequest& request, const Behaviour& b, Responde
                     {"model", model},
                     {"content", Json::array({{{"type", "text"}, {"text", text}}})},
                     {"stop_reason", stop_reason},
-                    {"stop_sequence", nullptr},
-                    {"usage", {{"input_tokens", b.prompt_tokens}, {"output_tokens", output_tokens}}}};
+                    {"stop_sequence", nullptr}};
+    if (b.send_usage) {
+      message["usage"] = {{"input_tokens", b.prompt_tokens}, {"output_tokens", output_tokens}};
+    }
     out.Send(200, "application/json", message.dump());
     return;
   }
@@ -263,8 +265,10 @@ void ServeAnthropic(const RecordedRequest& request, const Behaviour& b, Responde
                   {"model", model},
                   {"content", Json::array()},
                   {"stop_reason", nullptr},
-                  {"stop_sequence", nullptr},
-                  {"usage", {{"input_tokens", b.prompt_tokens}, {"output_tokens", 1}}}}}};
+                  {"stop_sequence", nullptr}}}};
+  if (b.send_usage) {
+    start["message"]["usage"] = {{"input_tokens", b.prompt_tokens}, {"output_tokens", 1}};
+  }
   if (!out.Write(event("message_start", start))) return;
   if (!out.Write(event("content_block_start",
                        {{"type", "content_block_start"},
@@ -308,12 +312,10 @@ void ServeAnthropic(const RecordedRequest& request, const Behaviour& b, Responde
   if (!out.Write(event("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}))) {
     return;
   }
-  if (!out.Write(event("message_delta",
-                       {{"type", "message_delta"},
-                        {"delta", {{"stop_reason", stop_reason}, {"stop_sequence", nullptr}}},
-                        {"usage", {{"output_tokens", output_tokens}}}}))) {
-    return;
-  }
+  Json delta = {{"type", "message_delta"},
+                {"delta", {{"stop_reason", stop_reason}, {"stop_sequence", nullptr}}}};
+  if (b.send_usage) delta["usage"] = {{"output_tokens", output_tokens}};
+  if (!out.Write(event("message_delta", delta))) return;
   if (!out.Write(event("message_stop", {{"type", "message_stop"}}))) return;
   out.End();
 }
@@ -381,9 +383,10 @@ void ServeGemini(const RecordedRequest& request, const Behaviour& b, Responder& 
     Json candidate = {{"content", {{"parts", std::move(parts)}, {"role", "model"}}}};
     if (finish != nullptr) candidate["finishReason"] = *finish;
     candidate["index"] = 0;
-    return Json{{"candidates", Json::array({std::move(candidate)})},
-                {"usageMetadata", usage(candidates)},
-                {"modelVersion", model_version}};
+    Json chunk = {{"candidates", Json::array({std::move(candidate)})},
+                  {"modelVersion", model_version}};
+    if (b.send_usage) chunk["usageMetadata"] = usage(candidates);
+    return chunk;
   };
   const std::string finish = GeminiFinishReason(b.finish_reason);
 

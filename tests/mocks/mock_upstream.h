@@ -84,6 +84,9 @@ struct Behaviour {
   int reset_after_tokens = 1;
   // Answer with one JSON body even when the request asks for a stream, as some servers do.
   bool ignore_stream = false;
+  // false: no usage anywhere (OpenAI "usage" and the usage chunk, Anthropic "usage", Gemini
+  // "usageMetadata"), as from servers that ignore stream_options.include_usage.
+  bool send_usage = true;
   // Anthropic: after the first token, an event of a type no client knows ("event: future_event").
   // Gemini: a chunk whose only part is not text (executableCode).
   bool unknown_event = false;

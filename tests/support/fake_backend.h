@@ -21,7 +21,7 @@ struct FakeScript {
   std::vector<std::string> deltas = {"Hello", ", ", "world"};
   std::chrono::milliseconds delay{0};  // before each delta
   absl::Status status;                 // OnDone status; deltas are still sent first
-  backends::Usage usage{3, 3};
+  backends::Usage usage{3, 3, true, true};
   bool burst = false;  // the deltas go out as one burst (ChatSink::BeginBurst ... EndBurst)
 };
 

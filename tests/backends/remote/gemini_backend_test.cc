@@ -117,9 +117,33 @@ TEST_F(GeminiBackendTest, ImplausibleTokenCountsAreIgnoredAndCounted) {
     ASSERT_TRUE(sink->status().ok()) << sink->status();
     EXPECT_EQ(sink->text(), "Hello, world!");
     EXPECT_EQ(sink->completion().usage.prompt_tokens, 0);
-    // Streamed, the earlier chunks' running counts (1, 2, 3) were plausible.
-    EXPECT_EQ(sink->completion().usage.completion_tokens, mode == StreamUpstream::kAlways ? 3 : 0);
+    EXPECT_FALSE(sink->completion().usage.prompt_reported);
+    EXPECT_EQ(sink->completion().usage.completion_tokens, 0);
+    EXPECT_FALSE(sink->completion().usage.completion_reported);
     EXPECT_EQ(backend->stats().implausible_usage(), 1u);
+  }
+}
+
+// An upstream that sends no usage is told apart from one that reports zero, so the gateway can
+// meter its own estimate.
+TEST_F(GeminiBackendTest, UsageNotSentIsNotReported) {
+  for (bool sent : {false, true}) {
+    Behaviour behaviour;
+    behaviour.send_usage = sent;
+    behaviour.prompt_tokens = 0;
+    behaviour.completion_tokens = 0;
+    mock_->SetBehaviour(behaviour);
+    for (StreamUpstream mode : {StreamUpstream::kAlways, StreamUpstream::kNever}) {
+      GeminiOptions options = Options();
+      options.stream = mode;
+      auto sink = Run(options);
+      ASSERT_TRUE(sink->status().ok()) << sink->status();
+      EXPECT_EQ(sink->text(), "Hello, world!");
+      EXPECT_EQ(sink->completion().usage.prompt_tokens, 0);
+      EXPECT_EQ(sink->completion().usage.completion_tokens, 0);
+      EXPECT_EQ(sink->completion().usage.prompt_reported, sent);
+      EXPECT_EQ(sink->completion().usage.completion_reported, sent);
+    }
   }
 }
 

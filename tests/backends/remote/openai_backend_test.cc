@@ -202,7 +202,9 @@ TEST_F(OpenAiBackendTest, ImplausibleTokenCountsAreIgnoredAndCounted) {
     ASSERT_TRUE(sink->status().ok()) << sink->status();
     EXPECT_EQ(sink->text(), "Hello, world!");
     EXPECT_EQ(sink->completion().usage.prompt_tokens, 0);
+    EXPECT_FALSE(sink->completion().usage.prompt_reported);
     EXPECT_EQ(sink->completion().usage.completion_tokens, 0);
+    EXPECT_FALSE(sink->completion().usage.completion_reported);
     EXPECT_EQ(backend->stats().implausible_usage(), 1u);
   }
   // 2^63 takes the DOM's path (past the scanner's 18 digits) as an unsigned integer.
@@ -216,9 +218,33 @@ TEST_F(OpenAiBackendTest, ImplausibleTokenCountsAreIgnoredAndCounted) {
   std::unique_ptr<OpenAiBackend> backend = Backend(options);
   auto sink = Run(*backend);
   ASSERT_TRUE(sink->status().ok()) << sink->status();
-  EXPECT_EQ(sink->completion().usage.prompt_tokens, 0);
+  EXPECT_FALSE(sink->completion().usage.prompt_reported);
   EXPECT_EQ(sink->completion().usage.completion_tokens, 3);
+  EXPECT_TRUE(sink->completion().usage.completion_reported);
   EXPECT_EQ(backend->stats().implausible_usage(), 1u);
+}
+
+// A server that sends no usage (one that ignores stream_options.include_usage) is told apart from
+// one that reports zero, so the gateway can meter its own estimate.
+TEST_F(OpenAiBackendTest, UsageNotSentIsNotReported) {
+  for (bool sent : {false, true}) {
+    Behaviour behaviour;
+    behaviour.send_usage = sent;
+    behaviour.prompt_tokens = 0;
+    behaviour.completion_tokens = 0;
+    mock_->SetBehaviour(behaviour);
+    for (StreamUpstream mode : {StreamUpstream::kAlways, StreamUpstream::kNever}) {
+      OpenAiOptions options = Options();
+      options.stream = mode;
+      auto sink = Run(options);
+      ASSERT_TRUE(sink->status().ok()) << sink->status();
+      EXPECT_EQ(sink->text(), "Hello, world!");
+      EXPECT_EQ(sink->completion().usage.prompt_tokens, 0);
+      EXPECT_EQ(sink->completion().usage.completion_tokens, 0);
+      EXPECT_EQ(sink->completion().usage.prompt_reported, sent);
+      EXPECT_EQ(sink->completion().usage.completion_reported, sent);
+    }
+  }
 }
 
 TEST_F(OpenAiBackendTest, StreamingForwardsEachTokenAndFinalUsage) {
