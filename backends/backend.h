@@ -81,7 +81,8 @@ inline bool PlausibleTokenCount(int64_t count) { return count >= 0 && count <= k
 enum class FinishReason { kStop, kLength };
 
 // What a finished generation reports once, after its last delta; on failure only the fields
-// that explain the attempt (served_by, retries, fallbacks) are meaningful.
+// that explain the attempt (served_by, retries, fallbacks) and the usage counted before it failed
+// are meaningful.
 struct Completion {
   FinishReason finish_reason = FinishReason::kStop;
   Usage usage;

@@ -78,9 +78,17 @@ class MeteredSink : public backends::ChatSink {
     if (done_) return;
     if (!completion.served_by.empty()) record_.served_by = completion.served_by;
     backends::Completion metered = completion;
-    // A failed request is charged what its backend counted, nothing more.
-    metered.usage =
-        MeteredUsage(completion.usage, status.ok() ? EstimatedUsage() : backends::Usage{});
+    // A request that failed before any text is charged only what its backend counted (an
+    // upstream that refused it bills nothing); one that failed midway, for its text too.
+    const backends::Usage estimate =
+        status.ok() || delta_bytes_ > 0 ? EstimatedUsage() : backends::Usage{};
+    metered.usage = MeteredUsage(completion.usage, estimate);
+    if (!status.ok()) {
+      // The count at the failure may lag the text the client already has (Gemini counts per
+      // chunk; Anthropic's comes at the end).
+      metered.usage.completion_tokens =
+          std::max(metered.usage.completion_tokens, estimate.completion_tokens);
+    }
     Finish(status.ok() ? "ok" : MapStatus(status.code()).outcome, metered.usage);
     inner_->OnDone(status, metered);
   }

@@ -350,7 +350,9 @@ class RemoteHandler : public TransferHandler {
     }
     // Once a delta reached the client a retry would repeat text it has already seen.
     if (retryable && !delivered_ && exchange_->MaybeRetry(retry_after_)) return false;
+    // The usage read so far, which the gateway charges with the text already delivered.
     Completion completion;
+    completion.usage = reader_->completion().usage;
     completion.retries = exchange_->retries();
     exchange_->End();
     absl::Status reported = RedactStatus(status, request.api_key);

@@ -336,6 +336,34 @@ TEST_F(MeteringTest, AnUpstreamWithoutUsageIsChargedTheEstimate) {
   EXPECT_EQ(Sample(metrics, R"(switchyard_tokens_completion_total{target="cheap"})"), 20);
 }
 
+// A stream that breaks after text reached the client is charged for that text and the prompt;
+// one refused before any text is charged nothing.
+TEST_F(MeteringTest, AStreamThatFailsMidwayIsChargedForWhatItProduced) {
+  Start("tenants:\n  acme: { usd_per_day: 100, usd_per_month: 1000 }\n");
+  mocks::Behaviour broken;
+  broken.kind = mocks::Behaviour::Kind::kStreamError;
+  broken.tokens = {std::string(20, 'a'), std::string(20, 'b'), "never sent"};
+  broken.reset_after_tokens = 2;  // 40 bytes: 10 tokens
+  upstream_->SetBehaviour(broken);
+  HttpResult result = Chat(kAcmeKey, Body("hi", /*stream=*/true));
+  ASSERT_EQ(result.status, 200) << result.body;
+  std::vector<std::string> events = SseData(result.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_TRUE(json::parse(events.back()).contains("error")) << events.back();
+  mocks::Behaviour refused;
+  refused.kind = mocks::Behaviour::Kind::kHttpError;
+  refused.http_status = 400;
+  upstream_->SetBehaviour(refused);
+  EXPECT_EQ(Chat(kAcmeKey, Body("hi", /*stream=*/true)).status, 400);
+  const std::string metrics = Metrics();
+  // "hi" estimated at 5 prompt tokens: 5 x 1000 / 1e6 + 10 x 2000 / 1e6 = 0.025 USD.
+  EXPECT_NEAR(Sample(metrics, R"(switchyard_spend_usd_total{tenant="acme",target="cheap"})"),
+              0.025, 1e-9);
+  EXPECT_NEAR(Sample(metrics, R"(switchyard_budget_remaining_usd{tenant="acme",window="day"})"),
+              100 - 0.025, 1e-9);
+  EXPECT_EQ(Sample(metrics, R"(switchyard_tokens_completion_total{target="cheap"})"), 10);
+}
+
 TEST_F(MeteringTest, SpentBudgetRejectsWith429NamingTenantLimitAndValues) {
   // Each request is estimated at about 0.02 USD and costs 0.015: four fit under 0.05.
   Start("tenants:\n  acme: { usd_per_day: 0.05, on_exhausted: reject }\n");

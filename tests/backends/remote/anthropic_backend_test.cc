@@ -214,6 +214,10 @@ TEST_F(AnthropicBackendTest, ErrorEventMidStreamIsAnError) {
   EXPECT_THAT(sink->status().message(),
               HasSubstr("upstream stream error: overloaded_error: Overloaded"));
   EXPECT_EQ(sink->text(), "Hello,");
+  // What message_start counted comes with the failure, for the gateway to charge.
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 7);
+  EXPECT_TRUE(sink->completion().usage.prompt_reported);
+  EXPECT_FALSE(sink->completion().usage.completion_reported);
 }
 
 TEST_F(AnthropicBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {

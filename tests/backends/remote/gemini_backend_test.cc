@@ -178,6 +178,10 @@ TEST_F(GeminiBackendTest, ErrorChunkMidStreamIsAnError) {
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(sink->status().message(), HasSubstr("upstream stream error: The model is overloaded."));
   EXPECT_EQ(sink->text(), "Hello");
+  // The counts of the chunk before the error come with the failure, for the gateway to charge.
+  EXPECT_EQ(sink->completion().usage.prompt_tokens, 7);
+  EXPECT_EQ(sink->completion().usage.completion_tokens, 1);
+  EXPECT_TRUE(sink->completion().usage.completion_reported);
 }
 
 TEST_F(GeminiBackendTest, ResetMidStreamIsAnErrorNotANormalEnd) {
