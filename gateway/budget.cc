@@ -9,14 +9,11 @@
 #include <fstream>
 #include <sstream>
 
-#include "absl/strings/cord.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/civil_time.h"
 #include "gateway/log.h"
 #include "nlohmann/json.hpp"
-#include "policies/absl_compat.h"
 
 namespace switchyard::gateway {
 namespace {
@@ -43,20 +40,6 @@ bool HasUsdLimit(const Limits& limits) {
 }
 
 }  // namespace
-
-absl::Status WithRetryAfter(absl::Status status, double seconds) {
-  status.SetPayload(
-      policies::Sv(kRetryAfterPayload),
-      absl::Cord(absl::StrCat(static_cast<int64_t>(std::ceil(std::max(1.0, seconds))))));
-  return status;
-}
-
-std::optional<int64_t> RetryAfterSeconds(const absl::Status& status) {
-  auto payload = status.GetPayload(policies::Sv(kRetryAfterPayload));
-  int64_t seconds = 0;
-  if (!payload || !absl::SimpleAtoi(std::string(*payload), &seconds)) return std::nullopt;
-  return seconds;
-}
 
 const Clock& SystemClock() {
   static const RealClock* const clock = new RealClock();

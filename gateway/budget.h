@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "backends/retry_after.h"
 
 namespace switchyard::gateway {
 
@@ -48,10 +49,11 @@ struct Limits {
   bool operator==(const Limits&) const = default;
 };
 
-// A refusal by a rate or concurrency limit carries the seconds to wait as this payload.
-inline constexpr std::string_view kRetryAfterPayload = "type.switchyard.dev/retry-after";
-absl::Status WithRetryAfter(absl::Status status, double seconds);
-std::optional<int64_t> RetryAfterSeconds(const absl::Status& status);
+// A refusal by a rate or concurrency limit carries the seconds to wait (backends/retry_after.h,
+// shared with remote backends that pass on an upstream's Retry-After).
+using backends::kRetryAfterPayload;
+using backends::RetryAfterSeconds;
+using backends::WithRetryAfter;
 
 class Clock {
  public:

@@ -71,8 +71,9 @@ void AddExplanation(grpc::CallbackServerContext* context, const backends::Comple
   context->AddTrailingMetadata("x-switchyard-fallbacks", std::to_string(completion.fallbacks));
 }
 
-// A rate or concurrency limit's hint, as trailing metadata `retry-after` (whole seconds, like the
-// HTTP header), so gRPC clients can back off as HTTP clients do. Call before Finish.
+// A rate or concurrency limit's hint, or an upstream's Retry-After, as trailing metadata
+// `retry-after` (whole seconds, like the HTTP header), so gRPC clients can back off as HTTP
+// clients do. Call before Finish.
 void AddRetryAfter(grpc::CallbackServerContext* context, const absl::Status& status) {
   if (std::optional<int64_t> seconds = RetryAfterSeconds(status)) {
     context->AddTrailingMetadata("retry-after", std::to_string(*seconds));
@@ -152,6 +153,7 @@ class ChatReactor : public grpc::ServerUnaryReactor {
     void OnDone(const absl::Status& status, const backends::Completion& completion) override {
       if (!state_->TryFinish()) return;
       AddExplanation(reactor_->context_, completion);
+      AddRetryAfter(reactor_->context_, status);
       if (status.ok()) {
         reactor_->response_->set_content(std::move(text_));
         reactor_->response_->set_finish_reason(
@@ -250,14 +252,17 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
 
   // Called by the sink on a backend thread. `explained` (with a final status) becomes trailing
   // metadata.
+  // `cause`: the backend's status behind `final_status`, for its Retry-After.
   void Enqueue(v1::ChatChunk chunk, std::optional<grpc::Status> final_status,
-               const backends::Completion* explained = nullptr) {
+               const backends::Completion* explained = nullptr,
+               const absl::Status* cause = nullptr) {
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
       if (final_status_) return;  // already ending (cancelled)
       // Under the lock, before final_status_ is set: Finish cannot have been called yet.
       if (explained != nullptr) AddExplanation(context_, *explained);
+      if (cause != nullptr) AddRetryAfter(context_, *cause);
       if (chunk.ByteSizeLong() > 0 && !MergeLocked(chunk)) queue_.push_back(std::move(chunk));
       if (final_status) final_status_ = std::move(final_status);
       finish = PumpLocked();
@@ -289,7 +294,7 @@ class StreamChatReactor : public grpc::ServerWriteReactor<v1::ChatChunk> {
       } else {
         Send();  // what came before the failure, then the error status
       }
-      reactor_->Enqueue(std::move(chunk), ToGrpcStatus(status), &completion);
+      reactor_->Enqueue(std::move(chunk), ToGrpcStatus(status), &completion, &status);
     }
 
    private:

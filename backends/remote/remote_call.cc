@@ -16,6 +16,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "backends/retry_after.h"
 #include "backends/sink_guard.h"
 #include "nlohmann/json.hpp"
 
@@ -36,9 +37,18 @@ std::string Redact(std::string text, const std::string& secret) {
   return text;
 }
 
+// `status` with another message and its payloads (a Retry-After) kept.
+absl::Status WithMessage(const absl::Status& status, std::string_view message) {
+  absl::Status out(status.code(), Sv(message));
+  status.ForEachPayload([&out](absl::string_view url, const absl::Cord& payload) {
+    out.SetPayload(url, payload);
+  });
+  return out;
+}
+
 absl::Status RedactStatus(const absl::Status& status, const std::string& secret) {
   if (status.ok() || secret.empty() || !absl::StrContains(status.message(), secret)) return status;
-  return absl::Status(status.code(), Redact(std::string(status.message()), secret));
+  return WithMessage(status, Redact(std::string(status.message()), secret));
 }
 
 absl::Status StatusForHttp(int http_status, std::string_view body) {
@@ -300,8 +310,12 @@ class RemoteHandler : public TransferHandler {
       return;
     }
     if (!Is2xx()) {
-      Fail(StatusForHttp(http_status_, body_), KindForHttp(http_status_),
-           RetryableHttpStatus(http_status_));
+      absl::Status status = StatusForHttp(http_status_, body_);
+      // The upstream's own wait reaches the client when this refusal ends the request.
+      if ((http_status_ == 429 || http_status_ == 503) && retry_after_.has_value()) {
+        status = WithRetryAfter(std::move(status), absl::ToDoubleSeconds(*retry_after_));
+      }
+      Fail(status, KindForHttp(http_status_), RetryableHttpStatus(http_status_));
       return;
     }
     if (!bad_content_type_.empty()) {
@@ -357,8 +371,8 @@ class RemoteHandler : public TransferHandler {
     exchange_->End();
     absl::Status reported = RedactStatus(status, request.api_key);
     if (!request.target.empty()) {
-      reported = absl::Status(reported.code(), absl::StrCat("target '", request.target, "': ",
-                                                            reported.message()));
+      reported = WithMessage(reported, absl::StrCat("target '", request.target, "': ",
+                                                    reported.message()));
     }
     guard_->Done(reported, completion);
     return false;

@@ -240,5 +240,61 @@ TEST_F(RemoteRouteTest, UpstreamFailureIs502AndKeyNeverLeaks) {
   EXPECT_THAT(metrics, ::testing::Not(HasSubstr("sk-test-secret-key-123")));
 }
 
+// An upstream 429 that ends the request hands its Retry-After on, as the gateway's own limits do:
+// the HTTP header (unary, and a stream refused before its first byte) and gRPC's trailing
+// metadata `retry-after`. 30 s is past the retry budget, so the first answer ends the request.
+TEST_F(RemoteRouteTest, AnUpstreamsRetryAfterReachesTheClient) {
+  mocks::Behaviour limited;
+  limited.kind = mocks::Behaviour::Kind::kHttpError;
+  limited.http_status = 429;
+  limited.retry_after_seconds = 30;
+  limited.error_message = "slow down (key sk-test-secret-key-123)";
+  upstream_->SetBehaviour(limited);
+  for (bool stream : {false, true}) {
+    HttpResult result = HttpPost(url_, Body("hello", stream));
+    EXPECT_EQ(result.status, 429) << result.body;
+    EXPECT_EQ(result.headers["retry-after"], "30");
+    EXPECT_THAT(result.body, ::testing::Not(HasSubstr("sk-test-secret-key-123")));
+  }
+  auto stub = v1::Switchyard::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(server_->grpc_port()), grpc::InsecureChannelCredentials()));
+  v1::ChatRequest request;
+  v1::Message* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("hello");
+  auto retry_after = [](const grpc::ClientContext& context) {
+    auto it = context.GetServerTrailingMetadata().find("retry-after");
+    if (it == context.GetServerTrailingMetadata().end()) return std::string("(none)");
+    return std::string(it->second.data(), it->second.size());
+  };
+  {
+    grpc::ClientContext context;
+    v1::ChatResponse response;
+    grpc::Status status = stub->Chat(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(retry_after(context), "30");
+  }
+  {
+    grpc::ClientContext context;
+    auto reader = stub->StreamChat(&context, request);
+    v1::ChatChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(retry_after(context), "30");
+  }
+  // An overloaded upstream's 503 is a 502 here, with its hint; a 500's Retry-After is not passed.
+  limited.http_status = 503;
+  upstream_->SetBehaviour(limited);
+  HttpResult unavailable = HttpPost(url_, Body("hello"));
+  EXPECT_EQ(unavailable.status, 502);
+  EXPECT_EQ(unavailable.headers["retry-after"], "30");
+  limited.http_status = 500;
+  upstream_->SetBehaviour(limited);
+  HttpResult failed = HttpPost(url_, Body("hello"));
+  EXPECT_EQ(failed.status, 502);
+  EXPECT_EQ(failed.headers.count("retry-after"), 0u);
+}
+
 }  // namespace
 }  // namespace switchyard::gateway

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "backends/retry_after.h"
 #include "boost/asio/executor_work_guard.hpp"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/post.hpp"
@@ -330,10 +331,20 @@ TEST_F(OpenAiBackendTest, Http429IsResourceExhausted) {
   for (bool stream : {true, false}) {
     OpenAiOptions options = Options();
     options.stream = stream ? StreamUpstream::kAlways : StreamUpstream::kNever;
+    options.name = "gpt";  // the prefix rewrites the message, which keeps the hint
     auto sink = Run(options);
     EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted) << sink->status();
     EXPECT_THAT(sink->status().message(), HasSubstr("Rate limit reached"));
+    // The upstream's wait goes on to the client.
+    EXPECT_EQ(RetryAfterSeconds(sink->status()), 3);
   }
+  // A 503 passes its hint on too; a 500 does not (Retry-After means nothing there).
+  behaviour.http_status = 503;
+  mock_->SetBehaviour(behaviour);
+  EXPECT_EQ(RetryAfterSeconds(Run(Options())->status()), 3);
+  behaviour.http_status = 500;
+  mock_->SetBehaviour(behaviour);
+  EXPECT_EQ(RetryAfterSeconds(Run(Options())->status()), std::nullopt);
 }
 
 TEST_F(OpenAiBackendTest, RequestErrorsAreInvalidArgumentCredentialErrorsUnavailable) {
