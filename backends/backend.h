@@ -78,7 +78,10 @@ struct Usage {
 inline constexpr int64_t kMaxTokenCount = 1'000'000'000;
 inline bool PlausibleTokenCount(int64_t count) { return count >= 0 && count <= kMaxTokenCount; }
 
-enum class FinishReason { kStop, kLength };
+// kContentFilter: the provider's safety filter ended or withheld the answer (OpenAI
+// "content_filter", Anthropic "refusal", Gemini SAFETY, RECITATION, ...), which a client must be
+// able to tell from a complete answer.
+enum class FinishReason { kStop, kLength, kContentFilter };
 
 // What a finished generation reports once, after its last delta; on failure only the fields
 // that explain the attempt (served_by, retries, fallbacks) and the usage counted before it failed

@@ -153,7 +153,15 @@ absl::StatusOr<InboundRequest> MessagesFromJson(const nlohmann::json& body) {
 }
 
 std::string_view StopReasonName(backends::FinishReason reason) {
-  return reason == backends::FinishReason::kLength ? "max_tokens" : "end_turn";
+  switch (reason) {
+    case backends::FinishReason::kLength:
+      return "max_tokens";
+    case backends::FinishReason::kContentFilter:
+      return "refusal";
+    case backends::FinishReason::kStop:
+      break;
+  }
+  return "end_turn";
 }
 
 std::string MessageId(std::string_view request_id) {

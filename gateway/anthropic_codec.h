@@ -27,7 +27,7 @@ absl::StatusOr<InboundRequest> ParseMessagesRequest(std::string_view body);
 // same answers).
 absl::StatusOr<InboundRequest> MessagesFromJson(const nlohmann::json& body);
 
-// "end_turn" or "max_tokens".
+// "end_turn", "max_tokens" or "refusal".
 std::string_view StopReasonName(backends::FinishReason reason);
 
 // The message id shown to the client for a request id ("chatcmpl-X" -> "msg_X").

@@ -272,7 +272,15 @@ absl::StatusOr<InboundRequest> ChatCompletionFromJson(const nlohmann::json& body
 }
 
 std::string_view FinishReasonName(backends::FinishReason reason) {
-  return reason == backends::FinishReason::kLength ? "length" : "stop";
+  switch (reason) {
+    case backends::FinishReason::kLength:
+      return "length";
+    case backends::FinishReason::kContentFilter:
+      return "content_filter";
+    case backends::FinishReason::kStop:
+      break;
+  }
+  return "stop";
 }
 
 std::string ChatCompletionJson(std::string_view id, std::string_view model, int64_t created,

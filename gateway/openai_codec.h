@@ -23,6 +23,7 @@ absl::StatusOr<InboundRequest> ParseChatCompletionRequest(std::string_view body)
 // tests hold the two parsers' paths to the same answers).
 absl::StatusOr<InboundRequest> ChatCompletionFromJson(const nlohmann::json& body);
 
+// "stop", "length" or "content_filter", as OpenAI names them; gRPC uses the same names.
 std::string_view FinishReasonName(backends::FinishReason reason);
 
 // The non-streaming response object ("chat.completion").

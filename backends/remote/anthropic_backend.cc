@@ -12,8 +12,12 @@ namespace {
 using Json = nlohmann::json;
 
 FinishReason MapStopReason(const Json& value) {
-  return value.is_string() && value.get<std::string>() == "max_tokens" ? FinishReason::kLength
-                                                                        : FinishReason::kStop;
+  if (!value.is_string()) return FinishReason::kStop;
+  const std::string& reason = value.get_ref<const std::string&>();
+  if (reason == "max_tokens") return FinishReason::kLength;
+  // The model declined for safety reasons, possibly after some text.
+  if (reason == "refusal") return FinishReason::kContentFilter;
+  return FinishReason::kStop;
 }
 
 const Json* Field(const Json& object, const char* name, Json::value_t type) {

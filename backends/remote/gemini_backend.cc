@@ -12,8 +12,17 @@ namespace {
 using Json = nlohmann::json;
 
 FinishReason MapFinishReason(const Json& value) {
-  return value.is_string() && value.get<std::string>() == "MAX_TOKENS" ? FinishReason::kLength
-                                                                        : FinishReason::kStop;
+  if (!value.is_string()) return FinishReason::kStop;
+  const std::string& reason = value.get_ref<const std::string&>();
+  if (reason == "MAX_TOKENS") return FinishReason::kLength;
+  // Every reason the API gives for a filter cutting the answer short (FinishReason in the
+  // generateContent reference).
+  if (reason == "SAFETY" || reason == "RECITATION" || reason == "BLOCKLIST" ||
+      reason == "PROHIBITED_CONTENT" || reason == "SPII" || reason == "IMAGE_SAFETY" ||
+      reason == "IMAGE_PROHIBITED_CONTENT" || reason == "IMAGE_RECITATION") {
+    return FinishReason::kContentFilter;
+  }
+  return FinishReason::kStop;
 }
 
 // An integer field; 0 when absent, as proto3's JSON leaves zero counts out.

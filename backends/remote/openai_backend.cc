@@ -17,8 +17,11 @@ namespace {
 using Json = nlohmann::json;
 
 FinishReason MapFinishReason(const Json& value) {
-  return value.is_string() && value.get<std::string>() == "length" ? FinishReason::kLength
-                                                                    : FinishReason::kStop;
+  if (!value.is_string()) return FinishReason::kStop;
+  const std::string& reason = value.get_ref<const std::string&>();
+  if (reason == "length") return FinishReason::kLength;
+  if (reason == "content_filter") return FinishReason::kContentFilter;
+  return FinishReason::kStop;
 }
 
 // usage.prompt_tokens and usage.completion_tokens where they are integers. One past int64_t
@@ -86,7 +89,9 @@ class OpenAiReader : public ResponseReader {
     if (f.content.has_value()) text->append(*f.content);
     if (f.finish_reason) {
       saw_finish_reason_ = true;
-      completion_.finish_reason = f.finish_is_length ? FinishReason::kLength : FinishReason::kStop;
+      completion_.finish_reason = f.finish_is_length           ? FinishReason::kLength
+                                  : f.finish_is_content_filter ? FinishReason::kContentFilter
+                                                               : FinishReason::kStop;
     }
   }
 

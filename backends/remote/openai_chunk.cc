@@ -158,6 +158,7 @@ class Scanner {
         std::string reason;
         if (!String(&reason)) return false;
         f->finish_is_length = reason == "length";
+        f->finish_is_content_filter = reason == "content_filter";
         return true;
       }
       return SkipValue(3);

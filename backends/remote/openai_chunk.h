@@ -29,9 +29,11 @@ struct OpenAiChunkFields {
   bool has_message = false;
   // choices[0].delta.content (choices[0].message.content) when it is a string.
   std::optional<std::string> content;
-  // choices[0].finish_reason is present and not null; `finish_is_length` when it is "length".
+  // choices[0].finish_reason is present and not null; `finish_is_length` when it is "length",
+  // `finish_is_content_filter` when it is "content_filter".
   bool finish_reason = false;
   bool finish_is_length = false;
+  bool finish_is_content_filter = false;
 };
 
 bool ScanOpenAiChunk(std::string_view json, OpenAiChunkFields* fields);

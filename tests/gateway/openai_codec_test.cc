@@ -271,7 +271,8 @@ TEST(OpenAiCodecTest, TokenEventsMatchTheDomByteForByte) {
     }
   }
   // The finishing event (finish reason and usage) takes the same direct path.
-  for (auto reason : {backends::FinishReason::kStop, backends::FinishReason::kLength}) {
+  for (auto reason : {backends::FinishReason::kStop, backends::FinishReason::kLength,
+                      backends::FinishReason::kContentFilter}) {
     backends::Completion done;
     done.finish_reason = reason;
     done.usage = {12, 3456789012};
@@ -290,7 +291,10 @@ TEST(OpenAiCodecTest, CompletionJsonMatchesTheDomByteForByte) {
   using ordered = nlohmann::ordered_json;
   for (const std::string text : {"", "plain", "esc \" \\ \n \x01 \x7f", "caf\xc3\xa9 \xf0\x9f\x98\x80",
                                  "bad \xff byte"}) {
-    for (auto reason : {backends::FinishReason::kStop, backends::FinishReason::kLength}) {
+    for (auto [reason, name] : {std::pair{backends::FinishReason::kStop, "stop"},
+                                std::pair{backends::FinishReason::kLength, "length"},
+                                std::pair{backends::FinishReason::kContentFilter,
+                                          "content_filter"}}) {
       backends::Completion completion;
       completion.finish_reason = reason;
       completion.usage = {123, 4567};
@@ -303,8 +307,7 @@ TEST(OpenAiCodecTest, CompletionJsonMatchesTheDomByteForByte) {
                           {"index", 0},
                           {"message", {{"role", "assistant"}, {"content", text}}},
                           {"logprobs", nullptr},
-                          {"finish_reason", reason == backends::FinishReason::kLength ? "length"
-                                                                                      : "stop"}}})},
+                          {"finish_reason", name}}})},
           {"usage", {{"prompt_tokens", 123}, {"completion_tokens", 4567}, {"total_tokens", 4690}}}};
       EXPECT_EQ(ChatCompletionJson(text, "m", 1700000000, text, completion),
                 expected.dump(-1, ' ', false, ordered::error_handler_t::replace));

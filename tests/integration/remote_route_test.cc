@@ -296,5 +296,41 @@ TEST_F(RemoteRouteTest, AnUpstreamsRetryAfterReachesTheClient) {
   EXPECT_EQ(failed.headers.count("retry-after"), 0u);
 }
 
+// An answer the provider's content filter ended is reported as such in every client dialect,
+// never as a normal stop: OpenAI "content_filter", Anthropic "refusal", gRPC "content_filter".
+TEST_F(RemoteRouteTest, AContentFilterFinishReachesEveryDialect) {
+  mocks::Behaviour filtered;
+  filtered.finish_reason = "content_filter";
+  upstream_->SetBehaviour(filtered);
+  HttpResult unary = HttpPost(url_, Body("hello"));
+  ASSERT_EQ(unary.status, 200) << unary.body;
+  EXPECT_EQ(json::parse(unary.body)["choices"][0]["finish_reason"], "content_filter");
+  HttpResult streamed = HttpPost(url_, Body("hello", /*stream=*/true));
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  std::vector<std::string> events = SseData(streamed.body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(json::parse(events[events.size() - 2])["choices"][0]["finish_reason"],
+            "content_filter");
+  const std::string messages_url =
+      "http://127.0.0.1:" + std::to_string(server_->http_port()) + "/v1/messages";
+  const std::string messages = json{{"model", "auto"},
+                                    {"max_tokens", 12},
+                                    {"messages", {{{"role", "user"}, {"content", "hello"}}}}}
+                                   .dump();
+  HttpResult anthropic = HttpPost(messages_url, messages);
+  ASSERT_EQ(anthropic.status, 200) << anthropic.body;
+  EXPECT_EQ(json::parse(anthropic.body)["stop_reason"], "refusal");
+  auto stub = v1::Switchyard::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(server_->grpc_port()), grpc::InsecureChannelCredentials()));
+  v1::ChatRequest request;
+  v1::Message* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("hello");
+  grpc::ClientContext context;
+  v1::ChatResponse response;
+  ASSERT_TRUE(stub->Chat(&context, request, &response).ok());
+  EXPECT_EQ(response.finish_reason(), "content_filter");
+}
+
 }  // namespace
 }  // namespace switchyard::gateway

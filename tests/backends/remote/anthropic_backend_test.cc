@@ -169,6 +169,20 @@ TEST_F(AnthropicBackendTest, UsageNotSentIsNotReported) {
   }
 }
 
+// A refusal (the model declined for safety reasons) is told apart from a complete answer.
+TEST_F(AnthropicBackendTest, RefusalIsAContentFilterFinish) {
+  Behaviour behaviour;
+  behaviour.finish_reason = "refusal";
+  mock_->SetBehaviour(behaviour);
+  for (StreamUpstream mode : {StreamUpstream::kAlways, StreamUpstream::kNever}) {
+    AnthropicOptions options = Options();
+    options.stream = mode;
+    auto sink = Run(options);
+    ASSERT_TRUE(sink->status().ok()) << sink->status();
+    EXPECT_EQ(sink->completion().finish_reason, FinishReason::kContentFilter);
+  }
+}
+
 TEST_F(AnthropicBackendTest, StreamingMaxTokensIsLength) {
   Behaviour behaviour;
   behaviour.finish_reason = "length";

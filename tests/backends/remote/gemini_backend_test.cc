@@ -147,6 +147,22 @@ TEST_F(GeminiBackendTest, UsageNotSentIsNotReported) {
   }
 }
 
+// An answer cut by a safety or recitation filter is told apart from a complete one.
+TEST_F(GeminiBackendTest, SafetyAndRecitationAreContentFilterFinishes) {
+  for (const char* reason : {"SAFETY", "RECITATION", "PROHIBITED_CONTENT"}) {
+    Behaviour behaviour;
+    behaviour.finish_reason = reason;
+    mock_->SetBehaviour(behaviour);
+    for (StreamUpstream mode : {StreamUpstream::kAlways, StreamUpstream::kNever}) {
+      GeminiOptions options = Options();
+      options.stream = mode;
+      auto sink = Run(options);
+      ASSERT_TRUE(sink->status().ok()) << sink->status();
+      EXPECT_EQ(sink->completion().finish_reason, FinishReason::kContentFilter) << reason;
+    }
+  }
+}
+
 TEST_F(GeminiBackendTest, ChunksWithoutTextAreSkipped) {
   Behaviour behaviour;
   behaviour.unknown_event = true;

@@ -248,6 +248,20 @@ TEST_F(OpenAiBackendTest, UsageNotSentIsNotReported) {
   }
 }
 
+// The provider's content filter ending the answer is told apart from a complete answer.
+TEST_F(OpenAiBackendTest, ContentFilterIsItsOwnFinishReason) {
+  Behaviour behaviour;
+  behaviour.finish_reason = "content_filter";
+  mock_->SetBehaviour(behaviour);
+  for (StreamUpstream mode : {StreamUpstream::kAlways, StreamUpstream::kNever}) {
+    OpenAiOptions options = Options();
+    options.stream = mode;
+    auto sink = Run(options);
+    ASSERT_TRUE(sink->status().ok()) << sink->status();
+    EXPECT_EQ(sink->completion().finish_reason, FinishReason::kContentFilter);
+  }
+}
+
 TEST_F(OpenAiBackendTest, StreamingForwardsEachTokenAndFinalUsage) {
   Behaviour behaviour;
   behaviour.tokens = {"Once", " upon", " a", " time", " \xf0\x9f\x90\x89"};

@@ -54,6 +54,8 @@ std::optional<OpenAiChunkFields> FromDom(const std::string& text, const Kind& ki
       f.finish_reason = true;
       f.finish_is_length = choice["finish_reason"].is_string() &&
                            choice["finish_reason"].get<std::string>() == "length";
+      f.finish_is_content_filter = choice["finish_reason"].is_string() &&
+                                   choice["finish_reason"].get<std::string>() == "content_filter";
     }
   }
   return f;
@@ -70,6 +72,7 @@ void ExpectSame(const std::string& text, const OpenAiChunkFields& scanned,
   EXPECT_EQ(scanned.content, dom->content) << text;
   EXPECT_EQ(scanned.finish_reason, dom->finish_reason) << text;
   EXPECT_EQ(scanned.finish_is_length, dom->finish_is_length) << text;
+  EXPECT_EQ(scanned.finish_is_content_filter, dom->finish_is_content_filter) << text;
 }
 
 // Chunks as providers send them; the scanner must read every one.
@@ -89,6 +92,7 @@ const std::vector<std::string> kRealChunks = {
     R"({"choices":[{"finish_reason":7,"delta":[1,2]}],"usage":{"prompt_tokens":"7"}})",
     R"({"nested":{"a":[[[{"b":[true,false,null,-1.25e+3,0.5E-2]}]]]},"choices":[{"delta":{"content":"ok"}}]})",
     R"({})",
+    R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"content_filter"}]})",
 };
 
 // Non-streamed answers as providers send them (OpenAI, vLLM, llama-server), and edge cases.
@@ -141,6 +145,9 @@ TEST(OpenAiChunkTest, ReadsRealChunksExactlyAsTheDom) {
   ASSERT_TRUE(ScanOpenAiChunk(kRealChunks[4], &f));
   EXPECT_EQ(f.prompt_tokens, 19);
   EXPECT_EQ(f.completion_tokens, 10);
+  ASSERT_TRUE(ScanOpenAiChunk(kRealChunks.back(), &f));
+  EXPECT_TRUE(f.finish_is_content_filter);
+  EXPECT_FALSE(f.finish_is_length);
 }
 
 TEST(OpenAiChunkTest, DeclinesWhatItDoesNotVouchFor) {
