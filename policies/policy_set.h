@@ -84,7 +84,8 @@
 // At run time targets that may not receive the request's level are dropped; with none left
 // Classify falls back to the default target if it may, and denies otherwise (Decision.rule
 // keeps the rule, the reason says why).
-// A scan failure (out of memory) denies the request: an unscanned request never goes anywhere.
+// A scan failure (out of memory, or text that is not UTF-8 under a policy regex) denies the
+// request: an unscanned request never goes anywhere.
 #ifndef SWITCHYARD_POLICIES_POLICY_SET_H_
 #define SWITCHYARD_POLICIES_POLICY_SET_H_
 
@@ -127,7 +128,8 @@ class TokenCounter {
 // The facts about one request that rules can test. Built by the gateway; views must outlive the
 // Classify call.
 struct RequestFeatures {
-  // The text of every message, in order (the policy scans all of it).
+  // The text of every message, in order (the policy scans all of it). Valid UTF-8, as the JSON
+  // parsers and protobuf leave it: policy regexes match characters, not bytes.
   std::vector<std::string_view> texts;
   // "auto" or a target name.
   std::string_view requested_model = "auto";

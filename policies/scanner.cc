@@ -5,8 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <optional>
 #include <cstdio>
+#include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -81,6 +82,51 @@ hs_scratch_t* ThreadScratch(const hs_database_t* database, uint64_t scanner_id) 
 
 // Scanner ids start at 1 so a fresh thread's holder (id 0) never matches.
 std::atomic<uint64_t> next_scanner_id{1};
+
+// Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF), as the JSON
+// parsers and protobuf check it: Hyperscan's results for a UTF-8 pattern on anything else are
+// undefined. ASCII, most of any prompt, is checked eight bytes at a time.
+bool IsValidUtf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const unsigned char* const end = p + text.size();
+  while (p < end) {
+    if (end - p >= 8) {
+      uint64_t word;
+      std::memcpy(&word, p, sizeof(word));
+      if ((word & 0x8080808080808080ull) == 0) {
+        p += 8;
+        continue;
+      }
+    }
+    const unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    size_t size;
+    unsigned char low = 0x80;  // the range of the second byte
+    unsigned char high = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      size = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      size = 3;
+      if (c == 0xE0) low = 0xA0;
+      if (c == 0xED) high = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      size = 4;
+      if (c == 0xF0) low = 0x90;
+      if (c == 0xF4) high = 0x8F;
+    } else {
+      return false;
+    }
+    if (static_cast<size_t>(end - p) < size || p[1] < low || p[1] > high) return false;
+    for (size_t i = 2; i < size; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+    }
+    p += size;
+  }
+  return true;
+}
 
 bool HyperscanAccepts(const std::string& regex, unsigned flags) {
   hs_database_t* database = nullptr;
@@ -157,13 +203,19 @@ absl::StatusOr<std::unique_ptr<const Scanner>> Scanner::Build(
     flags.push_back(HS_FLAG_CASELESS);
   }
 
+  // Policy regexes are RE2's, which reads them and the text as UTF-8: without HS_FLAG_UTF8
+  // Hyperscan would take '.' or a class for one byte, so "M.ller" missed "Müller" and a match
+  // could end inside a character, which redaction then cut in two. Not HS_FLAG_UCP: RE2's \d,
+  // \w, \s and \b are ASCII, and so are Hyperscan's without it.
+  constexpr unsigned kRegexFlags = HS_FLAG_SOM_LEFTMOST | HS_FLAG_UTF8;
+  scanner->utf8_ = !regexes.empty();
   for (const RegexSpec& spec : regexes) {
     Regex regex;
     regex.group = spec.group;
-    if (HyperscanAccepts(spec.regex, HS_FLAG_SOM_LEFTMOST)) {
+    if (HyperscanAccepts(spec.regex, kRegexFlags)) {
       scanner->entries_.push_back({Kind::kRegex, static_cast<int>(scanner->regexes_.size())});
       expressions.push_back(spec.regex);
-      flags.push_back(HS_FLAG_SOM_LEFTMOST);
+      flags.push_back(kRegexFlags);
     } else {
       // Hyperscan has no support for some RE2 constructs (and for patterns that can match
       // the empty string); those few run on RE2 after the main scan.
@@ -244,6 +296,9 @@ absl::Status Scanner::Scan(std::string_view text, Result& out) const {
   // Reused across calls on this thread: Classify should not allocate per message.
   thread_local std::vector<Raw> raw;
   raw.clear();
+  if (utf8_ && !IsValidUtf8(text)) {
+    return absl::InvalidArgumentError("the text is not valid UTF-8");
+  }
   if (database_ != nullptr && !text.empty()) {
     hs_scratch_t* scratch = ThreadScratch(database_, id_);
     if (scratch == nullptr) return absl::ResourceExhaustedError("no Hyperscan scratch space");

@@ -61,8 +61,10 @@ class Scanner {
   Scanner(const Scanner&) = delete;
   Scanner& operator=(const Scanner&) = delete;
 
-  // Appends what `text` holds to `out` (cleared first). Fails only when Hyperscan does (out of
-  // memory); callers must then treat the text as unscanned.
+  // Appends what `text` holds to `out` (cleared first). `text` must be valid UTF-8, as the
+  // gateway's JSON parsers and protobuf make every message; policy regexes see it as UTF-8.
+  // Fails when Hyperscan does (out of memory) or, with a policy regex, on invalid UTF-8;
+  // callers must then treat the text as unscanned.
   absl::Status Scan(std::string_view text, Result& out) const;
 
   // How many policy regexes Hyperscan could not take and RE2 scans separately.
@@ -102,6 +104,7 @@ class Scanner {
   std::vector<const BuiltinPattern*> builtins_;
   std::vector<Term> terms_;
   std::vector<Regex> regexes_;
+  bool utf8_ = false;  // there are policy regexes, so the text must be checked
 };
 
 }  // namespace switchyard::policies

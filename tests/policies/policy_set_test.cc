@@ -419,6 +419,32 @@ TEST(PolicySetTest, FindingsCarrySpansNotValues) {
   EXPECT_EQ(decision.findings[1], (Finding{"codenames", 1, 24, 30, 1.0}));
 }
 
+// Pattern regexes read the text as UTF-8, as RE2 (which validates them) does: '.' and a class
+// are one character, so a name with an umlaut is found and raises the level.
+TEST(PolicySetTest, PatternsMatchCharactersNotBytes) {
+  auto set = Load(R"EOF(
+policy:
+  default: local
+  sensitivity:
+    patterns:
+      - { name: surname, level: confidential, regex: 'M.ller' }
+      - { name: umlaut_surname, level: internal, regex: 'M[äöü]ller' }
+  clearance: { gpt-4o: internal }
+  rules:
+    - name: to-cloud
+      route: gpt-4o
+)EOF");
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"Herr Müller"};
+  const Decision decision = (*set)->Classify(request);
+  EXPECT_EQ(decision.level, "confidential");
+  EXPECT_EQ(decision.target, "local");
+  ASSERT_EQ(decision.findings.size(), 2u);
+  EXPECT_EQ(decision.findings[0], (Finding{"surname", 0, 5, 12, 1.0}));
+  EXPECT_EQ(decision.findings[1], (Finding{"umlaut_surname", 0, 5, 12, 1.0}));
+}
+
 // A replay without the text: recorded finding types decide the level and `findings` rules;
 // types of detectors this policy does not run are dropped; keyword rules are named as untestable.
 TEST(PolicySetTest, RecordedFindingsStandInForTheScan) {

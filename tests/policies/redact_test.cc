@@ -56,6 +56,27 @@ TEST(RedactTest, WorksOnADecisionsFindings) {
               ElementsAre("hello", "write to <EMAIL_1> about card <CREDIT_CARD_1>"));
 }
 
+// A pattern's match ends after a whole character, so the redacted text stays valid UTF-8 and
+// no byte of the character is left behind.
+TEST(RedactTest, PatternFindingsCoverWholeCharacters) {
+  auto root = ParseYaml(R"EOF(
+policy:
+  default: local
+  sensitivity:
+    patterns: [{ name: account, level: internal, regex: 'ACCT-.' }]
+)EOF",
+                        "p.yaml");
+  ASSERT_TRUE(root.ok());
+  auto set = PolicySet::FromYaml((*root)["policy"], "p.yaml", {{"local", Locality::kLocal}}, "v");
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"ref ACCT-\xc3\xa9"};
+  const Decision decision = (*set)->Classify(request);
+  const Redaction redaction = Redact(request.texts, decision.findings);
+  EXPECT_THAT(redaction.texts, ElementsAre("ref <ACCOUNT_1>"));
+  EXPECT_THAT(redaction.restore, ElementsAre(Pair("<ACCOUNT_1>", "ACCT-\xc3\xa9")));
+}
+
 struct RestoreCase {
   std::string name;
   std::vector<std::string> deltas;
