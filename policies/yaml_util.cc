@@ -4,6 +4,8 @@
 #include <cmath>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "policies/absl_compat.h"
@@ -37,6 +39,40 @@ const char* KindName(const YAML::Node& node) {
     default:
       return "a scalar";
   }
+}
+
+// yaml-cpp keeps every entry of a repeated key: a lookup finds the first and a loop sees both,
+// so half of a config written twice was silently ignored. Keys are compared as the strings they
+// read as. An alias shares its anchor's node, whose mark it keeps, so each collection is walked
+// once by position: an alias may even point at the collection that holds it.
+absl::Status CheckDuplicateKeys(const YamlReader& reader, const YAML::Node& node,
+                                absl::flat_hash_set<int>& walked) {
+  if (!node.IsMap() && !node.IsSequence()) return absl::OkStatus();
+  if (!walked.insert(node.Mark().pos).second) return absl::OkStatus();
+  if (node.IsSequence()) {
+    for (const YAML::Node& item : node) {
+      if (absl::Status status = CheckDuplicateKeys(reader, item, walked); !status.ok()) {
+        return status;
+      }
+    }
+    return absl::OkStatus();
+  }
+  absl::flat_hash_map<std::string, int> first_lines;
+  for (const auto& entry : node) {
+    if (entry.first.IsScalar()) {
+      const auto [first, inserted] =
+          first_lines.try_emplace(entry.first.Scalar(), entry.first.Mark().line);
+      if (!inserted) {
+        return reader.Error(entry.first, absl::StrCat("duplicate key '", entry.first.Scalar(),
+                                                      "' (first at line ", first->second + 1,
+                                                      ")"));
+      }
+    }
+    if (absl::Status status = CheckDuplicateKeys(reader, entry.second, walked); !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -158,12 +194,16 @@ absl::StatusOr<std::vector<std::string>> YamlReader::StringList(const YAML::Node
 }
 
 absl::StatusOr<YAML::Node> ParseYaml(std::string_view text, std::string_view file) {
+  YamlReader reader{std::string(file)};
+  YAML::Node root;
   try {
-    return YAML::Load(std::string(text));
+    root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
-    YamlReader reader{std::string(file)};
     return reader.Error(e.mark, e.msg);
   }
+  absl::flat_hash_set<int> walked;
+  if (absl::Status status = CheckDuplicateKeys(reader, root, walked); !status.ok()) return status;
+  return root;
 }
 
 }  // namespace switchyard::policies

@@ -47,7 +47,8 @@ class YamlReader {
   std::string file_;
 };
 
-// Parses a whole YAML text; syntax errors become "file:line:column: message".
+// Parses a whole YAML text; syntax errors become "file:line:column: message", and so does a key
+// given twice in one map, anywhere in the document.
 absl::StatusOr<YAML::Node> ParseYaml(std::string_view text, std::string_view file);
 
 }  // namespace switchyard::policies

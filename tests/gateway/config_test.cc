@@ -211,6 +211,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"TypoInLimits",
                 std::string("limits:\n  local_model_memory: 10\n") + kTargets,
                 "bad.yaml:2:3: unknown key 'local_model_memory' in limits"},
+        // yaml-cpp keeps both: the policy was read from the first, a loop would see both.
+        BadCase{"DuplicatePolicySection",
+                std::string(kTargets) + "  rules: []\npolicy:\n  default: local\n",
+                "bad.yaml:8:1: duplicate key 'policy' (first at line 5)"},
+        BadCase{"DuplicateTargetKey",
+                "targets:\n  - {name: a, kind: local, model: m, model: n}\npolicy:\n"
+                "  default: a\n",
+                "bad.yaml:2:38: duplicate key 'model' (first at line 2)"},
         BadCase{"NegativeBudget",
                 std::string("limits:\n  local_model_memory_bytes: -5\n") + kTargets,
                 "'local_model_memory_bytes' must be between 0"}),

@@ -147,6 +147,18 @@ policy:
   EXPECT_EQ((*set)->Classify(request).target, "claude");
 }
 
+// Maps shared through an alias are one map, not a repetition, even one that holds itself.
+TEST(ParseYamlTest, AliasesAreNotDuplicates) {
+  auto root =
+      ParseYaml("base: &b {x: 1, y: 2}\nuse: *b\nloop: &l [1, *l]\nagain: *l\n", "a.yaml");
+  ASSERT_TRUE(root.ok()) << root.status();
+  EXPECT_EQ((*root)["use"]["y"].as<int>(), 2);
+  auto nested = ParseYaml("a:\n  - {k: 1}\n  - {k: 2, b: {c: 1, c: 1}}\n", "a.yaml");
+  ASSERT_FALSE(nested.ok());
+  EXPECT_EQ(std::string(nested.status().message()),
+            "a.yaml:3:22: duplicate key 'c' (first at line 3)");
+}
+
 struct ErrorCase {
   std::string name;
   std::string yaml;
@@ -306,6 +318,36 @@ policy:
 policy: [local]
 )EOF",
          "policy.yaml:2:9: policy must be a map, not a list"},
+        // yaml-cpp keeps both entries of a repeated key: lookups read the first, loops both.
+        {"DuplicatePolicySection", R"EOF(
+policy:
+  default: gpt-4o
+policy:
+  default: local
+)EOF",
+         "policy.yaml:4:1: duplicate key 'policy' (first at line 2)"},
+        {"DuplicateClearance", R"EOF(
+policy:
+  default: local
+  clearance: {gpt-4o: public, gpt-4o: internal}
+)EOF",
+         "policy.yaml:4:31: duplicate key 'gpt-4o' (first at line 4)"},
+        {"DuplicateWhen", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      when: { keywords: [secret] }
+      route: local
+      when: { model: gpt-4o }
+)EOF",
+         "policy.yaml:8:7: duplicate key 'when' (first at line 6)"},
+        {"DuplicateQuotedKey", R"EOF(
+policy:
+  default: local
+  "default": gpt-4o
+)EOF",
+         "policy.yaml:4:3: duplicate key 'default' (first at line 3)"},
     }),
     [](const auto& info) { return info.param.name; });
 
