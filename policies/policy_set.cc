@@ -111,6 +111,24 @@ bool TypeMatches(std::string_view type, std::string_view wanted) {
 
 std::string Quoted(const std::vector<std::string>& names) { return absl::StrJoin(names, ", "); }
 
+// Whether `re` can match the empty string anywhere. Such a regex matches in almost any message
+// (`x*` everywhere, `\b` at every word, `(?m)^` at every line), and each zero-length match was
+// a finding that raised the request's level. A zero-width match depends only on the assertions
+// that hold where it is: start or end of text, start or end of line, and whether the
+// characters on each side are word characters; these sixteen places cover every combination.
+bool MatchesEmpty(const RE2& re) {
+  static constexpr std::string_view kSides[] = {"", "\n", "a", " "};
+  for (std::string_view before : kSides) {
+    for (std::string_view after : kSides) {
+      const std::string text = std::string(before).append(after);
+      if (re.Match(text, before.size(), before.size(), RE2::ANCHOR_BOTH, nullptr, 0)) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 // The state FromYaml threads through the helpers below.
 struct Loader {
   YamlReader yaml;
@@ -184,6 +202,11 @@ struct Loader {
       RE2 re(pattern, options);
       if (!re.ok()) {
         return yaml.Error(node, absl::StrCat("invalid regex '", pattern, "': ", re.error()));
+      }
+      if (MatchesEmpty(re)) {
+        return yaml.Error(node, absl::StrCat("regex '", pattern,
+                                             "' can match the empty string, and so almost any "
+                                             "message; it must match at least one character"));
       }
       regexes.push_back({pattern, group});
     }

@@ -217,8 +217,8 @@ absl::StatusOr<std::unique_ptr<const Scanner>> Scanner::Build(
       expressions.push_back(spec.regex);
       flags.push_back(kRegexFlags);
     } else {
-      // Hyperscan has no support for some RE2 constructs (and for patterns that can match
-      // the empty string); those few run on RE2 after the main scan.
+      // Hyperscan has no support for some RE2 constructs ((?U), \C, very large repeats); those
+      // few run on RE2 after the main scan.
       RE2::Options options;
       options.set_log_errors(false);
       regex.fallback = std::make_unique<RE2>(spec.regex, options);

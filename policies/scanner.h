@@ -34,7 +34,8 @@ class Scanner {
     std::string term;
     int group = 0;
   };
-  // A policy regex in RE2 syntax, already validated by the caller.
+  // A policy regex in RE2 syntax, already validated by the caller, that cannot match the empty
+  // string.
   struct RegexSpec {
     std::string regex;
     int group = 0;

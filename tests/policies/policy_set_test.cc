@@ -634,6 +634,36 @@ policy:
       - { name: p, level: internal, regex: 'a(b' }
 )EOF",
          "policy.yaml:6:44: invalid regex 'a(b': missing ): a(b"},
+        // Each of these matched an empty string somewhere in almost any message, a finding that
+        // raised every such request's level: everywhere, at a word's edge, at a line's start.
+        {"PatternMatchingEmpty", R"EOF(
+policy:
+  default: local
+  sensitivity:
+    patterns:
+      - { name: p, level: internal, regex: 'x*' }
+)EOF",
+         "policy.yaml:6:44: regex 'x*' can match the empty string, and so almost any message; "
+         "it must match at least one character"},
+        {"PatternMatchingEmptyAtWordEdges", R"EOF(
+policy:
+  default: local
+  sensitivity:
+    patterns:
+      - { name: p, level: internal, regex: '\b(?:EMP-\d{6})?' }
+)EOF",
+         "policy.yaml:6:44: regex '\\b(?:EMP-\\d{6})?' can match the empty string, and so almost "
+         "any message; it must match at least one character"},
+        {"RulePatternMatchingEmptyAtLineStarts", R"EOF(
+policy:
+  default: local
+  rules:
+    - name: r
+      when: { patterns: ['^#', '(?m)^'] }
+      route: local
+)EOF",
+         "policy.yaml:6:32: regex '(?m)^' can match the empty string, and so almost any message; "
+         "it must match at least one character"},
         {"DuplicateTypeName", R"EOF(
 policy:
   default: local
