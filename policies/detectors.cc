@@ -19,13 +19,59 @@ bool IsAlnum(char c) { return IsDigit(c) || IsAlpha(c); }
 // A word byte as Hyperscan's \b sees it (ASCII).
 bool IsWordByte(char c) { return IsAlnum(c) || c == '_'; }
 
-// A candidate glued to more digits by '.', '-' or '/' is a fragment of something longer (an OID,
-// a date, a part number), not a value of its own.
+// Text pasted from web pages and word processors separates digit groups with U+00A0 NO-BREAK
+// SPACE, U+2009 THIN SPACE, U+202F NARROW NO-BREAK SPACE or a typographic hyphen (U+2010 to
+// U+2013) as often as with ' ' or '-'. The length of such a separator's UTF-8 bytes at `pos`,
+// of the kinds asked for, or 0.
+size_t WideSeparatorAt(std::string_view text, size_t pos, bool spaces, bool hyphens) {
+  if (pos + 2 <= text.size() && spaces && text[pos] == '\xC2' && text[pos + 1] == '\xA0') {
+    return 2;
+  }
+  if (pos + 3 > text.size() || text[pos] != '\xE2' || text[pos + 1] != '\x80') return 0;
+  const auto c = static_cast<unsigned char>(text[pos + 2]);
+  if (spaces && (c == 0x89 || c == 0xAF)) return 3;
+  if (hyphens && c >= 0x90 && c <= 0x93) return 3;
+  return 0;
+}
+
+// The length of a separator that ends at `end`: a byte of `ascii`, or a wide one of the kinds
+// asked for; 0 if there is none.
+size_t SeparatorBefore(std::string_view text, size_t end, std::string_view ascii, bool spaces,
+                       bool hyphens) {
+  if (end >= 1 && ascii.find(text[end - 1]) != std::string_view::npos) return 1;
+  if (end >= 2 && WideSeparatorAt(text, end - 2, spaces, hyphens) == 2) return 2;
+  if (end >= 3 && WideSeparatorAt(text, end - 3, spaces, hyphens) == 3) return 3;
+  return 0;
+}
+
+// Whether every separator in `span` (a non-digit outside `skip`, a wide one counting as one)
+// is the same; `first` is set to it, or left empty when there is none.
+bool SameSeparators(std::string_view span, std::string_view skip, std::string_view& first) {
+  first = {};
+  for (size_t i = 0; i < span.size();) {
+    if (IsDigit(span[i]) || skip.find(span[i]) != std::string_view::npos) {
+      ++i;
+      continue;
+    }
+    const size_t size = std::max<size_t>(1, WideSeparatorAt(span, i, true, true));
+    const std::string_view separator = span.substr(i, size);
+    if (first.empty()) first = separator;
+    if (separator != first) return false;
+    i += size;
+  }
+  return true;
+}
+
+// A candidate glued to more digits by '.', '-', '/' or a typographic hyphen is a fragment of
+// something longer (an OID, a date, a part number), not a value of its own.
 bool PartOfLongerNumber(std::string_view text, size_t start, size_t end) {
-  const char prev = Before(text, start, 1);
-  if ((prev == '.' || prev == '-' || prev == '/') && IsDigit(Before(text, start, 2))) return true;
+  const size_t before = SeparatorBefore(text, start, ".-/", false, true);
+  if (before > 0 && IsDigit(Before(text, start, before + 1))) return true;
   const char next = At(text, end);
-  return (next == '.' || next == '-' || next == '/') && IsDigit(At(text, end + 1));
+  const size_t after = next == '.' || next == '-' || next == '/'
+                           ? 1
+                           : WideSeparatorAt(text, end, false, true);
+  return after > 0 && IsDigit(At(text, end + after));
 }
 
 // The up to N bytes before a position, lower-cased, for context words. Held inline: validators
@@ -67,42 +113,43 @@ bool AfterVersionWord(std::string_view text, size_t start) {
   return false;
 }
 
-// True when every non-digit byte of the span is the same separator (or there is none).
-bool ConsistentSeparators(std::string_view span) {
-  char separator = '\0';
-  for (char c : span) {
-    if (IsDigit(c)) continue;
-    if (separator == '\0') separator = c;
-    if (c != separator) return false;
-  }
-  return true;
-}
-
+// RFC 5322 atext and '.': "o'brien" and "a+b" are whole local parts, which a shorter set cut
+// at the apostrophe, leaving "o'" in clear beside the placeholder.
 bool IsLocalPartByte(char c) {
-  return IsAlnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
+  return IsAlnum(c) || std::string_view(".!#$%&'*+/=?^_`{|}~-").find(c) != std::string_view::npos;
 }
 
-// The pattern starts at the '@'; the local part is found walking backwards from it.
+// The pattern starts at the '@'; the local part is found walking backwards from it. It starts
+// with a letter or digit, so a quote or bracket before an address in prose ('bob@x.io') stays
+// out. At most 64 bytes are taken, a local part's limit: the address ending a longer run
+// ("...?ref=x&user=bob@x.io" in a URL) is still found, with some of the run.
 bool ValidateEmail(std::string_view text, size_t& start, size_t& end, double& confidence) {
+  constexpr size_t kLongestLocalPart = 64;
   const size_t at = text.rfind('@', end - 1);
   start = at;
-  while (start > 0 && IsLocalPartByte(text[start - 1])) --start;
+  while (start > 0 && at - start < kLongestLocalPart && IsLocalPartByte(text[start - 1])) {
+    --start;
+  }
   while (start < at && !IsAlnum(text[start])) ++start;
   if (start == at) return false;
   const std::string_view local = text.substr(start, at - start);
   const std::string_view domain = text.substr(at + 1, end - at - 1);
-  if (local.size() > 64 || domain.size() > 253) return false;
+  if (domain.size() > 253) return false;
   if (local.back() == '.' || local.find("..") != std::string_view::npos) return false;
   return !IsExampleEmailDomain(domain);
 }
 
 bool ValidateCard(std::string_view text, size_t& start, size_t& end, double& confidence) {
   const std::string_view span = text.substr(start, end - start);
-  if (!ConsistentSeparators(span) || PartOfLongerNumber(text, start, end)) return false;
+  std::string_view sep;
+  if (!SameSeparators(span, "", sep) || PartOfLongerNumber(text, start, end)) return false;
   // Grouped digits continuing past the span in the same style belong to a longer number.
-  if (auto sep = std::find_if_not(span.begin(), span.end(), IsDigit); sep != span.end()) {
-    if (Before(text, start, 1) == *sep && IsDigit(Before(text, start, 2))) return false;
-    if (At(text, end) == *sep && IsDigit(At(text, end + 1))) return false;
+  if (!sep.empty()) {
+    if (start > sep.size() && text.substr(start - sep.size(), sep.size()) == sep &&
+        IsDigit(text[start - sep.size() - 1])) {
+      return false;
+    }
+    if (text.substr(end, sep.size()) == sep && IsDigit(At(text, end + sep.size()))) return false;
   }
   const std::string digits = DigitsOf(span);
   return CardPrefixValid(digits) && LuhnValid(digits);
@@ -110,13 +157,15 @@ bool ValidateCard(std::string_view text, size_t& start, size_t& end, double& con
 
 bool ValidateIban(std::string_view text, size_t& start, size_t& end, double& confidence) {
   std::string compact;
-  for (size_t i = start; i < end; ++i) {
-    if (text[i] == ' ') {
+  for (size_t i = start; i < end;) {
+    const size_t space = text[i] == ' ' ? 1 : WideSeparatorAt(text, i, true, false);
+    if (space > 0) {
       // Printed IBANs are grouped by four; anything else is a different token.
       if (compact.size() % 4 != 0) return false;
+      i += space;
       continue;
     }
-    compact.push_back(text[i]);
+    compact.push_back(text[i++]);
   }
   return IbanValid(compact);
 }
@@ -136,7 +185,8 @@ bool ValidateSsn(std::string_view text, size_t& start, size_t& end, double& conf
   if (!SsnValid(DigitsOf(span))) return false;
   const bool context = SsnContext(text, start);
   // Without a dash, nine digits are too common (order numbers, zip+4) to trust without context.
-  if (span.find('-') == std::string_view::npos && !context) return false;
+  const bool dashed = span[3] == '-' || WideSeparatorAt(span, 3, false, true) > 0;
+  if (!dashed && !context) return false;
   confidence = context ? 0.99 : 0.85;
   return true;
 }
@@ -187,17 +237,10 @@ bool ValidatePhoneNanp(std::string_view text, size_t& start, size_t& end, double
     digits.erase(0, 1);
   }
   if (digits.size() != 10 || digits[0] < '2' || digits[3] < '2') return false;
-  if (span.find('(') == std::string_view::npos) {
-    // Without brackets the separators must agree: "415-555.2671" is not a phone number.
-    std::string separators;
-    for (char c : span) {
-      if (!IsDigit(c)) separators.push_back(c);
-    }
-    if (!separators.empty() &&
-        std::any_of(separators.begin(), separators.end(),
-                    [&](char c) { return c != separators.back(); })) {
-      return false;
-    }
+  // Without brackets the separators must agree: "415-555.2671" is not a phone number.
+  std::string_view separator;
+  if (span.find('(') == std::string_view::npos && !SameSeparators(span, "", separator)) {
+    return false;
   }
   // 555-0100 through 555-0199 are reserved for fiction.
   if (digits.substr(3, 3) == "555" && digits.substr(6, 2) == "01") return false;
@@ -211,20 +254,15 @@ bool ValidatePhoneNational(std::string_view text, size_t& start, size_t& end,
   const char prev = Before(text, start, 1);
   if (prev == '+' || IsAlnum(prev)) return false;
   // The tail of a longer run of digit groups (a tracking number) is not a number of its own.
-  if (prev == ' ' && IsDigit(Before(text, start, 2))) return false;
+  const size_t space = SeparatorBefore(text, start, " ", true, false);
+  if (space > 0 && IsDigit(Before(text, start, space + 1))) return false;
   const std::string_view span = text.substr(start, end - start);
   const int digits = CountDigits(span);
   if (digits < 10 || digits > 11) return false;
-  std::string separators;
-  for (char c : span) {
-    if (!IsDigit(c) && c != '(' && c != ')') separators.push_back(c);
-  }
+  std::string_view separator;
+  if (!SameSeparators(span, "()", separator)) return false;
   // Ten bare digits starting with 0 are as likely an account or order number.
-  if (separators.empty() && span.front() != '(') return false;
-  if (std::any_of(separators.begin(), separators.end(),
-                  [&](char c) { return c != separators.front(); })) {
-    return false;
-  }
+  if (separator.empty() && span.front() != '(') return false;
   // Ofcom's drama ranges: 020 7946 0xxx and 07700 900xxx.
   const std::string all = DigitsOf(span);
   if (all.starts_with("02079460") || all.starts_with("07700900") || all.starts_with("01632960")) {
@@ -241,8 +279,6 @@ bool ValidatePhoneNational(std::string_view text, size_t& start, size_t& end,
 bool WordStartsAt(std::string_view text, size_t pos) {
   return pos == 0 || !IsWordByte(text[pos - 1]);
 }
-
-bool IsAnyOf(char c, std::string_view set) { return set.find(c) != std::string_view::npos; }
 
 // Exactly `n` digits ending at `end`.
 bool DigitsBefore(std::string_view text, size_t end, size_t n) {
@@ -269,46 +305,58 @@ size_t FindIpv4Start(std::string_view text, size_t end) {
   return WordStartsAt(text, pos) ? pos : std::string_view::npos;
 }
 
-// (?:\b1[ .\-]?)?(?:\(\d{3}\)[ ]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b: the tail is fixed, at most
-// one area-code form fits before it, and the leftmost start takes the optional leading 1.
+// A separator of the phone patterns ([ .\-] or a wide space or hyphen) ending at `end`.
+size_t PhoneSeparatorBefore(std::string_view text, size_t end) {
+  return SeparatorBefore(text, end, " .-", true, true);
+}
+
+// (?:\b1S?)?(?:\(\d{3}\)W?|\b\d{3}S)\d{3}S\d{4}\b, where S is a phone separator and W a space
+// (wide or not): the tail is fixed, at most one area-code form fits before it, and the leftmost
+// start takes the optional leading 1.
 size_t FindPhoneNanpStart(std::string_view text, size_t end) {
-  constexpr std::string_view kSeparators = " .-";
-  if (end < 12 || !DigitsBefore(text, end, 4) || !IsAnyOf(text[end - 5], kSeparators) ||
-      !DigitsBefore(text, end - 5, 3)) {
+  if (!DigitsBefore(text, end, 4)) return std::string_view::npos;
+  const size_t tail_separator = PhoneSeparatorBefore(text, end - 4);
+  if (tail_separator == 0 || !DigitsBefore(text, end - 4 - tail_separator, 3)) {
     return std::string_view::npos;
   }
-  const size_t middle = end - 8;
+  const size_t middle = end - 4 - tail_separator - 3;
   size_t area;  // where the area code (with its brackets) starts
   bool bracketed = false;
-  if (IsAnyOf(text[middle - 1], kSeparators) && DigitsBefore(text, middle - 1, 3) &&
-      WordStartsAt(text, middle - 4)) {
-    area = middle - 4;
+  const size_t area_separator = PhoneSeparatorBefore(text, middle);
+  if (area_separator > 0 && DigitsBefore(text, middle - area_separator, 3) &&
+      WordStartsAt(text, middle - area_separator - 3)) {
+    area = middle - area_separator - 3;
   } else {
-    size_t close = middle - 1;
-    if (text[close] == ' ') --close;
-    if (close < 4 || text[close] != ')' || !DigitsBefore(text, close, 3) ||
-        text[close - 4] != '(') {
+    const size_t close = middle - SeparatorBefore(text, middle, " ", true, false);
+    if (close < 5 || text[close - 1] != ')' || !DigitsBefore(text, close - 1, 3) ||
+        text[close - 5] != '(') {
       return std::string_view::npos;
     }
-    area = close - 4;
+    area = close - 5;
     bracketed = true;
   }
   // "1" right before unbracketed digits would join their word, so there it needs a separator.
   if (bracketed && area >= 1 && text[area - 1] == '1' && WordStartsAt(text, area - 1)) {
     return area - 1;
   }
-  if (area >= 2 && IsAnyOf(text[area - 1], kSeparators) && text[area - 2] == '1' &&
-      WordStartsAt(text, area - 2)) {
-    return area - 2;
+  const size_t one_separator = PhoneSeparatorBefore(text, area);
+  if (one_separator > 0 && area >= one_separator + 1 && text[area - one_separator - 1] == '1' &&
+      WordStartsAt(text, area - one_separator - 1)) {
+    return area - one_separator - 1;
   }
   return area;
 }
 
-// Whether text[pos, end) is (?:[ .\-/]?\d{2,4}){n} with 1 <= groups + n <= 4.
+// Whether text[pos, end) is (?:S?\d{2,4}){n} with 1 <= groups + n <= 4, S a separator of the
+// national pattern ([ .\-/] or a wide space or hyphen).
 bool NationalGroupsMatch(std::string_view text, size_t pos, size_t end, int groups) {
   if (pos == end) return groups >= 1;
   if (groups == 4) return false;
-  if (IsAnyOf(text[pos], " .-/")) ++pos;
+  if (std::string_view(" .-/").find(text[pos]) != std::string_view::npos) {
+    ++pos;
+  } else {
+    pos += WideSeparatorAt(text.substr(0, end), pos, true, true);
+  }
   for (size_t digits = 1; digits <= 4 && pos + digits <= end; ++digits) {
     if (!IsDigit(text[pos + digits - 1])) break;
     if (digits >= 2 && NationalGroupsMatch(text, pos + digits, end, groups + 1)) return true;
@@ -316,7 +364,7 @@ bool NationalGroupsMatch(std::string_view text, size_t pos, size_t end, int grou
   return false;
 }
 
-// Whether text[start, end) matches (?:\b0\d{1,4}|\(0\d{1,4}\))(?:[ .\-/]?\d{2,4}){1,4}.
+// Whether text[start, end) matches (?:\b0\d{1,4}|\(0\d{1,4}\))(?:S?\d{2,4}){1,4}.
 bool PhoneNationalMatches(std::string_view text, size_t start, size_t end) {
   const bool bracketed = text[start] == '(';
   size_t pos = start + (bracketed ? 1 : 0);
@@ -336,9 +384,9 @@ bool PhoneNationalMatches(std::string_view text, size_t start, size_t end) {
 }
 
 // The national pattern's groups can split a digit run many ways, so rather than walk back,
-// try each start from the leftmost possible one (the longest match is 27 bytes).
+// try each start from the leftmost possible one (the longest match is 35 bytes).
 size_t FindPhoneNationalStart(std::string_view text, size_t end) {
-  constexpr size_t kLongest = 7 + 4 * 5;  // "(0dddd)" and four "-dddd" groups
+  constexpr size_t kLongest = 7 + 4 * 7;  // "(0dddd)" and four groups of a 3-byte separator + 4
   for (size_t start = end > kLongest ? end - kLongest : 0; start + 3 <= end; ++start) {
     if ((text[start] == '0' || text[start] == '(') && PhoneNationalMatches(text, start, end)) {
       return start;
@@ -447,25 +495,45 @@ bool ValidateGenericSecret(std::string_view text, size_t& start, size_t& end,
   return true;
 }
 
+// Separators between digit groups, ASCII or wide (see WideSeparatorAt), as UTF-8 bytes: the
+// built-in patterns are scanned byte by byte, without HS_FLAG_UTF8. Macros, so that the table's
+// patterns stay string literals.
+#define SY_SPACE R"((?:[ ]|\xC2\xA0|\xE2\x80[\x89\xAF]))"
+#define SY_HYPHEN R"((?:-|\xE2\x80[\x90-\x93]))"
+#define SY_SPACE_OR_HYPHEN R"((?:[ \-]|\xC2\xA0|\xE2\x80[\x89\x90-\x93\xAF]))"
+#define SY_PHONE_SEPARATOR R"((?:[ .\-]|\xC2\xA0|\xE2\x80[\x89\x90-\x93\xAF]))"
+#define SY_NATIONAL_SEPARATOR R"((?:[ .\-/]|\xC2\xA0|\xE2\x80[\x89\x90-\x93\xAF]))"
+
 constexpr BuiltinPattern kPatterns[] = {
     {"email",
      R"(@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b)",
      false, false, 7, 0.95, ValidateEmail, nullptr},
-    {"phone", R"(\+\d{1,3}(?:[ .\-]?\(0?\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,6}\b)", false, false, 5, 0.9,
-     ValidatePhoneInternational, nullptr},
-    {"phone", R"((?:\b1[ .\-]?)?(?:\(\d{3}\)[ ]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b)", false, false,
-     5, 0.85, ValidatePhoneNanp, FindPhoneNanpStart},
-    {"phone", R"((?:\b0\d{1,4}|\(0\d{1,4}\))(?:[ .\-/]?\d{2,4}){1,4}\b)", false, false, 4, 0.7,
-     ValidatePhoneNational, FindPhoneNationalStart},
+    {"phone",
+     R"(\+\d{1,3}(?:)" SY_PHONE_SEPARATOR R"(?\(0?\d{1,4}\))?(?:)" SY_PHONE_SEPARATOR
+     R"(?\d{1,5}){1,6}\b)",
+     false, false, 5, 0.9, ValidatePhoneInternational, nullptr},
+    {"phone",
+     R"((?:\b1)" SY_PHONE_SEPARATOR R"(?)?(?:\(\d{3}\))" SY_SPACE R"(?|\b\d{3})" SY_PHONE_SEPARATOR
+     R"()\d{3})" SY_PHONE_SEPARATOR R"(\d{4}\b)",
+     false, false, 5, 0.85, ValidatePhoneNanp, FindPhoneNanpStart},
+    {"phone",
+     R"((?:\b0\d{1,4}|\(0\d{1,4}\))(?:)" SY_NATIONAL_SEPARATOR R"(?\d{2,4}){1,4}\b)", false,
+     false, 4, 0.7, ValidatePhoneNational, FindPhoneNationalStart},
     {"credit_card", R"(\b\d{13,19}\b)", false, true, 8, 0.95, ValidateCard, nullptr},
-    {"credit_card", R"(\b\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?\b)", false, true, 8, 0.95,
-     ValidateCard, nullptr},
-    {"credit_card", R"(\b\d{4}[ \-]\d{6}[ \-]\d{4,5}\b)", false, true, 8, 0.95, ValidateCard,
-     nullptr},
-    {"iban", R"(\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b)", false, true, 8, 0.97,
-     ValidateIban, nullptr},
-    {"us_ssn", R"(\b\d{3}-\d{2}-\d{4}\b)", false, true, 7, 0.85, ValidateSsn, nullptr},
-    {"us_ssn", R"(\b\d{3} \d{2} \d{4}\b|\b\d{9}\b)", false, true, 6, 0.85, ValidateSsn, nullptr},
+    {"credit_card",
+     R"(\b\d{4})" SY_SPACE_OR_HYPHEN R"(\d{4})" SY_SPACE_OR_HYPHEN R"(\d{4})" SY_SPACE_OR_HYPHEN
+     R"(\d{1,4}(?:)" SY_SPACE_OR_HYPHEN R"(\d{3})?\b)",
+     false, true, 8, 0.95, ValidateCard, nullptr},
+    {"credit_card",
+     R"(\b\d{4})" SY_SPACE_OR_HYPHEN R"(\d{6})" SY_SPACE_OR_HYPHEN R"(\d{4,5}\b)", false, true,
+     8, 0.95, ValidateCard, nullptr},
+    {"iban",
+     R"(\b[A-Z]{2}\d{2}(?:)" SY_SPACE R"(?[A-Z0-9]{4}){2,7}(?:)" SY_SPACE R"(?[A-Z0-9]{1,3})?\b)",
+     false, true, 8, 0.97, ValidateIban, nullptr},
+    {"us_ssn", R"(\b\d{3})" SY_HYPHEN R"(\d{2})" SY_HYPHEN R"(\d{4}\b)", false, true, 7, 0.85,
+     ValidateSsn, nullptr},
+    {"us_ssn", R"(\b\d{3})" SY_SPACE R"(\d{2})" SY_SPACE R"(\d{4}\b|\b\d{9}\b)", false, true, 6,
+     0.85, ValidateSsn, nullptr},
     {"ip_address", R"(\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b)", false, false, 6, 0.9, ValidateIpv4,
      FindIpv4Start},
     {"ip_address",
@@ -500,6 +568,12 @@ constexpr BuiltinPattern kPatterns[] = {
      R"((?:api[_.\-]?key|secret|token|passw(?:or)?d|pwd|access[_.\-]?key|auth[_.\-]?key|credentials?|private[_.\-]?key)[A-Za-z0-9_.\-]*["']?[ \t]*(?::=|=>|[:=]))",
      true, false, 3, 0.7, ValidateGenericSecret, nullptr},
 };
+
+#undef SY_SPACE
+#undef SY_HYPHEN
+#undef SY_SPACE_OR_HYPHEN
+#undef SY_PHONE_SEPARATOR
+#undef SY_NATIONAL_SEPARATOR
 
 }  // namespace
 

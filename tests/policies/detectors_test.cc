@@ -65,6 +65,36 @@ INSTANTIATE_TEST_SUITE_P(
         {"password = \"Xk9#mP2$vL5q\"", {"secret.generic:Xk9#mP2$vL5q"}},
         {"api_key: 123e4567-e89b-12d3-a456-426614174000", {}},
         {"token = ${API_TOKEN}", {}},
+        // Digit groups separated as text pasted from web pages and word processors separates
+        // them: no-break, narrow no-break and thin spaces, typographic hyphens.
+        {"card 4111\u00a01111\u00a01111\u00a01111.",
+         {"credit_card:4111\u00a01111\u00a01111\u00a01111"}},
+        {"card 4111\u202f1111\u202f1111\u202f1111",
+         {"credit_card:4111\u202f1111\u202f1111\u202f1111"}},
+        {"card 4111\u20091111\u20091111\u20091111",
+         {"credit_card:4111\u20091111\u20091111\u20091111"}},
+        {"card 4111\u20111111\u20111111\u20111111",
+         {"credit_card:4111\u20111111\u20111111\u20111111"}},
+        {"amex 3782\u2013822463\u201310005", {"credit_card:3782\u2013822463\u201310005"}},
+        {"card 4111\u00a01111 1111 1111", {}},  // separators that disagree
+        {"card 4111\u00a01111\u00a01111\u00a01112", {}},
+        {"iban DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000 ok",
+         {"iban:DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000"}},
+        {"ssn 536\u201022\u20101234", {"us_ssn:536\u201022\u20101234"}},
+        {"ssn 536\u00a022\u00a01234", {"us_ssn:536\u00a022\u00a01234"}},
+        {"ref 2024\u2011536\u201122\u20111234", {}},  // part of a longer number
+        {"call +44\u00a020\u00a07123\u00a04567 now", {"phone:+44\u00a020\u00a07123\u00a04567"}},
+        {"call (415)\u00a0555\u20112671 now", {"phone:(415)\u00a0555\u20112671"}},
+        {"call 1\u2011415\u2011555\u20112671", {"phone:1\u2011415\u2011555\u20112671"}},
+        {"call 415\u2011555.2671", {}},
+        {"ring 01\u202f23\u202f45\u202f67\u202f89", {"phone:01\u202f23\u202f45\u202f67\u202f89"}},
+        // RFC 5322 allows ' and other symbols in a local part; a quote around it is prose.
+        {"mail o'brien@corp.ie today", {"email:o'brien@corp.ie"}},
+        {"mail 'bob@corp.ie' or \"ann.o'neill+x@corp.ie\"",
+         {"email:bob@corp.ie", "email:ann.o'neill+x@corp.ie"}},
+        // A long run before the address is cut at 64 bytes, not a reason to drop the address.
+        {"see https://intranet.corp.ie/directory/people/search?department=finance&user=bob@corp.ie",
+         {"email:anet.corp.ie/directory/people/search?department=finance&user=bob@corp.ie"}},
     }));
 
 }  // namespace

@@ -56,6 +56,26 @@ TEST(RedactTest, WorksOnADecisionsFindings) {
               ElementsAre("hello", "write to <EMAIL_1> about card <CREDIT_CARD_1>"));
 }
 
+// Separators of several bytes (a no-break space, a non-breaking hyphen) are inside the span, and
+// an apostrophe in the local part is part of the address: nothing of either is left in clear.
+TEST(RedactTest, BuiltinFindingsCoverWideSeparatorsAndApostrophes) {
+  auto root = ParseYaml("policy: { default: local }", "p.yaml");
+  ASSERT_TRUE(root.ok());
+  auto set = PolicySet::FromYaml((*root)["policy"], "p.yaml", {{"local", Locality::kLocal}}, "v");
+  ASSERT_TRUE(set.ok()) << set.status();
+  RequestFeatures request;
+  request.texts = {"card 4111\u00a01111\u00a01111\u00a01111, ssn 536\u201122\u20111234, mail "
+                   "o'brien@corp.ie"};
+  const Decision decision = (*set)->Classify(request);
+  const Redaction redaction = Redact(request.texts, decision.findings);
+  EXPECT_THAT(redaction.texts,
+              ElementsAre("card <CREDIT_CARD_1>, ssn <US_SSN_1>, mail <EMAIL_1>"));
+  EXPECT_THAT(redaction.restore,
+              ElementsAre(Pair("<CREDIT_CARD_1>", "4111\u00a01111\u00a01111\u00a01111"),
+                          Pair("<US_SSN_1>", "536\u201122\u20111234"),
+                          Pair("<EMAIL_1>", "o'brien@corp.ie")));
+}
+
 // A pattern's match ends after a whole character, so the redacted text stays valid UTF-8 and
 // no byte of the character is left behind.
 TEST(RedactTest, PatternFindingsCoverWholeCharacters) {
