@@ -417,11 +417,17 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file,
   if (const YAML::Node limits = root["limits"]) {
     SY_RETURN_IF_ERROR(
         yaml.ExpectMap(limits, "limits", {"max_body_bytes", "drain_timeout_seconds",
+                                          "write_timeout_seconds", "max_stream_buffer_bytes",
                                           "local_model_memory_bytes"}));
     SY_ASSIGN_OR_RETURN(max_body, yaml.Int(limits, "max_body_bytes", 1024, int64_t{1} << 30));
     SY_ASSIGN_OR_RETURN(drain, yaml.Double(limits, "drain_timeout_seconds", 0, 3600));
     config.max_body_bytes = max_body.value_or(config.max_body_bytes);
     config.drain_timeout_seconds = drain.value_or(config.drain_timeout_seconds);
+    SY_ASSIGN_OR_RETURN(write_timeout, yaml.Double(limits, "write_timeout_seconds", 0, 86400));
+    config.write_timeout_seconds = write_timeout.value_or(config.write_timeout_seconds);
+    SY_ASSIGN_OR_RETURN(stream_buffer, yaml.Int(limits, "max_stream_buffer_bytes", 4096,
+                                                int64_t{1} << 30));
+    config.max_stream_buffer_bytes = stream_buffer.value_or(config.max_stream_buffer_bytes);
     SY_ASSIGN_OR_RETURN(budget, yaml.Int(limits, "local_model_memory_bytes", 0,
                                          std::numeric_limits<int64_t>::max()));
     config.local_model_memory_bytes = static_cast<uint64_t>(budget.value_or(0));

@@ -96,6 +96,12 @@ struct Config {
   int64_t busy_poll_microseconds = 0;
   int64_t max_body_bytes = 1 << 20;
   double drain_timeout_seconds = 30;
+  // `limits.write_timeout_seconds`: how long an HTTP answer may go without a byte reaching the
+  // client before the connection is closed (and its backend call cancelled); 0 = no limit.
+  double write_timeout_seconds = 120;
+  // `limits.max_stream_buffer_bytes`: how much of a stream may wait for a client that reads more
+  // slowly than the backend writes before the stream is cancelled.
+  int64_t max_stream_buffer_bytes = 4 << 20;
   uint64_t local_model_memory_bytes = 0;  // budget for loaded local model files; 0 = none
   std::vector<std::string> model_dirs;  // searched before $SWITCHYARD_MODELS
   std::vector<TargetConfig> targets;

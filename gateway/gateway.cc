@@ -493,6 +493,8 @@ absl::Status Gateway::Reload(Config config) {
       config.grpc.port != old->config.grpc.port || config.grpc.host != old->config.grpc.host ||
       config.busy_poll_microseconds != old->config.busy_poll_microseconds ||
       config.max_body_bytes != old->config.max_body_bytes ||
+      config.write_timeout_seconds != old->config.write_timeout_seconds ||
+      config.max_stream_buffer_bytes != old->config.max_stream_buffer_bytes ||
       config.decision_log != old->config.decision_log) {
     Log(LogLevel::kWarning,
         "reload: listener, limit and decision_log changes take effect at the next restart");

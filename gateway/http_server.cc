@@ -82,7 +82,11 @@ class ResponseHead {
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(tcp::socket&& socket, std::shared_ptr<HttpShared> shared)
-      : stream_(std::move(socket)), shared_(std::move(shared)), gateway_(*shared_->gateway) {}
+      : stream_(std::move(socket)), shared_(std::move(shared)), gateway_(*shared_->gateway) {
+    // Only Write's first try is synchronous: it must return would_block, not wait.
+    beast::error_code ignored;
+    stream_.socket().non_blocking(true, ignored);
+  }
 
   void Start() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoRead(); });
@@ -117,9 +121,17 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void ExchangeDone();
   void Close();
 
+  // Sends out_, then calls OnWritten. `last`: the exchange's answer is complete with it.
+  void Write(bool last);
+  void WriteRest();
+  void OnWriteSome(beast::error_code ec, size_t bytes);
+  void OnWritten(beast::error_code ec);
+  // Ends the exchange for a client that stopped reading or is gone: its backend call is
+  // cancelled (metered as such) and the connection closed.
+  void DropClient();
+
   void QueueStreamBytes(std::string bytes, bool last);
   void FlushStream();
-  void OnStreamWrite(beast::error_code ec);
 
   void WatchClient();
   void OnWatch(beast::error_code ec, size_t bytes);
@@ -151,10 +163,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool write_in_flight_ = false;
   // The response head until it is written; it goes out with the first chunk, in one send.
   std::string stream_head_;
+  // Events that came while a write was in progress; they go out together with the next one.
   std::string stream_pending_;
-  std::string stream_writing_;
-  // A whole (non-streamed) answer while it is written.
-  std::string response_bytes_;
+
+  // The bytes being written (a whole answer, or a stream's head and chunks), how many of them
+  // the socket took, and whether they end the exchange's answer.
+  std::string out_;
+  size_t out_sent_ = 0;
+  bool out_last_ = false;
 };
 
 // For a stream, whose headers went out before the answer was complete: the served-by, retries and
@@ -268,7 +284,7 @@ class HttpChatSink : public backends::ChatSink,
 void HttpSession::DoRead() {
   explained_.reset();
   parser_.emplace();
-  parser_->body_limit(static_cast<uint64_t>(shared_->max_body_bytes));
+  parser_->body_limit(static_cast<uint64_t>(shared_->limits.max_body_bytes));
   parser_->header_limit(kHeaderLimit);
   stream_.expires_after(kIdleTimeout);
   http::async_read(stream_, buffer_, *parser_,
@@ -296,8 +312,8 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
   if (ec == http::error::body_limit) {
     keep_alive_ = false;  // the rest of the oversized body is unread
     SendJson(http::status::payload_too_large,
-             ErrorJson(absl::StrCat("request body exceeds the limit of ", shared_->max_body_bytes,
-                                    " bytes"),
+             ErrorJson(absl::StrCat("request body exceeds the limit of ",
+                                    shared_->limits.max_body_bytes, " bytes"),
                        "invalid_request_error", "body_too_large"));
     return;
   }
@@ -546,14 +562,65 @@ void HttpSession::SendResponse(ResponseHead head, std::string body) {
   // Head and body in one buffer, one write: Beast's message writer walks the same bytes through
   // a serializer and a chain of buffer views, about a tenth of the gateway's instructions for a
   // small answer (BENCHMARKS.md, "Session 11").
-  response_bytes_ = std::move(head).Finish();
+  out_ = std::move(head).Finish();
   // A HEAD request gets the head a GET would, Content-Length included, and no body.
-  if (request_.method() != http::verb::head) response_bytes_ += body;
-  asio::async_write(stream_, asio::buffer(response_bytes_),
-                    [self = shared_from_this()](beast::error_code ec, size_t) {
-                      if (ec) self->client_gone_ = true;
-                      self->ExchangeDone();
-                    });
+  if (request_.method() != http::verb::head) out_ += body;
+  Write(true);
+}
+
+void HttpSession::Write(bool last) {
+  write_in_flight_ = true;
+  out_last_ = last;
+  // Most answers fit in the socket's send buffer and go at once, with neither a deadline to arm
+  // nor a completion to wait for; the asynchronous write is for a client slower than its answer.
+  beast::error_code ec;
+  out_sent_ = stream_.socket().write_some(asio::buffer(out_), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+  if (ec || out_sent_ == out_.size()) {
+    OnWritten(ec);
+    return;
+  }
+  WriteRest();
+}
+
+void HttpSession::WriteRest() {
+  // The deadline counts from the last progress, not from the start of the answer: a client that
+  // reads a long stream slowly is served, one that stopped reading is not.
+  if (shared_->limits.write_timeout.count() > 0) {
+    stream_.expires_after(shared_->limits.write_timeout);
+  }
+  stream_.async_write_some(asio::buffer(out_) + out_sent_,
+                           beast::bind_front_handler(&HttpSession::OnWriteSome,
+                                                     shared_from_this()));
+}
+
+void HttpSession::OnWriteSome(beast::error_code ec, size_t bytes) {
+  out_sent_ += bytes;
+  if (!ec && out_sent_ < out_.size()) {
+    WriteRest();
+    return;
+  }
+  OnWritten(ec);
+}
+
+void HttpSession::OnWritten(beast::error_code ec) {
+  write_in_flight_ = false;
+  if (ec) {
+    // The client went away, or let the write time out (the stream closed the socket then).
+    DropClient();
+    return;
+  }
+  if (out_last_) {
+    ExchangeDone();
+    return;
+  }
+  FlushStream();
+}
+
+void HttpSession::DropClient() {
+  client_gone_ = true;
+  if (call_) call_->Cancel();
+  ExchangeDone();
 }
 
 void HttpSession::QueueStreamBytes(std::string bytes, bool last) {
@@ -565,6 +632,15 @@ void HttpSession::QueueStreamBytes(std::string bytes, bool last) {
     head.Set("Transfer-Encoding", "chunked");
     stream_head_ = std::move(head).Finish();
   }
+  if (write_in_flight_ && stream_pending_.size() + bytes.size() >
+                              static_cast<size_t>(shared_->limits.max_stream_buffer_bytes)) {
+    // The client reads more slowly than the backend writes: rather than hold the whole answer
+    // for it, stop the backend and let the client go.
+    Log(LogLevel::kWarning, "http: stream ", inbound_.chat.request_id, " cancelled: the client ",
+        "read too slowly (over ", shared_->limits.max_stream_buffer_bytes, " bytes waiting)");
+    DropClient();
+    return;
+  }
   stream_pending_ += bytes;
   stream_last_queued_ = stream_last_queued_ || last;
   FlushStream();
@@ -574,50 +650,30 @@ void HttpSession::FlushStream() {
   if (write_in_flight_ || client_gone_) return;
   // One send carries what is ready: the head (first time), everything queued while the last
   // write was in flight as one chunk, and the last chunk once the end is queued.
-  stream_writing_.clear();
-  stream_writing_.swap(stream_head_);
+  out_.clear();
+  out_.swap(stream_head_);
   if (!stream_pending_.empty()) {
     char size[24];
     std::snprintf(size, sizeof(size), "%zx\r\n", stream_pending_.size());
-    stream_writing_ += size;
-    stream_writing_ += stream_pending_;
-    stream_writing_ += "\r\n";
+    out_ += size;
+    out_ += stream_pending_;
+    out_ += "\r\n";
     stream_pending_.clear();
   }
-  const bool final = stream_last_queued_;
-  if (final) {
-    stream_writing_ += "0\r\n\r\n";
+  const bool last = stream_last_queued_;
+  if (last) {
+    out_ += "0\r\n\r\n";
     stream_last_queued_ = false;
   }
-  if (stream_writing_.empty()) return;
-  write_in_flight_ = true;
-  asio::async_write(stream_, asio::buffer(stream_writing_),
-                    [self = shared_from_this(), final](beast::error_code ec, size_t) {
-                      if (!final) {
-                        self->OnStreamWrite(ec);
-                        return;
-                      }
-                      self->write_in_flight_ = false;
-                      if (ec) self->client_gone_ = true;
-                      self->ExchangeDone();
-                    });
-}
-
-void HttpSession::OnStreamWrite(beast::error_code ec) {
-  write_in_flight_ = false;
-  if (ec) {
-    // The client went away mid-stream: stop the backend at once.
-    client_gone_ = true;
-    if (call_) call_->Cancel();
-    ExchangeDone();
-    return;
-  }
-  FlushStream();
+  if (out_.empty()) return;
+  Write(last);
 }
 
 void HttpSession::WatchClient() {
   if (watching_ || buffer_.size() >= kMaxPipelined) return;
   watching_ = true;
+  // A write's deadline also lands on the read side when no read is pending; the watch has none.
+  stream_.expires_never();
   stream_.async_read_some(buffer_.prepare(4096),
                           beast::bind_front_handler(&HttpSession::OnWatch, shared_from_this()));
 }
@@ -634,8 +690,8 @@ void HttpSession::OnWatch(beast::error_code ec, size_t bytes) {
     return;
   }
   if (ec == asio::error::operation_aborted && exchange_done_) {
-    // We cancelled the watch to read the next request.
-    DoRead();
+    // We cancelled the watch to read the next request, or closed the connection.
+    if (stream_.socket().is_open()) DoRead();
     return;
   }
   // The client closed or reset the connection while its request was running.
@@ -676,14 +732,23 @@ void HttpSession::Close() {
 
 }  // namespace
 
+HttpLimits HttpLimits::FromConfig(const Config& config) {
+  HttpLimits limits;
+  limits.max_body_bytes = config.max_body_bytes;
+  limits.write_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(config.write_timeout_seconds * 1000));
+  limits.max_stream_buffer_bytes = config.max_stream_buffer_bytes;
+  return limits;
+}
+
 HttpServer::HttpServer(std::vector<asio::io_context*> contexts, Gateway& gateway,
-                       int64_t max_body_bytes)
+                       HttpLimits limits)
     : contexts_(std::move(contexts)),
       acceptor_(*contexts_.front()),
       accept_retry_(*contexts_.front()),
       shared_(std::make_shared<HttpShared>()) {
   shared_->gateway = &gateway;
-  shared_->max_body_bytes = max_body_bytes;
+  shared_->limits = limits;
 }
 
 HttpServer::~HttpServer() = default;

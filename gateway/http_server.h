@@ -9,6 +9,7 @@
 #define SWITCHYARD_GATEWAY_HTTP_SERVER_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,10 +24,22 @@
 
 namespace switchyard::gateway {
 
+// What a connection may hold or wait for (Config's `limits`).
+struct HttpLimits {
+  int64_t max_body_bytes = 1 << 20;
+  // How long a write may make no progress (no byte taken by the client's socket) before the
+  // connection is closed; zero = no limit.
+  std::chrono::milliseconds write_timeout{120'000};
+  // Stream bytes that may wait behind a write in progress before the stream is cancelled.
+  int64_t max_stream_buffer_bytes = 4 << 20;
+
+  static HttpLimits FromConfig(const Config& config);
+};
+
 // State every connection of one server shares.
 struct HttpShared {
   Gateway* gateway = nullptr;
-  int64_t max_body_bytes = 1 << 20;
+  HttpLimits limits;
   std::atomic<bool> draining{false};
   // Requests read and not yet fully answered.
   std::atomic<int64_t> active_exchanges{0};
@@ -37,7 +50,7 @@ class HttpServer {
   // `contexts` (at least one, each run by one thread) outlive the server; the listener runs on
   // the first.
   HttpServer(std::vector<boost::asio::io_context*> contexts, Gateway& gateway,
-             int64_t max_body_bytes);
+             HttpLimits limits);
   ~HttpServer();
 
   // Binds and starts accepting. Port 0 picks a free port; port() tells which.

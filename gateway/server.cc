@@ -66,6 +66,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Config config, ServerOptio
   const ListenerConfig http_listener = config.http;
   const ListenerConfig grpc_listener = config.grpc;
   const int64_t max_body_bytes = config.max_body_bytes;
+  const HttpLimits http_limits = HttpLimits::FromConfig(config);
   const std::chrono::microseconds busy_poll(config.busy_poll_microseconds);
   server->drain_timeout_seconds_ = config.drain_timeout_seconds;
 
@@ -87,7 +88,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Config config, ServerOptio
     contexts.push_back(&shard->io);
     server->shards_.push_back(std::move(shard));
   }
-  server->http_ = std::make_unique<HttpServer>(contexts, *server->gateway_, max_body_bytes);
+  server->http_ = std::make_unique<HttpServer>(contexts, *server->gateway_, http_limits);
   if (absl::Status status = server->http_->Start(http_listener); !status.ok()) return status;
 
   grpc::EnableDefaultHealthCheckService(true);

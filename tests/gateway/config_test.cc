@@ -24,6 +24,7 @@ listeners:
 limits:
   max_body_bytes: 2048
   drain_timeout_seconds: 5
+  write_timeout_seconds: 7.5
 models:
   dirs: [models, /opt/models]
 targets:
@@ -57,6 +58,8 @@ TEST(ConfigTest, ParsesEveryFieldAndFillsDefaults) {
   EXPECT_EQ(config->busy_poll_microseconds, 50);
   EXPECT_EQ(config->max_body_bytes, 2048);
   EXPECT_EQ(config->drain_timeout_seconds, 5);
+  EXPECT_EQ(config->write_timeout_seconds, 7.5);
+  EXPECT_EQ(config->max_stream_buffer_bytes, 4 << 20);  // default
   EXPECT_THAT(config->model_dirs,
               ::testing::ElementsAre("/etc/switchyard/models", "/opt/models"));
   ASSERT_EQ(config->targets.size(), 2u);

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -391,7 +392,12 @@ TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
 // requests sent back to back, or while an answer is still being made, and hanging up mid-request.
 class RawConnection {
  public:
-  explicit RawConnection(uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+  // A `receive_buffer` (bytes) is set before connecting, so the window the server sees is small.
+  explicit RawConnection(uint16_t port, int receive_buffer = 0)
+      : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    if (receive_buffer > 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+    }
     sockaddr_in address{};
     address.sin_family = AF_INET;
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -403,6 +409,8 @@ class RawConnection {
   ~RawConnection() { Close(); }
 
   bool connected() const { return connected_; }
+  // Whether a read found the connection closed by the server (end of stream or reset).
+  bool peer_closed() const { return peer_closed_; }
   bool Send(const std::string& bytes) {
     return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
            static_cast<ssize_t>(bytes.size());
@@ -413,6 +421,7 @@ class RawConnection {
     char chunk[4096];
     while (!done(received)) {
       const ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) peer_closed_ = true;
       if (n <= 0) break;
       received.append(chunk, static_cast<size_t>(n));
     }
@@ -426,6 +435,7 @@ class RawConnection {
  private:
   int fd_;
   bool connected_ = false;
+  bool peer_closed_ = false;
 };
 
 std::string ChatRequestBytes(const std::string& body) {
@@ -1039,6 +1049,73 @@ TEST_F(BusyPollServerTest, ServesThenSleepsWhenIdleAndShutsDown) {
   server_->Shutdown();
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
   server_.reset();
+}
+
+// The same server with other limits for clients that stop reading a stream.
+class SlowReaderServerTest : public ServerTest {
+ protected:
+  virtual std::string LimitLines() const = 0;
+
+  std::string ConfigText() const override {
+    std::string text = kConfig;
+    const std::string limits = "limits:\n";
+    return text.insert(text.find(limits) + limits.size(), LimitLines());
+  }
+
+  // Asks for a stream of 64 KiB events, one every 10 ms for 4 s (far more than the socket
+  // buffers between the gateway and its client hold), from a client with a 4 KiB receive buffer
+  // that never reads: the gateway must cancel the backend well before the stream would end,
+  // meter the request as cancelled, close the connection, and leave nothing for a drain to wait
+  // on.
+  void ExpectClientThatStopsReadingIsDropped() {
+    cloud_->set_script(Script(std::vector<std::string>(400, std::string(64 * 1024, 'x')),
+                              std::chrono::milliseconds(10)));
+    RawConnection connection(server_->http_port(), 4096);
+    ASSERT_TRUE(connection.connected());
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(connection.Send(ChatRequestBytes(UserMessage("long story", R"("stream":true,)"))));
+    WaitUntil([&] { return cloud_->cancelled() != 0; }, std::chrono::milliseconds(3500));
+    ASSERT_EQ(cloud_->cancelled(), 1) << "the backend ran on for a client that stopped reading";
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3500));
+
+    // What the gateway had written still arrives, then the end of the connection, without the
+    // stream's last chunk.
+    const std::string received = connection.ReadUntil([](const std::string&) { return false; });
+    EXPECT_TRUE(connection.peer_closed());
+    EXPECT_TRUE(received.starts_with("HTTP/1.1 200 OK\r\n")) << received.substr(0, 200);
+    EXPECT_FALSE(received.ends_with("0\r\n\r\n"));
+    const std::string cancelled =
+        "switchyard_requests_total{tenant=\"anonymous\",target=\"cloud\",rule=\"default\","
+        "locality=\"remote\",outcome=\"cancelled\"} 1";
+    WaitUntil([&] { return HttpGet(base_ + "/metrics").body.find(cancelled) != std::string::npos; },
+              std::chrono::milliseconds(2000));
+    EXPECT_THAT(HttpGet(base_ + "/metrics").body, HasSubstr(cancelled));
+    const auto drain_start = std::chrono::steady_clock::now();
+    server_->Shutdown();  // its timeout is 10 s
+    EXPECT_LT(std::chrono::steady_clock::now() - drain_start, std::chrono::seconds(2));
+  }
+};
+
+// A write may go 1 s without progress; the stream buffer is too large to matter here.
+class WriteTimeoutServerTest : public SlowReaderServerTest {
+ protected:
+  std::string LimitLines() const override {
+    return "  write_timeout_seconds: 1\n  max_stream_buffer_bytes: 67108864\n";
+  }
+};
+
+TEST_F(WriteTimeoutServerTest, ClientThatStopsReadingIsDroppedWhenAWriteStalls) {
+  ExpectClientThatStopsReadingIsDropped();
+}
+
+// 256 KiB of a stream may wait for the client; the write timeout is the default 120 s.
+class StreamBufferServerTest : public SlowReaderServerTest {
+ protected:
+  std::string LimitLines() const override { return "  max_stream_buffer_bytes: 262144\n"; }
+};
+
+TEST_F(StreamBufferServerTest, ClientThatStopsReadingIsDroppedWhenTheStreamBufferIsFull) {
+  ExpectClientThatStopsReadingIsDropped();
 }
 
 }  // namespace
