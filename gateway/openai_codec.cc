@@ -54,7 +54,10 @@ std::optional<std::string> ChunkEventHead(std::string_view id, std::string_view 
 }
 
 // A stream's event without a DOM, the per-token one and the finishing one (`finish` set), after
-// its head: the same bytes Dump() gives, or false for a delta that is not valid UTF-8.
+// its head: the same bytes Dump() gives, or false for a delta that is not valid UTF-8. The
+// finishing event carries the finish reason and no usage: a stream's usage goes in its own last
+// event, and only when the client asks for it (OpenAI's stream_options.include_usage), since
+// clients that sum every usage they see would count it twice.
 bool AppendChunkEventTail(std::string_view delta, bool first, const backends::Completion* finish,
                           std::string& out) {
   if (first) out += "\"role\":\"assistant\""sv;
@@ -70,18 +73,12 @@ bool AppendChunkEventTail(std::string_view delta, bool first, const backends::Co
   }
   out.push_back('"');
   out += FinishReasonName(finish->finish_reason);
-  out += "\"}],\"usage\":{\"prompt_tokens\":"sv;
-  out += std::to_string(finish->usage.prompt_tokens);
-  out += ",\"completion_tokens\":"sv;
-  out += std::to_string(finish->usage.completion_tokens);
-  out += ",\"total_tokens\":"sv;
-  out += std::to_string(finish->usage.prompt_tokens + finish->usage.completion_tokens);
-  out += "}}\n\n"sv;
+  out += "\"}]}\n\n"sv;
   return true;
 }
 
-// The fixed text of the longest event's tail is under 160 bytes (a usage block included).
-constexpr size_t kChunkTailBytes = 160;
+// The fixed text of the longest event's tail is under 80 bytes.
+constexpr size_t kChunkTailBytes = 80;
 
 // A stream's event through the DOM, which replaces text that is not valid UTF-8.
 std::string DomChunkEvent(std::string_view id, std::string_view model, int64_t created,
@@ -101,7 +98,6 @@ std::string DomChunkEvent(std::string_view id, std::string_view model, int64_t c
   };
   if (finish != nullptr) {
     chunk["choices"][0]["finish_reason"] = FinishReasonName(finish->finish_reason);
-    chunk["usage"] = UsageJson(finish->usage);
   }
   return absl::StrCat("data: ", Dump(chunk), "\n\n");
 }

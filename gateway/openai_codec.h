@@ -37,7 +37,8 @@ class ChatChunkWriter {
   ChatChunkWriter(std::string id, std::string model, int64_t created);
 
   // One streaming "chat.completion.chunk" as an SSE event ("data: {...}\n\n"). `role` is set
-  // in the first chunk only; `finish` in the last one, which also carries usage.
+  // in the first chunk only; `finish` in the last one, which carries its finish reason and no
+  // usage (ChatUsageEvent does, when the client asked for it).
   std::string Event(std::string_view delta, bool first, const backends::Completion* finish) const;
 
  private:
@@ -48,7 +49,8 @@ class ChatChunkWriter {
   std::optional<std::string> head_;
 };
 
-// The usage-only chunk OpenAI sends when stream_options.include_usage is set.
+// The usage-only chunk OpenAI sends when stream_options.include_usage is set: after the
+// finishing chunk, with "choices": [], the only chunk of the stream with a usage.
 std::string ChatUsageEvent(std::string_view id, std::string_view model, int64_t created,
                            const backends::Usage& usage);
 

@@ -261,7 +261,10 @@ TEST_F(ServerTest, StreamingChatIsOpenAiSse) {
   EXPECT_EQ(text, "Hello, world");
   json last = json::parse(events[events.size() - 2]);
   EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
-  EXPECT_EQ(last["usage"]["completion_tokens"], 3);
+  // Usage comes only when asked for (stream_options.include_usage).
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    EXPECT_FALSE(json::parse(events[i]).contains("usage")) << events[i];
+  }
 }
 
 // A burst of deltas from a backend faster than the client: the sink hands events to the
@@ -285,15 +288,27 @@ TEST_F(ServerTest, StreamingBurstKeepsEveryEventInOrder) {
   EXPECT_EQ(json::parse(events[events.size() - 2])["choices"][0]["finish_reason"], "stop");
 }
 
+// As OpenAI does: the usage is in the last chunk (with no choices) and in no other, so a
+// client that adds up every usage it sees (LangChain does) counts the tokens once.
 TEST_F(ServerTest, StreamingWithIncludeUsageSendsUsageChunk) {
   HttpResult result =
       Chat(UserMessage("hi", R"("stream":true,"stream_options":{"include_usage":true},)"));
   ASSERT_EQ(result.status, 200);
   std::vector<std::string> events = SseData(result.body);
-  ASSERT_GE(events.size(), 2u);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
   json usage_chunk = json::parse(events[events.size() - 2]);
   EXPECT_TRUE(usage_chunk["choices"].empty());
   EXPECT_EQ(usage_chunk["usage"]["total_tokens"], 6);
+  EXPECT_EQ(json::parse(events[events.size() - 3])["choices"][0]["finish_reason"], "stop");
+  int64_t total_tokens = 0;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json chunk = json::parse(events[i]);
+    if (chunk.contains("usage") && !chunk["usage"].is_null()) {
+      total_tokens += chunk["usage"]["total_tokens"].get<int64_t>();
+    }
+  }
+  EXPECT_EQ(total_tokens, 6);
 }
 
 TEST_F(ServerTest, BadRequestsGetPreciseErrors) {
