@@ -361,6 +361,13 @@ void HttpSession::Handle() {
     HandleChat(ClientDialect::kAnthropic);
     return;
   }
+  // A path that is not served is 404 whatever the method: a 405 would claim it exists.
+  if (path != "/healthz" && path != "/readyz" && path != "/v1/models" && path != "/metrics") {
+    SendJson(http::status::not_found,
+             ErrorJson(absl::StrCat("no route for ", policies::Sv(path)), "invalid_request_error",
+                       "not_found"));
+    return;
+  }
   // HEAD answers as GET does, without the body (SendResponse).
   if (method != http::verb::get && method != http::verb::head) {
     SendMethodNotAllowed("GET, HEAD",
@@ -377,13 +384,9 @@ void HttpSession::Handle() {
   } else if (path == "/v1/models") {
     if (!Authenticate()) return;
     SendJson(http::status::ok, ModelsJson(gateway_.runtime()->config, UnixSeconds()));
-  } else if (path == "/metrics") {
+  } else {
     SendResponse(Head(http::status::ok, "text/plain; version=0.0.4; charset=utf-8"),
                  gateway_.metrics().Render());
-  } else {
-    SendJson(http::status::not_found,
-             ErrorJson(absl::StrCat("no route for ", policies::Sv(path)), "invalid_request_error",
-                       "not_found"));
   }
 }
 

@@ -355,9 +355,15 @@ TEST_F(ServerTest, OversizedBodyIs413) {
   EXPECT_THAT(result.body, HasSubstr("exceeds the limit of 4096 bytes"));
 }
 
+// An unknown path is 404 whatever the method; 405 is for a path that exists.
 TEST_F(ServerTest, UnknownPathAndMethod) {
   EXPECT_EQ(HttpGet(base_ + "/v2/nothing").status, 404);
+  HttpResult post = HttpPost(base_ + "/v1/embeddings", R"({"input":"hi"})");
+  EXPECT_EQ(post.status, 404);
+  EXPECT_EQ(post.headers.count("allow"), 0u);
+  EXPECT_EQ(json::parse(post.body)["error"]["code"], "not_found");
   EXPECT_EQ(HttpGet(base_ + "/v1/chat/completions").status, 405);
+  EXPECT_EQ(HttpPost(base_ + "/healthz", "{}").status, 405);
 }
 
 TEST_F(ServerTest, UpstreamErrorsMapTo502And504) {
