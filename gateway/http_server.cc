@@ -309,18 +309,25 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
   routed_ = Routed{};
   inbound_ = InboundRequest{};
   stream_.expires_never();
-  if (ec == http::error::body_limit) {
-    keep_alive_ = false;  // the rest of the oversized body is unread
-    SendJson(http::status::payload_too_large,
-             ErrorJson(absl::StrCat("request body exceeds the limit of ",
-                                    shared_->limits.max_body_bytes, " bytes"),
-                       "invalid_request_error", "body_too_large"));
-    return;
-  }
   if (ec) {
+    // Once the request line is read (a Content-Length over the limit fails later in the head),
+    // the answer is in its path's dialect, as it would be later; the target is empty before.
+    const beast::string_view target = parser_->get().target();
+    if (target.substr(0, target.find('?')) == "/v1/messages") dialect_ = ClientDialect::kAnthropic;
+    const bool anthropic = dialect_ == ClientDialect::kAnthropic;
+    if (ec == http::error::body_limit) {
+      keep_alive_ = false;  // the rest of the oversized body is unread
+      const std::string message = absl::StrCat("request body exceeds the limit of ",
+                                               shared_->limits.max_body_bytes, " bytes");
+      SendJson(http::status::payload_too_large,
+               anthropic ? AnthropicErrorJson("request_too_large", message)
+                         : ErrorJson(message, "invalid_request_error", "body_too_large"));
+      return;
+    }
+    const std::string message = absl::StrCat("malformed HTTP request: ", ec.message());
     SendJson(http::status::bad_request,
-             ErrorJson(absl::StrCat("malformed HTTP request: ", ec.message()),
-                       "invalid_request_error", "malformed_http"));
+             anthropic ? AnthropicErrorJson("invalid_request_error", message)
+                       : ErrorJson(message, "invalid_request_error", "malformed_http"));
     return;
   }
   request_ = parser_->release();

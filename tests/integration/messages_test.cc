@@ -1,5 +1,10 @@
 // The Anthropic client dialect (POST /v1/messages) on the real gateway, against mock upstreams of
 // every provider kind: any client dialect reaches any target, in its own wire format both ways.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -65,6 +70,28 @@ std::string StreamedText(const std::vector<NamedEvent>& events) {
     if (event.name == "content_block_delta") text += event.data["delta"]["text"].get<std::string>();
   }
   return text;
+}
+
+// Sends `request` on a new loopback connection; returns what comes back until the server closes.
+std::string RawExchange(uint16_t port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(port);
+  timeval timeout{.tv_sec = 5, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  std::string received;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size())) {
+    char chunk[4096];
+    for (ssize_t n; (n = ::recv(fd, chunk, sizeof(chunk), 0)) > 0;) {
+      received.append(chunk, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return received;
 }
 
 class MessagesTest : public ::testing::Test {
@@ -235,6 +262,38 @@ TEST_F(MessagesTest, InvalidRequestsGetAnthropicErrors) {
   HttpResult get = HttpGet(base_ + "/v1/messages");
   EXPECT_EQ(get.status, 405);
   EXPECT_EQ(json::parse(get.body)["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(upstream_->request_count(), 0u);
+}
+
+// The answers given before a body is read (too large; not HTTP) are Anthropic's too.
+TEST_F(MessagesTest, BodyTooLargeAndMalformedHttpGetAnthropicErrors) {
+  json big = Body("claude", false);
+  big["system"] = std::string(2 << 20, 'a');  // over the default limit of 1 MiB
+  HttpResult too_large = Messages(big);
+  EXPECT_EQ(too_large.status, 413) << too_large.error;
+  json body = json::parse(too_large.body, nullptr, false);
+  EXPECT_EQ(body["type"], "error") << too_large.body;
+  EXPECT_EQ(body["error"]["type"], "request_too_large") << too_large.body;
+  EXPECT_THAT(body["error"]["message"].get<std::string>(), HasSubstr("exceeds the limit"));
+
+  // A chunked body whose chunk size is not a number.
+  const std::string malformed = RawExchange(
+      server_->http_port(),
+      "POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "zz\r\n{}\r\n0\r\n\r\n");
+  ASSERT_TRUE(malformed.starts_with("HTTP/1.1 400 Bad Request\r\n")) << malformed;
+  body = json::parse(malformed.substr(malformed.find("\r\n\r\n") + 4), nullptr, false);
+  EXPECT_EQ(body["type"], "error") << malformed;
+  EXPECT_EQ(body["error"]["type"], "invalid_request_error") << malformed;
+  EXPECT_THAT(body["error"]["message"].get<std::string>(), HasSubstr("malformed HTTP request"));
+
+  // Elsewhere, OpenAI's shape as before.
+  const std::string openai = RawExchange(
+      server_->http_port(),
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+      "\r\nzz\r\n{}\r\n0\r\n\r\n");
+  body = json::parse(openai.substr(openai.find("\r\n\r\n") + 4), nullptr, false);
+  EXPECT_EQ(body["error"]["code"], "malformed_http") << openai;
   EXPECT_EQ(upstream_->request_count(), 0u);
 }
 
