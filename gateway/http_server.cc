@@ -160,6 +160,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // Streaming (SSE) state.
   bool stream_started_ = false;
   bool stream_last_queued_ = false;
+  // HTTP/1.1 frames a stream in chunks; HTTP/1.0 has none, and its stream ends with the
+  // connection.
+  bool stream_chunked_ = true;
   bool write_in_flight_ = false;
   // The response head until it is written; it goes out with the first chunk, in one send.
   std::string stream_head_;
@@ -638,8 +641,12 @@ void HttpSession::QueueStreamBytes(std::string bytes, bool last) {
     stream_started_ = true;
     ResponseHead head = Head(http::status::ok, "text/event-stream");
     head.Set("Cache-Control", "no-cache");
+    // RFC 9112 forbids chunked framing in an answer to HTTP/1.0; the end of the connection marks
+    // the end of the stream instead.
+    stream_chunked_ = request_.version() >= 11;
+    if (!stream_chunked_) keep_alive_ = false;
     SetConnection(head);
-    head.Set("Transfer-Encoding", "chunked");
+    if (stream_chunked_) head.Set("Transfer-Encoding", "chunked");
     stream_head_ = std::move(head).Finish();
   }
   if (write_in_flight_ && stream_pending_.size() + bytes.size() >
@@ -662,7 +669,10 @@ void HttpSession::FlushStream() {
   // write was in flight as one chunk, and the last chunk once the end is queued.
   out_.clear();
   out_.swap(stream_head_);
-  if (!stream_pending_.empty()) {
+  if (!stream_pending_.empty() && !stream_chunked_) {
+    out_ += stream_pending_;
+    stream_pending_.clear();
+  } else if (!stream_pending_.empty()) {
     char size[24];
     std::snprintf(size, sizeof(size), "%zx\r\n", stream_pending_.size());
     out_ += size;
@@ -672,7 +682,7 @@ void HttpSession::FlushStream() {
   }
   const bool last = stream_last_queued_;
   if (last) {
-    out_ += "0\r\n\r\n";
+    if (stream_chunked_) out_ += "0\r\n\r\n";
     stream_last_queued_ = false;
   }
   if (out_.empty()) return;

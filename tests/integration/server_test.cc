@@ -574,6 +574,18 @@ TEST_F(ServerTest, ResponseHeadsOnTheWire) {
   EXPECT_THAT(stream.head, ::testing::Not(HasSubstr("Content-Length")));
   EXPECT_THAT(stream.body, HasSubstr("data: [DONE]"));
 
+  // No chunks for HTTP/1.0, which has none (RFC 9112, section 6.1): the stream is the body as
+  // it is, and the connection's end is the stream's, whatever the client asked.
+  Exchange old_stream = exchange("1.0", "Connection: keep-alive\r\n", "/v1/chat/completions",
+                                 UserMessage("hi", R"("stream":true,)"));
+  EXPECT_TRUE(old_stream.head.starts_with("HTTP/1.0 200 OK\r\n")) << old_stream.head;
+  EXPECT_THAT(old_stream.head, HasSubstr("\r\nContent-Type: text/event-stream\r\n"));
+  EXPECT_THAT(old_stream.head, ::testing::Not(HasSubstr("Transfer-Encoding")));
+  EXPECT_THAT(old_stream.head, ::testing::Not(HasSubstr("Connection")));
+  EXPECT_TRUE(old_stream.body.starts_with("data: {")) << old_stream.body;
+  EXPECT_TRUE(old_stream.body.ends_with("data: [DONE]\n\n")) << old_stream.body;
+  EXPECT_TRUE(old_stream.closed);
+
   Exchange missing = exchange("1.1", "", "/nowhere", "");
   EXPECT_TRUE(missing.head.starts_with("HTTP/1.1 404 Not Found\r\n")) << missing.head;
   EXPECT_THAT(missing.head,
