@@ -36,6 +36,10 @@ constexpr auto kAcceptRetry = std::chrono::milliseconds(50);
 constexpr size_t kHeaderLimit = 16 * 1024;
 // Bytes a client may pipeline while its previous request is being answered.
 constexpr size_t kMaxPipelined = 64 * 1024;
+// How long, and for how many bytes, a connection closed on a request it did not read (413, 400)
+// drains what the client still sends (LingeringClose).
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr size_t kLingerBytes = 4 << 20;
 
 int64_t UnixSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 
@@ -120,6 +124,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void SetDecisionHeaders(ResponseHead& head) const;
   void ExchangeDone();
   void Close();
+  // Closes a connection whose client may still be sending: our side first, then what arrives is
+  // read and dropped for a bounded time and size. Closing with input unread would make the
+  // kernel reset the connection, and a client still writing its body would get EPIPE or
+  // ECONNRESET instead of the answer (RFC 9112, section 9.6).
+  void LingeringClose();
+  void Discard();
 
   // Sends out_, then calls OnWritten. `last`: the exchange's answer is complete with it.
   void Write(bool last);
@@ -148,6 +158,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool exchange_done_ = false;
   bool watching_ = false;
   bool client_gone_ = false;
+  // The request was not read to its end (an error answer); close lingeringly after the answer.
+  bool unread_input_ = false;
+  size_t linger_left_ = 0;
   ClientDialect dialect_ = ClientDialect::kOpenAi;
   InboundRequest inbound_;
   Routed routed_;
@@ -304,6 +317,7 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
   shared_->active_exchanges.fetch_add(1);
   exchange_done_ = false;
   keep_alive_ = false;
+  unread_input_ = false;
   dialect_ = ClientDialect::kOpenAi;
   // Nothing of the connection's previous exchange may show in this one's answer: not its
   // decision headers or request id, nor its method or HTTP version, which the answer's head and
@@ -318,8 +332,8 @@ void HttpSession::OnRead(beast::error_code ec, size_t) {
     const beast::string_view target = parser_->get().target();
     if (target.substr(0, target.find('?')) == "/v1/messages") dialect_ = ClientDialect::kAnthropic;
     const bool anthropic = dialect_ == ClientDialect::kAnthropic;
+    unread_input_ = true;  // keep_alive_ is false: the connection closes after the answer
     if (ec == http::error::body_limit) {
-      keep_alive_ = false;  // the rest of the oversized body is unread
       const std::string message = absl::StrCat("request body exceeds the limit of ",
                                                shared_->limits.max_body_bytes, " bytes");
       SendJson(http::status::payload_too_large,
@@ -732,7 +746,11 @@ void HttpSession::ExchangeDone() {
     call_.reset();
   }
   if (client_gone_ || !keep_alive_ || shared_->draining.load()) {
-    Close();
+    if (unread_input_ && !client_gone_) {
+      LingeringClose();
+    } else {
+      Close();
+    }
     return;
   }
   if (watching_) {
@@ -748,6 +766,27 @@ void HttpSession::Close() {
   beast::error_code ignored;
   stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
   stream_.socket().close(ignored);
+}
+
+void HttpSession::LingeringClose() {
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  linger_left_ = kLingerBytes;
+  stream_.expires_after(kLingerTime);  // on expiry the stream closes the socket
+  Discard();
+}
+
+void HttpSession::Discard() {
+  buffer_.clear();
+  stream_.async_read_some(buffer_.prepare(64 * 1024),
+                          [self = shared_from_this()](beast::error_code ec, size_t bytes) {
+                            if (ec || bytes >= self->linger_left_) {
+                              self->Close();
+                              return;
+                            }
+                            self->linger_left_ -= bytes;
+                            self->Discard();
+                          });
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -413,11 +414,15 @@ TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
 // requests sent back to back, or while an answer is still being made, and hanging up mid-request.
 class RawConnection {
  public:
-  // A `receive_buffer` (bytes) is set before connecting, so the window the server sees is small.
-  explicit RawConnection(uint16_t port, int receive_buffer = 0)
+  // A `receive_buffer` (bytes) is set before connecting, so the window the server sees is small;
+  // a `send_buffer` keeps a large send from fitting in the kernel before the server reads it.
+  explicit RawConnection(uint16_t port, int receive_buffer = 0, int send_buffer = 0)
       : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
     if (receive_buffer > 0) {
       ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+    }
+    if (send_buffer > 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof(send_buffer));
     }
     sockaddr_in address{};
     address.sin_family = AF_INET;
@@ -469,6 +474,32 @@ size_t Count(const std::string& text, const std::string& what) {
   size_t count = 0;
   for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
   return count;
+}
+
+// A client that writes its whole oversized body before it reads (Python's urllib and httpx do)
+// gets the 413 every time: the gateway drains what it did not read before it closes. A close
+// with input unread resets the connection, and the client's write fails (EPIPE) or the answer is
+// lost.
+TEST_F(ServerTest, OversizedBodyWrittenWholeBeforeReadingStillGets413) {
+  const std::string request =
+      absl::StrCat("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                   "Content-Type: application/json\r\nContent-Length: ", 2 << 20, "\r\n\r\n",
+                   std::string(2 << 20, 'a'));
+  const auto whole_answer = [](const std::string& bytes) {
+    const size_t end = bytes.find("\r\n\r\n");
+    const size_t at = bytes.find("Content-Length: ");
+    return end != std::string::npos && at != std::string::npos && at < end &&
+           bytes.size() >= end + 4 + std::stoul(bytes.substr(at + 16));
+  };
+  for (int i = 0; i < 20; ++i) {
+    // With a 64 KiB send buffer most of the body is still to send when the 413 is written.
+    RawConnection connection(server_->http_port(), 0, 64 * 1024);
+    ASSERT_TRUE(connection.connected());
+    EXPECT_TRUE(connection.Send(request)) << "try " << i << ": " << std::strerror(errno);
+    const std::string answer = connection.ReadUntil(whole_answer);
+    EXPECT_TRUE(answer.starts_with("HTTP/1.1 413 ")) << "try " << i << ": " << answer;
+    EXPECT_THAT(answer, HasSubstr("exceeds the limit of 4096 bytes")) << "try " << i;
+  }
 }
 
 // Requests written back to back in one send, and one written while the first is being answered
