@@ -34,6 +34,7 @@ constexpr auto kIdleTimeout = std::chrono::seconds(120);
 // How long a failed accept waits before the next try.
 constexpr auto kAcceptRetry = std::chrono::milliseconds(50);
 constexpr size_t kHeaderLimit = 16 * 1024;
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // Bytes a client may pipeline while its previous request is being answered.
 constexpr size_t kMaxPipelined = 64 * 1024;
 // How long, and for how many bytes, a connection closed on a request it did not read (413, 400)
@@ -102,6 +103,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
  private:
   void DoRead();
+  void OnReadHeader(beast::error_code ec, size_t bytes);
   void OnRead(beast::error_code ec, size_t bytes);
   void Handle();
   void HandleChat(ClientDialect dialect);
@@ -303,8 +305,46 @@ void HttpSession::DoRead() {
   parser_->body_limit(static_cast<uint64_t>(shared_->limits.max_body_bytes));
   parser_->header_limit(kHeaderLimit);
   stream_.expires_after(kIdleTimeout);
-  http::async_read(stream_, buffer_, *parser_,
-                   beast::bind_front_handler(&HttpSession::OnRead, shared_from_this()));
+  // The head alone first: a client that sent `Expect: 100-continue` sends its body only when
+  // told to (RFC 9110, section 10.1.1).
+  http::async_read_header(stream_, buffer_, *parser_,
+                          beast::bind_front_handler(&HttpSession::OnReadHeader,
+                                                    shared_from_this()));
+}
+
+void HttpSession::OnReadHeader(beast::error_code ec, size_t bytes) {
+  if (!ec && !parser_->is_done()) {
+    // Most clients send the body with the head: it is parsed here, from the bytes already read,
+    // at no extra trip through the scheduler (an asynchronous read would cost one).
+    parser_->eager(true);
+    while (!ec && !parser_->is_done() && buffer_.size() > 0) {
+      const size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (used == 0) break;
+    }
+    if (ec == http::error::need_more) ec = {};
+  }
+  if (ec || parser_->is_done()) {
+    OnRead(ec, bytes);
+    return;
+  }
+  auto read_body = [self = shared_from_this()] {
+    http::async_read(self->stream_, self->buffer_, *self->parser_,
+                     beast::bind_front_handler(&HttpSession::OnRead, self));
+  };
+  const http::request<http::string_body>& head = parser_->get();
+  if (head.version() < 11 || !beast::iequals(head[http::field::expect], "100-continue")) {
+    read_body();
+    return;
+  }
+  asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                    [self = shared_from_this(), read_body](beast::error_code write_ec, size_t) {
+                      if (write_ec) {
+                        self->Close();
+                        return;
+                      }
+                      read_body();
+                    });
 }
 
 void HttpSession::OnRead(beast::error_code ec, size_t) {

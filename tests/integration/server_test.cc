@@ -623,6 +623,44 @@ TEST_F(ServerTest, ResponseHeadsOnTheWire) {
               HasSubstr(absl::StrCat("\r\nContent-Length: ", missing.body.size(), "\r\n")));
 }
 
+// A client that sent `Expect: 100-continue` waits for the interim answer before it sends its
+// body (curl for 1 s, others longer): it comes as soon as the head is read. A request that came
+// whole gets no interim answer, and one whose body is too large gets the 413 instead.
+TEST_F(ServerTest, ExpectContinueIsAnsweredBeforeTheBody) {
+  const std::string body = UserMessage("hi");
+  const std::string head = absl::StrCat(
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+      "Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: ");
+  const auto whole_answer = [](const std::string& bytes) {
+    const size_t end = bytes.find("\r\n\r\n");
+    const size_t at = bytes.find("Content-Length: ");
+    return end != std::string::npos && at != std::string::npos && at < end &&
+           bytes.size() >= end + 4 + std::stoul(bytes.substr(at + 16));
+  };
+  RawConnection connection(server_->http_port());
+  ASSERT_TRUE(connection.connected());
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(connection.Send(absl::StrCat(head, body.size(), "\r\n\r\n")));
+  const std::string interim = connection.ReadUntil([](const std::string& bytes) {
+    return bytes.find("\r\n\r\n") != std::string::npos;
+  });
+  EXPECT_EQ(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+  ASSERT_TRUE(connection.Send(body));
+  std::string answer = connection.ReadUntil(whole_answer);
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 200 OK\r\n")) << answer;
+  EXPECT_THAT(answer, HasSubstr("\"Hello, world\""));
+
+  ASSERT_TRUE(connection.Send(absl::StrCat(head, body.size(), "\r\n\r\n", body)));
+  answer = connection.ReadUntil(whole_answer);
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 200 OK\r\n")) << answer;
+
+  ASSERT_TRUE(connection.Send(absl::StrCat(head, "100000\r\n\r\n")));
+  answer = connection.ReadUntil(whole_answer);
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 413 ")) << answer;
+  EXPECT_EQ(cloud_->started(), 2);
+}
+
 // HEAD answers as GET does without the body, and a wrong method's 405 says which are allowed.
 TEST_F(ServerTest, HeadHasNoBodyAndMethodNotAllowedSaysWhatIs) {
   RawConnection connection(server_->http_port());
