@@ -6,12 +6,12 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "re2/re2.h"
+#include "simdjson.h"
 
 namespace switchyard::policies {
 namespace {
@@ -82,51 +82,6 @@ hs_scratch_t* ThreadScratch(const hs_database_t* database, uint64_t scanner_id) 
 
 // Scanner ids start at 1 so a fresh thread's holder (id 0) never matches.
 std::atomic<uint64_t> next_scanner_id{1};
-
-// Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF), as the JSON
-// parsers and protobuf check it: Hyperscan's results for a UTF-8 pattern on anything else are
-// undefined. ASCII, most of any prompt, is checked eight bytes at a time.
-bool IsValidUtf8(std::string_view text) {
-  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  const unsigned char* const end = p + text.size();
-  while (p < end) {
-    if (end - p >= 8) {
-      uint64_t word;
-      std::memcpy(&word, p, sizeof(word));
-      if ((word & 0x8080808080808080ull) == 0) {
-        p += 8;
-        continue;
-      }
-    }
-    const unsigned char c = *p;
-    if (c < 0x80) {
-      ++p;
-      continue;
-    }
-    size_t size;
-    unsigned char low = 0x80;  // the range of the second byte
-    unsigned char high = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-      size = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      size = 3;
-      if (c == 0xE0) low = 0xA0;
-      if (c == 0xED) high = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      size = 4;
-      if (c == 0xF0) low = 0x90;
-      if (c == 0xF4) high = 0x8F;
-    } else {
-      return false;
-    }
-    if (static_cast<size_t>(end - p) < size || p[1] < low || p[1] > high) return false;
-    for (size_t i = 2; i < size; ++i) {
-      if ((p[i] & 0xC0) != 0x80) return false;
-    }
-    p += size;
-  }
-  return true;
-}
 
 bool HyperscanAccepts(const std::string& regex, unsigned flags) {
   hs_database_t* database = nullptr;
@@ -296,7 +251,10 @@ absl::Status Scanner::Scan(std::string_view text, Result& out) const {
   // Reused across calls on this thread: Classify should not allocate per message.
   thread_local std::vector<Raw> raw;
   raw.clear();
-  if (utf8_ && !IsValidUtf8(text)) {
+  // Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF), as the JSON
+  // parsers and protobuf check it: Hyperscan's results for a UTF-8 pattern on anything else are
+  // undefined.
+  if (utf8_ && !simdjson::validate_utf8(text.data(), text.size())) {
     return absl::InvalidArgumentError("the text is not valid UTF-8");
   }
   if (database_ != nullptr && !text.empty()) {
