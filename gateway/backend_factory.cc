@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -31,10 +32,7 @@ absl::StatusOr<std::shared_ptr<backends::Backend>> CreateLocal(
     std::shared_ptr<backends::MemoryBudget> budget) {
   backends::ManagedLocalOptions options;
   options.model = target.local.model;
-  options.folders = config.model_dirs;
-  for (std::string& folder : backends::ModelSearchFolders("", std::getenv("SWITCHYARD_MODELS"))) {
-    options.folders.push_back(std::move(folder));
-  }
+  options.folders = ModelFolders(config.model_dirs);
   options.engine.n_threads = target.local.threads;
   options.engine.n_ctx = target.local.context;
   options.engine.n_slots = target.local.slots;
@@ -108,12 +106,20 @@ absl::StatusOr<std::shared_ptr<backends::Backend>> CreateRemote(
 
 }  // namespace
 
+std::vector<std::string> ModelFolders(const std::vector<std::string>& model_dirs) {
+  std::vector<std::string> folders = model_dirs;
+  for (std::string& folder :
+       backends::ModelSearchFolders("", std::getenv(backends::kModelsEnvVar))) {
+    if (std::find(folders.begin(), folders.end(), folder) == folders.end()) {
+      folders.push_back(std::move(folder));
+    }
+  }
+  return folders;
+}
+
 std::vector<std::string> CheckEnvironment(const Config& config) {
   std::vector<std::string> problems;
-  std::vector<std::string> folders = config.model_dirs;
-  for (std::string& folder : backends::ModelSearchFolders("", std::getenv("SWITCHYARD_MODELS"))) {
-    folders.push_back(std::move(folder));
-  }
+  const std::vector<std::string> folders = ModelFolders(config.model_dirs);
   // Whether a file can be opened for reading, by the process as it runs now.
   auto readable = [](const std::string& path) { return ::access(path.c_str(), R_OK) == 0; };
   // Whether a file there can be created or replaced: its folder exists and is writable.

@@ -10,6 +10,10 @@ namespace switchyard::gateway {
 // The returned factory shares one CurlLoop between all remote targets it builds.
 BackendFactory MakeDefaultBackendFactory();
 
+// Where local models are looked for: `model_dirs` (the config's models.dirs), then each folder
+// of $SWITCHYARD_MODELS not already listed.
+std::vector<std::string> ModelFolders(const std::vector<std::string>& model_dirs);
+
 // What would stop `serve` on this machine that parsing cannot see, without loading anything:
 // local models not found on the search path (or not GGUF), api_key_env variables not set,
 // ca_bundle files that cannot be read, and decision log or metering state folders that cannot

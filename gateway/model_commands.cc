@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "backends/local/model_store.h"
+#include "gateway/backend_factory.h"
 #include "gateway/config.h"
 #include "policies/absl_compat.h"
 
@@ -99,19 +100,10 @@ std::string HumanCount(int64_t n) {
 
 // The config's models.dirs (when a config is given), then $SWITCHYARD_MODELS.
 absl::StatusOr<std::vector<std::string>> SearchFolders(const std::optional<std::string>& config) {
-  std::vector<std::string> folders;
-  if (config) {
-    absl::StatusOr<Config> loaded = LoadConfigFile(*config);
-    if (!loaded.ok()) return loaded.status();
-    folders = loaded->model_dirs;
-  }
-  for (std::string& folder :
-       backends::ModelSearchFolders("", std::getenv(backends::kModelsEnvVar))) {
-    if (std::find(folders.begin(), folders.end(), folder) == folders.end()) {
-      folders.push_back(std::move(folder));
-    }
-  }
-  return folders;
+  if (!config) return ModelFolders({});
+  absl::StatusOr<Config> loaded = LoadConfigFile(*config);
+  if (!loaded.ok()) return loaded.status();
+  return ModelFolders(loaded->model_dirs);
 }
 
 class Sha256 {
